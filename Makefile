@@ -1,0 +1,40 @@
+# Quick start on a fresh machine: `make run` (the pipeline locally, tiny config) and `make test`.
+SHELL := /bin/bash
+CONFIG ?= configs/tiny.yaml
+UV ?= $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+export PYTHONPATH := $(CURDIR)
+export GX_ANALYTICS_ENABLED := false
+export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
+
+.PHONY: setup system-deps run test test-fast bench-search lint clean
+
+system-deps:  ## Debian packages the agent's shell tool needs (tmux, bubblewrap)
+	@if ! command -v tmux >/dev/null || ! command -v bwrap >/dev/null; then \
+	  echo "installing tmux and bubblewrap"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq tmux bubblewrap >/dev/null; \
+	fi
+
+$(UV):
+	@command -v uv >/dev/null || python3 -m pip install --quiet --user uv
+
+setup: system-deps $(UV)  ## uv + the locked environment
+	@$(UV) sync --locked --quiet
+
+run: setup  ## the Flyte workflow locally on $(CONFIG): world → synthesis → quality gates
+	$(UV) run pyflyte run workflows/full.py full --config $(CONFIG)
+
+test: setup  ## the whole test suite (CPU, a few minutes)
+	$(UV) run pytest
+
+test-fast: setup  ## skip the end-to-end Flyte runs
+	$(UV) run pytest -m "not slow"
+
+bench-search: setup  ## index ≥1M paragraphs and measure query latency (several minutes)
+	$(UV) run python benchmarks/search_bench.py
+
+lint: setup
+	$(UV) run ruff check deepresearch tasks workflows tests benchmarks
+
+clean:
+	rm -rf out runs mlflow.db mlartifacts .pytest_cache

@@ -1,0 +1,191 @@
+"""The ReAct loop: the policy proposes, tool calls run, observations are appended, until
+`<answer>` or the budget (turns, tool calls, context tokens) runs out.
+
+    traj = run_episode(policy, prompt, task_id="t1", capability="deep_research",
+                       ctx=EpisodeContext(workspace, cfg.agent, search), budget=cfg.agent.budget)
+
+Running out of budget forces one last policy call asking for the final answer; a tool error
+(bad arguments, unknown tool, malformed JSON, timeout) becomes an error observation. Neither
+ever ends the episode with an exception.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Callable
+
+from deepresearch.agent.policies.base import Policy
+from deepresearch.agent.schema import Message, Trajectory, extract_citations, parse_assistant
+from deepresearch.agent.tools.base import EpisodeContext, Tool, all_tools
+from deepresearch.config import BudgetConfig
+from deepresearch.errors import ToolError
+
+_TOKEN_RE = re.compile(r"\w+|[^\w\s]")
+
+FORCE_ANSWER = (
+    "Budget exhausted ({reason}). Do not call any more tools. Write your final answer now inside "
+    "<answer></answer>, using only what you have found, citing sources as \\cite{{doc_id}}."
+)
+NO_ACTION = (
+    "Your last message contained neither a <tool_call> nor an <answer>. Call a tool, or give the final "
+    "answer inside <answer></answer>."
+)
+
+
+def approx_tokens(text: str) -> int:
+    """Deterministic token estimate (words and punctuation) used when no tokenizer is given."""
+    return len(_TOKEN_RE.findall(text))
+
+
+def system_prompt(tools: dict[str, Tool]) -> str:
+    """The agent's system prompt in Qwen2.5's function-calling format."""
+    schemas = "\n".join(json.dumps(t.schema(), ensure_ascii=False, sort_keys=True) for t in tools.values())
+    return (
+        "You are a deep research agent. Plan with the todo tool, search and open sources with "
+        "batch_web_surfer, verify every claim against the most authoritative source you can find "
+        "(government, academic and institutional pages outrank news, which outranks blogs and forums), "
+        "draft and revise your report with the file tool, and use the shell when it helps.\n\n"
+        "# Tools\n\nYou may call one or more functions to assist with the user query.\n\n"
+        "You are provided with function signatures within <tools></tools> XML tags:\n"
+        f"<tools>\n{schemas}\n</tools>\n\n"
+        "For each function call, return a json object with function name and arguments within "
+        "<tool_call></tool_call> XML tags:\n"
+        '<tool_call>\n{"name": <function-name>, "arguments": <args-json-object>}\n</tool_call>\n\n'
+        "When you are done, give the final answer inside <answer></answer>. Cite every source you rely "
+        "on as \\cite{doc_id}, using ids of documents you opened."
+    )
+
+
+def make_tools(names: list[str] | None = None) -> dict[str, Tool]:
+    """Instantiate tools by name (default: every registered tool), in a stable order."""
+    registry = all_tools()
+    names = sorted(registry) if names is None else names
+    out: dict[str, Tool] = {}
+    for name in names:
+        if name not in registry:
+            raise ToolError(f"unknown tool {name!r}; available tools: {', '.join(sorted(registry))}")
+        out[name] = registry[name]()
+    return out
+
+
+def _context_tokens(messages: list[Message], count: Callable[[str], int]) -> int:
+    return sum(count(m.content) + 4 for m in messages)  # +4: role and separator tokens
+
+
+def run_episode(
+    policy: Policy,
+    prompt: str,
+    *,
+    task_id: str,
+    capability: str,
+    ctx: EpisodeContext,
+    budget: BudgetConfig,
+    tools: dict[str, Tool] | None = None,
+    trajectory_id: str | None = None,
+    count_tokens: Callable[[str], int] = approx_tokens,
+) -> Trajectory:
+    """Run one ReAct episode and return its trajectory. Never raises for tool or budget problems.
+
+    Args:
+        policy: proposes each assistant turn (already `reset` for this task by the caller).
+        prompt: the user's task text.
+        ctx: per-episode tool state (workspace, search backend); closed by the caller.
+        budget: max turns, tool calls and context tokens.
+        tools: the tools offered (default: all registered tools).
+    Returns:
+        The trajectory; `outcome` is "answered", "budget_exhausted" or "policy_error".
+    """
+    from deepresearch.agent.tools.file import store_long_output
+
+    tools = make_tools() if tools is None else tools
+    schemas = [t.schema() for t in tools.values()]
+    messages = [Message(role="system", content=system_prompt(tools)), Message(role="user", content=prompt)]
+    turns = n_calls = n_errors = 0
+    answer: str | None = None
+    outcome = "answered"
+    metadata: dict = {}
+
+    def observe(name: str | None, content: str, is_error: bool) -> None:
+        nonlocal n_errors
+        n_errors += int(is_error)
+        messages.append(Message(role="tool", name=name, content=content, is_error=is_error))
+
+    while True:
+        tokens = _context_tokens(messages, count_tokens)
+        reason = (
+            f"{turns} turns" if turns >= budget.max_turns
+            else f"context of {tokens} tokens" if tokens >= budget.max_context_tokens
+            else f"{n_calls} tool calls" if n_calls >= budget.max_tool_calls and turns > 0
+            else None
+        )
+        if reason is not None:
+            outcome = "budget_exhausted"
+            metadata["budget_reason"] = reason
+            messages.append(Message(role="user", content=FORCE_ANSWER.format(reason=reason)))
+            try:
+                text = policy.act(messages, schemas)
+            except Exception as e:  # noqa: BLE001 - a failing policy ends the episode, not the run
+                metadata["policy_error"] = f"{type(e).__name__}: {e}"
+                outcome = "policy_error"
+                break
+            turns += 1
+            messages.append(Message(role="assistant", content=text))
+            parsed = parse_assistant(text)
+            # The forced turn's text is the answer even without tags: never lose the work.
+            answer = parsed.answer if parsed.answer is not None else parsed.thought
+            break
+
+        try:
+            text = policy.act(messages, schemas)
+        except Exception as e:  # noqa: BLE001
+            metadata["policy_error"] = f"{type(e).__name__}: {e}"
+            outcome = "policy_error"
+            break
+        turns += 1
+        messages.append(Message(role="assistant", content=text))
+        parsed = parse_assistant(text)
+        for err in parsed.errors:
+            observe(None, f"error: {err}", True)
+        if parsed.answer is not None:  # the answer ends the episode; calls beside it are not run
+            answer = parsed.answer
+            break
+        if not parsed.tool_calls and not parsed.errors:
+            messages.append(Message(role="user", content=NO_ACTION))
+            continue
+        for call in parsed.tool_calls:
+            if n_calls >= budget.max_tool_calls:
+                observe(call.name, f"error: tool-call budget of {budget.max_tool_calls} exhausted; not run", True)
+                continue
+            n_calls += 1
+            tool = tools.get(call.name)
+            if tool is None:
+                observe(call.name, f"error: unknown tool {call.name!r}; available tools: {', '.join(tools)}", True)
+                continue
+            try:
+                out = tool(call.arguments, ctx)
+            except ToolError as e:
+                observe(call.name, f"error: {e}", True)
+                continue
+            except Exception as e:  # noqa: BLE001 - a tool bug must not end the episode
+                observe(call.name, f"error: {call.name} failed: {type(e).__name__}: {e}", True)
+                continue
+            observe(call.name, store_long_output(ctx, call.name, out), False)
+
+    citations = extract_citations(answer or "")
+    return Trajectory(
+        trajectory_id=trajectory_id or f"{task_id}:{policy.name}",
+        task_id=task_id,
+        capability=capability,
+        policy=policy.name,
+        messages=messages,
+        outcome=outcome,
+        answer=answer,
+        tool_calls=n_calls,
+        tool_errors=n_errors,
+        turns=turns,
+        tokens=_context_tokens(messages, count_tokens),
+        opened_docs=list(ctx.opened_docs),
+        citations=citations,
+        metadata=metadata,
+    )

@@ -1,0 +1,1 @@
+"""Policies that propose assistant turns: scripted expert, OpenAI-compatible endpoint."""

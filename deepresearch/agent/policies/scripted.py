@@ -1,0 +1,347 @@
+"""The scripted expert: a policy that knows the world and acts like a careful researcher.
+
+It plans with `todo`, searches and opens sources with `batch_web_surfer` (choosing documents from
+the search results it sees), cross-checks figures against higher-authority pages, drafts the report
+with `file`, revises it with a search/replace patch, checks it with `shell`, and answers with
+`\\cite{doc_id}` citations. Its trajectories are the synthesis stage's training data.
+
+Per-episode randomness (seeded by the caller) adds:
+  - injected tool errors (malformed JSON, a wrong argument name, a missing document) followed by a
+    recovery turn, at `tool_error_rate` per step;
+  - detours (an extra, unneeded search) at `detour_rate`, so attempts differ in length.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from typing import Any, Generator
+
+from deepresearch.agent.policies.base import PolicyName, register_policy
+from deepresearch.agent.schema import Message, ToolCall
+from deepresearch.config import AgentConfig
+from deepresearch.synthesis.phrasing import (
+    attribute_phrase,
+    attribute_sentence,
+    relation_phrase,
+    relation_sentence,
+)
+from deepresearch.synthesis.schema import DeepSearchTask, ResearchTask
+from deepresearch.world.schema import Document, Entity, Tier, World
+
+Script = Generator[str, list[Message], None]
+
+
+def _call(name: str, **arguments: Any) -> str:
+    return ToolCall(name=name, arguments=arguments).render()
+
+
+def _parse_obs(msg: Message) -> dict[str, Any] | None:
+    if msg.is_error:
+        return None
+    try:
+        obj = json.loads(msg.content)
+    except json.JSONDecodeError:
+        return None  # summarized to a file, or not JSON
+    return obj if isinstance(obj, dict) else None
+
+
+class ScriptedExpert:
+    """Knows the world; see the module docstring. Deterministic given `reset(task, seed=...)`."""
+
+    name = "scripted"
+
+    def __init__(self, cfg: AgentConfig, world: World, *, tool_error_rate: float = 0.0, detour_rate: float = 0.0):
+        if world is None:
+            raise ValueError("the scripted expert needs a world (pass --world DIR)")
+        self.cfg = cfg
+        self.world = world
+        self.tool_error_rate = tool_error_rate
+        self.detour_rate = detour_rate
+        self._script: Script | None = None
+        self._seen = 0
+        self._names = sorted(
+            ((e.name.lower(), e.id) for e in world.entities.values()), key=lambda x: (-len(x[0]), x[1])
+        )
+        self.injected_errors = 0
+
+    # ---- Policy protocol -----------------------------------------------------------------
+    def reset(self, task: DeepSearchTask | ResearchTask | str, *, seed: str = "") -> None:
+        self.rng = random.Random(f"scripted:{seed}")
+        self.injected_errors = 0
+        self._seen = 0
+        if isinstance(task, DeepSearchTask):
+            self._script = self._deep_search(task)
+        elif isinstance(task, ResearchTask):
+            self._script = self._research(task.about or self._entity_for_text(task.prompt), task.prompt)
+        else:
+            self._script = self._research(self._entity_for_text(str(task)), str(task))
+        self._started = False
+
+    def act(self, messages: list[Message], tools: list[dict[str, Any]]) -> str:
+        assert self._script is not None, "call reset(task) before act()"
+        new = messages[self._seen :]
+        self._seen = len(messages) + 1  # +1: the assistant message the loop appends next
+        if messages and messages[-1].role == "user" and messages[-1].content.startswith("Budget exhausted"):
+            return self._forced_answer()
+        try:
+            if not self._started:
+                self._started = True
+                return next(self._script)
+            return self._script.send([m for m in new if m.role == "tool"])
+        except StopIteration:
+            return "<answer>I could not complete the research.</answer>"
+
+    # ---- helpers -------------------------------------------------------------------------
+    def _entity_for_text(self, text: str) -> str | None:
+        low = text.lower()
+        for name, eid in self._names:
+            if name in low:
+                return eid
+        return None
+
+    def _maybe_error(self, kind: str) -> str | None:
+        """With probability tool_error_rate, a faulty call of the kind about to be made."""
+        if self.rng.random() >= self.tool_error_rate:
+            return None
+        self.injected_errors += 1
+        variant = self.rng.randrange(3)
+        if variant == 0:  # malformed JSON: the closing braces are missing
+            return '<tool_call>{"name": "batch_web_surfer", "arguments": {"search": ["' + kind + '"]</tool_call>'
+        if variant == 1:  # wrong argument name
+            return _call("batch_web_surfer", query=[kind])
+        return _call("batch_web_surfer", open=["D9999999"])  # a document that does not exist
+
+    def _step(self, thought: str, call: str, kind: str) -> Script:
+        """Yield one action, preceded (sometimes) by a faulty call and a recovery."""
+        bad = self._maybe_error(kind)
+        if bad is not None:
+            obs = yield f"{thought}\n{bad}"
+            err = obs[0].content[:160] if obs else "the call failed"
+            thought = f"The previous call failed ({err}). Retrying with a corrected call."
+        return (yield f"{thought}\n{call}")
+
+    def _search_and_pick(self, query: str, wanted: list[Document], thought: str) -> Script:
+        """Search, then return the best `wanted` document seen in the results (else the top wanted)."""
+        k = self.cfg.search_k
+        obs = yield from self._step(thought, _call("batch_web_surfer", search=[query], k=k), query)
+        wanted_ids = {d.doc_id: d for d in wanted}
+        for m in obs:
+            data = _parse_obs(m)
+            for block in (data or {}).get("search", []):
+                hits = [h for h in block.get("results", []) if h.get("doc_id") in wanted_ids]
+                if hits:
+                    best = max(hits, key=lambda h: (h.get("authority", 0), -hits.index(h)))
+                    return wanted_ids[best["doc_id"]]
+        return wanted[0]
+
+    def _detour(self, entity: Entity) -> Script:
+        if self.rng.random() < self.detour_rate:
+            q = f"{entity.name} news"
+            yield f"Let me also look for recent coverage.\n{_call('batch_web_surfer', search=[q], k=3)}"
+
+    def _forced_answer(self) -> str:
+        return "<answer>Budget exhausted before the research was complete.</answer>"
+
+    # ---- deep search ---------------------------------------------------------------------
+    def _deep_search(self, task: DeepSearchTask) -> Script:
+        w = self.world
+        path = [w.entities[e] for e in task.path]
+        rels = {(t.head, t.tail): t.relation for t in task.subgraph}
+        steps = [f"Identify {path[0].description}"] + [
+            f"Find the {relation_phrase(rels.get((a.id, b.id), 'related'))} of {('it' if i else 'that ' + a.type.value)}"
+            for i, (a, b) in enumerate(zip(path, path[1:]))
+        ] + ["Verify the answer against an authoritative source and answer"]
+        yield "I will plan the search first.\n" + _call("todo", action="add", steps=steps)
+
+        cited: list[str] = []
+        start = path[0]
+        doc = yield from self._search_and_pick(
+            start.description, w.docs_about(start.id), f"First I need to identify {start.description}."
+        )
+        yield from self._step(
+            f"This result looks like the entity described. Opening {doc.doc_id}.",
+            _call("batch_web_surfer", open=[doc.doc_id]),
+            doc.doc_id,
+        )
+        cited.append(doc.doc_id)
+        yield from self._detour(start)
+        for i, (a, b) in enumerate(zip(path, path[1:]), start=2):
+            phrase = relation_phrase(rels.get((a.id, b.id), "related"))
+            doc = yield from self._search_and_pick(
+                b.name,
+                w.docs_about(b.id),
+                f"{a.name}'s {phrase} is {b.name}. "
+                + _call("todo", action="update", id=i - 1, status="done")
+                + f"\nNext I look up {b.name}.",
+            )
+            yield from self._step(
+                f"Opening the most authoritative page on {b.name}.",
+                _call("batch_web_surfer", open=[doc.doc_id]),
+                doc.doc_id,
+            )
+            cited.append(doc.doc_id)
+        answer_entity = path[-1]
+        # The answer may be an attribute of the last entity: cross-check it on a second source.
+        attr = task.answer_attribute
+        verify = [d for d in w.docs_about(answer_entity.id) if d.doc_id not in cited][:1]
+        if verify:
+            obs = yield from self._step(
+                _call("todo", action="update", id=len(path), status="in_progress")
+                + "\nCross-checking with a second source.",
+                _call("batch_web_surfer", open=[verify[0].doc_id]),
+                verify[0].doc_id,
+            )
+            del obs
+        ref = w.primary_doc(answer_entity.id)
+        note = ""
+        if attr is not None and verify:
+            other = next(
+                (c for c in verify[0].claims if c.subject == answer_entity.id and c.predicate == attr), None
+            )
+            if other is not None and not other.correct:
+                note = (
+                    f" The {verify[0].tier.value}-authority page {verify[0].domain} gives {other.value}, which "
+                    f"conflicts with the reference page; I trust the authoritative source \\cite{{{ref.doc_id}}}."
+                )
+        chain = "; ".join(
+            f"{a.name} → {relation_phrase(rels.get((a.id, b.id), 'related'))} → {b.name}"
+            for a, b in zip(path, path[1:])
+        )
+        evidence = " ".join(f"\\cite{{{d}}}" for d in cited)
+        yield (
+            f"The chain is: {chain}.{note} Evidence: {evidence}.\n<answer>{task.answer}</answer>"
+        )
+
+    # ---- deep research -------------------------------------------------------------------
+    def _research(self, entity_id: str | None, prompt: str) -> Script:
+        w = self.world
+        if entity_id is None:
+            # Unknown subject: search the prompt and research the entity of the top hit.
+            obs = yield "I will start by searching for the topic.\n" + _call(
+                "batch_web_surfer", search=[prompt[:200]], k=self.cfg.search_k
+            )
+            for m in obs:
+                for block in (_parse_obs(m) or {}).get("search", []):
+                    for h in block.get("results", []):
+                        d = w.documents.get(h.get("doc_id"))
+                        if d is not None and d.about and entity_id is None:
+                            entity_id = d.about
+            if entity_id is None:
+                yield "<answer>I found no sources on this topic in the available corpus.</answer>"
+                return
+        e = w.entities[entity_id]
+        yield f"I will research {e.name} and plan the work.\n" + _call(
+            "todo",
+            action="add",
+            steps=[
+                f"Collect sources on {e.name}",
+                "Cross-check figures against authoritative sources",
+                "Draft the report",
+                "Revise, verify citations and answer",
+            ],
+        )
+        ref = yield from self._search_and_pick(
+            e.name, w.docs_about(e.id), f"Searching for sources on {e.name}."
+        )
+        others = [d for d in w.docs_about(e.id) if d.doc_id != ref.doc_id][:3]
+        opened = [ref] + others
+        yield from self._step(
+            f"Opening the reference page and {len(others)} secondary sources.",
+            _call("batch_web_surfer", open=[d.doc_id for d in opened]),
+            ref.doc_id,
+        )
+        yield from self._detour(e)
+
+        # Cross-check: every attribute claimed differently by a lower-authority page.
+        conflicts = []
+        for d in others:
+            for c in d.claims:
+                if c.subject == e.id and not c.correct and c.predicate in e.attributes:
+                    conflicts.append((c.predicate, c.value, d))
+        relations = [(t.relation, w.entities[t.tail]) for t in w.out_edges(e.id) if t.tail in w.entities]
+        tail_docs = [w.primary_doc(t.id) for _, t in relations[:2]]
+        tail_docs = [d for d in tail_docs if d is not None]
+        if conflicts or tail_docs:
+            attr, _, _ = conflicts[0] if conflicts else (None, None, None)
+            thought = (
+                f"{conflicts[0][2].domain} disagrees with the reference page on the "
+                f"{attribute_phrase(attr)}; checking related authoritative pages."
+                if conflicts
+                else "Checking the authoritative pages of related entities."
+            )
+            yield from self._step(
+                _call("todo", action="update", id=1, status="done") + "\n" + thought,
+                _call("batch_web_surfer", open=[d.doc_id for d in tail_docs] or [ref.doc_id]),
+                e.name,
+            )
+        tail_ref = {t.id: d.doc_id for (_, t), d in zip(relations, tail_docs)}
+
+        # Draft: one fact per line, each cited.
+        lines = [f"# {e.name}: research report", "", "## Overview"]
+        lines.append(f"{e.name} is {e.description} \\cite{{{ref.doc_id}}}.")
+        lines += ["", "## Key facts"]
+        # Vary the subject so the report reads naturally (and is not mistaken for a loop).
+        short = e.name.split()[-1] if e.type.value == "person" else "It"
+        subjects = [e.name if i % 3 == 0 else short for i in range(len(e.attributes) + len(relations))]
+        for i, (k, v) in enumerate(e.attributes.items()):
+            lines.append(f"- {attribute_sentence(k, subjects[i], v)} \\cite{{{ref.doc_id}}}.")
+        lines += ["", "## Relations"]
+        for j, (rel, t) in enumerate(relations):
+            extra = f"\\cite{{{tail_ref[t.id]}}}" if t.id in tail_ref else ""
+            subject = subjects[len(e.attributes) + j]
+            lines.append(f"- {relation_sentence(rel, subject, t.name)} \\cite{{{ref.doc_id}}}{extra}.")
+        draft = "\n".join(lines) + "\n"
+        yield from self._step(
+            _call("todo", action="update", id=2, status="done") + "\nWriting the first draft.",
+            _call("file", action="write", path="report.md", content=draft),
+            "report.md",
+        )
+
+        # Revise: add the verification section with a search/replace patch.
+        verification = ["", "## Source verification"]
+        for attr, wrong, d in conflicts:
+            verification.append(
+                f"- {d.domain} ({d.tier.value} authority) reports a {attribute_phrase(attr)} of {wrong}, which "
+                f"conflicts with the authoritative figure of {e.attributes[attr]} \\cite{{{ref.doc_id}}}; "
+                "the authoritative value is used."
+            )
+        if not conflicts:
+            verification.append(
+                f"- The secondary sources agree with the reference page \\cite{{{ref.doc_id}}}."
+            )
+        refs = ["", "## References"] + [
+            f"- \\cite{{{d.doc_id}}} {d.title} ({d.domain})"
+            for d in opened + tail_docs
+            if d.tier in (Tier.high, Tier.medium) or d is ref
+        ]
+        last = lines[-1]
+        patch = f"<<<<<<< SEARCH\n{last}\n=======\n{last}\n" + "\n".join(verification + refs) + "\n>>>>>>> REPLACE"
+        yield from self._step(
+            _call("todo", action="update", id=3, status="done") + "\nAdding the verification notes and references.",
+            _call("file", action="patch", path="report.md", patch=patch),
+            "report.md",
+        )
+        yield "Checking the length of the report.\n" + _call("shell", command="wc -w report.md")
+        # Read the report back, page by page (the file tool pages long files).
+        parts: list[str] = []
+        offset: int | None = 0
+        while offset is not None:
+            args = {"action": "read", "path": "report.md"} | ({"offset": offset} if offset else {})
+            obs = yield ("Reading the final report.\n" if not offset else "Reading the rest.\n") + _call("file", **args)
+            data = next((d for d in map(_parse_obs, obs) if d and isinstance(d.get("content"), str)), None)
+            if data is None:
+                parts = []
+                break
+            parts.append(data["content"])
+            offset = data.get("next_offset")
+        report = "".join(parts)
+        if not report:  # the read failed: fall back to what was written
+            report = draft + "\n".join(verification + refs) + "\n"
+        yield f"The report is complete and every fact is cited.\n<answer>\n{report.strip()}\n</answer>"
+
+
+@register_policy(PolicyName.scripted)
+def _make_scripted(cfg: AgentConfig, world: World | None) -> ScriptedExpert:
+    return ScriptedExpert(cfg, world)
+

@@ -1,0 +1,121 @@
+"""Tool protocol and registry.
+
+A tool is a class with a `name`, a `description`, a pydantic `Args` model (its JSON schema is
+what the policy sees) and `run(args, ctx) -> str`. Recoverable failures raise `ToolError`; the
+loop turns them into error observations, never ending the episode.
+
+    @register_tool
+    class Todo(Tool):
+        name = "todo"
+        ...
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from deepresearch.errors import ToolError
+
+if TYPE_CHECKING:
+    from deepresearch.config import AgentConfig
+    from deepresearch.search.backend import SearchBackend
+
+
+class ToolArgs(BaseModel):
+    """Base for tool argument models: unknown arguments are an error the agent sees."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass
+class EpisodeContext:
+    """Per-episode state shared by the tools of one episode."""
+
+    workspace: Path  # the only writable directory; the shell sees it as /workspace
+    agent: "AgentConfig"
+    search: "SearchBackend | None" = None
+    opened_docs: list[str] = field(default_factory=list)  # in order of first opening
+    state: dict[str, Any] = field(default_factory=dict)  # per-tool state, keyed by tool name
+    _closers: list[Any] = field(default_factory=list)
+
+    def note_opened(self, doc_id: str) -> None:
+        if doc_id not in self.opened_docs:
+            self.opened_docs.append(doc_id)
+
+    def on_close(self, fn) -> None:
+        self._closers.append(fn)
+
+    def close(self) -> None:
+        while self._closers:
+            fn = self._closers.pop()
+            try:
+                fn()
+            except Exception:  # noqa: BLE001 - cleanup must not mask the episode's result
+                pass
+
+
+class Tool(ABC):
+    name: ClassVar[str]
+    description: ClassVar[str]
+    Args: ClassVar[type[ToolArgs]]
+
+    @classmethod
+    def schema(cls) -> dict[str, Any]:
+        """OpenAI/Qwen function schema: {"type": "function", "function": {name, description, parameters}}."""
+        params = cls.Args.model_json_schema()
+        params.pop("title", None)
+        return {"type": "function", "function": {"name": cls.name, "description": cls.description, "parameters": params}}
+
+    def __call__(self, arguments: dict[str, Any], ctx: EpisodeContext) -> str:
+        try:
+            args = self.Args.model_validate(arguments)
+        except ValidationError as e:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc']) or '(arguments)'}: {err['msg']}" for err in e.errors()
+            )
+            raise ToolError(f"invalid arguments for {self.name}: {problems}") from None
+        return self.run(args, ctx)
+
+    @abstractmethod
+    def run(self, args: Any, ctx: EpisodeContext) -> str: ...
+
+
+TOOLS: dict[str, type[Tool]] = {}
+
+
+def register_tool(cls: type[Tool]) -> type[Tool]:
+    """Class decorator adding a tool to the registry; refuses duplicate names."""
+    if cls.name in TOOLS:
+        raise ValueError(f"tool {cls.name!r} is already registered by {TOOLS[cls.name].__qualname__}")
+    TOOLS[cls.name] = cls
+    return cls
+
+
+def get_tool(name: str) -> type[Tool]:
+    """Look up a tool class; the error lists the valid names."""
+    _ensure_builtin_tools()
+    try:
+        return TOOLS[name]
+    except KeyError:
+        raise ToolError(f"unknown tool {name!r}; available tools: {', '.join(sorted(TOOLS))}") from None
+
+
+def all_tools() -> dict[str, type[Tool]]:
+    _ensure_builtin_tools()
+    return dict(TOOLS)
+
+
+def _ensure_builtin_tools() -> None:
+    # Importing the modules registers the built-in tools.
+    from deepresearch.agent.tools import file, shell, todo, web  # noqa: F401
+
+
+def dumps_observation(obj: Any) -> str:
+    """Tool outputs are compact, deterministic JSON."""
+    return json.dumps(obj, ensure_ascii=False, sort_keys=True)

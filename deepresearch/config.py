@@ -1,0 +1,284 @@
+"""Pipeline configuration: one frozen pydantic section per stage, loaded from YAML.
+
+    cfg = load_config("configs/tiny.yaml", overrides=["synthesis.n_deep_search=8"])
+    cfg.hash  # stable 12-hex digest used in cache keys and MLflow params
+
+Unknown keys and bad values raise `ConfigError` naming the file and the dotted field.
+Validators raise; nothing is silently rewritten.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from deepresearch.errors import ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_CONFIG = REPO_ROOT / "configs" / "tiny.yaml"
+
+
+class Section(BaseModel):
+    """Base for every config section: frozen, unknown keys rejected."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class WorldConfig(Section):
+    """The synthetic research world (or a Wikidata5m-format dump)."""
+
+    source: Literal["synthetic", "wikidata5m"] = "synthetic"
+    wikidata5m_dir: str | None = None  # directory holding the wikidata5m_*.txt files
+    seed: int = 0
+    # entities per type; six types (person, organization, place, work, event, product)
+    entities_per_type: int = Field(60, ge=2)
+    # extra low/medium-authority pages per entity besides its high-authority reference page
+    secondary_pages_per_entity: int = Field(2, ge=0, le=20)
+    # fraction of low-authority pages that carry a wrong or stale value for some attribute
+    conflict_rate: float = Field(0.35, ge=0.0, le=1.0)
+    paragraphs_per_page: int = Field(3, ge=1, le=50)
+    authority_registry: str = "registry/authority_domains.yaml"
+
+    @model_validator(mode="after")
+    def _wikidata_needs_dir(self) -> "WorldConfig":
+        if self.source == "wikidata5m" and not self.wikidata5m_dir:
+            raise ValueError("world.source=wikidata5m needs world.wikidata5m_dir")
+        return self
+
+
+class SearchConfig(Section):
+    """Paragraph-level search with authority-aware ranking."""
+
+    backend: Literal["embedded", "http"] = "embedded"
+    http_url: str | None = None  # for backend=http: base URL of a search API
+    k1: float = Field(1.2, gt=0)
+    b: float = Field(0.75, ge=0, le=1)
+    # results whose BM25 score is within this fraction of a group's best are "comparable":
+    # inside such a group, higher authority ranks first
+    relevance_tolerance: float = Field(0.15, ge=0.0, lt=1.0)
+    candidate_multiplier: int = Field(4, ge=1)
+
+    @model_validator(mode="after")
+    def _http_needs_url(self) -> "SearchConfig":
+        if self.backend == "http" and not self.http_url:
+            raise ValueError("search.backend=http needs search.http_url")
+        return self
+
+
+class BudgetConfig(Section):
+    """Per-episode budget of the ReAct loop; running out forces a final answer."""
+
+    max_turns: int = Field(24, ge=1)
+    max_tool_calls: int = Field(40, ge=0)
+    max_context_tokens: int = Field(16_384, ge=256)
+
+
+class ShellConfig(Section):
+    """Limits of the sandboxed shell tool."""
+
+    timeout_s: float = Field(10.0, gt=0)
+    memory_mb: int = Field(512, ge=16)
+    max_output_chars: int = Field(4000, ge=100)
+
+
+class OpenAIPolicyConfig(Section):
+    """An OpenAI-compatible chat-completions endpoint used as a teacher policy."""
+
+    base_url: str = "http://localhost:8000/v1"
+    model: str = "Qwen/Qwen2.5-72B-Instruct"
+    api_key_env: str = "OPENAI_API_KEY"
+    temperature: float = Field(0.6, ge=0)
+    max_tokens: int = Field(2048, ge=1)
+    timeout_s: float = Field(120.0, gt=0)
+
+
+class AgentConfig(Section):
+    """The ReAct agent runtime: budget, tools and policies."""
+
+    budget: BudgetConfig = BudgetConfig()
+    shell: ShellConfig = ShellConfig()
+    openai: OpenAIPolicyConfig = OpenAIPolicyConfig()
+    search_k: int = Field(5, ge=1, le=50)
+    # a tool output longer than this is stored in the workspace; only a summary enters the context
+    max_observation_chars: int = Field(3000, ge=200)
+
+
+class SynthesisConfig(Section):
+    """Data synthesis by atomic capability."""
+
+    seed: int = 0
+    n_deep_search: int = Field(40, ge=1)
+    n_deep_research: int = Field(20, ge=1)
+    min_hops: int = Field(2, ge=1)
+    max_hops: int = Field(3, ge=1)
+    # scripted-expert attempts per task; quality keeps the shortest successful one
+    attempts_per_task: int = Field(2, ge=1)
+    # rate of deliberately malformed tool calls, each followed by a recovery
+    tool_error_rate: float = Field(0.08, ge=0.0, le=0.5)
+    # rate of detours (an extra, unneeded search) so attempts differ in length
+    detour_rate: float = Field(0.3, ge=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _hops_ordered(self) -> "SynthesisConfig":
+        if self.min_hops > self.max_hops:
+            raise ValueError(f"synthesis.min_hops ({self.min_hops}) > synthesis.max_hops ({self.max_hops})")
+        return self
+
+
+class ExpectationConfig(Section):
+    """Thresholds used by the great-expectations suites."""
+
+    min_rows: int = Field(1, ge=0)
+    max_tool_calls: int = Field(40, ge=1)
+    min_citation_valid_rate: float = Field(1.0, ge=0.0, le=1.0)
+    min_success_rate: float = Field(1.0, ge=0.0, le=1.0)
+
+
+class QualityConfig(Section):
+    """Quality gates applied to synthesized trajectories."""
+
+    ngram_n: int = Field(4, ge=2)
+    # a trajectory whose assistant text repeats one n-gram more often than this is a loop
+    max_ngram_repeats: int = Field(6, ge=2)
+    max_identical_tool_calls: int = Field(3, ge=2)
+    minhash_threshold: float = Field(0.85, gt=0.0, le=1.0)
+    minhash_num_perm: int = Field(128, ge=16)
+    require_citations: bool = True
+    expectations: ExpectationConfig = ExpectationConfig()
+
+
+class TrackingConfig(Section):
+    """MLflow tracking. `uri` None → $MLFLOW_TRACKING_URI, else SQLite in the repo."""
+
+    enabled: bool = True
+    uri: str | None = None
+    experiment: str = "deepresearch"
+
+
+class PipelineConfig(Section):
+    """The whole pipeline, one section per stage."""
+
+    name: str = "tiny"
+    world: WorldConfig = WorldConfig()
+    search: SearchConfig = SearchConfig()
+    agent: AgentConfig = AgentConfig()
+    synthesis: SynthesisConfig = SynthesisConfig()
+    quality: QualityConfig = QualityConfig()
+    tracking: TrackingConfig = TrackingConfig()
+
+    @property
+    def hash(self) -> str:
+        """Stable digest of the resolved config (tracking excluded: it does not change results)."""
+        payload = self.model_dump(mode="json", exclude={"tracking"})
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
+
+    def to_json(self) -> str:
+        """Canonical JSON (sorted keys): the form passed between Flyte tasks."""
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "PipelineConfig":
+        return cls.model_validate_json(text)
+
+    def flat(self) -> dict[str, Any]:
+        """Dotted-key view for MLflow params."""
+        out: dict[str, Any] = {}
+
+        def walk(prefix: str, node: Any) -> None:
+            if isinstance(node, dict):
+                for k, v in node.items():
+                    walk(f"{prefix}.{k}" if prefix else k, v)
+            else:
+                out[prefix] = node
+
+        walk("", self.model_dump(mode="json"))
+        return out
+
+
+def _parse_override(item: str) -> tuple[list[str], Any]:
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} is not of the form section.field=value")
+    key, raw = item.split("=", 1)
+    path = key.strip().split(".")
+    if not all(path):
+        raise ConfigError(f"override {item!r} has an empty field name")
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"override {item!r}: value is not valid YAML ({e})") from e
+    return path, value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Return a copy of `data` with dotted `a.b.c=value` overrides applied (values parsed as YAML)."""
+    data = json.loads(json.dumps(data))  # deep copy of plain data
+    for item in overrides:
+        path, value = _parse_override(item)
+        node = data
+        for part in path[:-1]:
+            nxt = node.setdefault(part, {})
+            if not isinstance(nxt, dict):
+                raise ConfigError(f"override {item!r}: {part!r} is a value, not a section")
+            node = nxt
+        node[path[-1]] = value
+    return data
+
+
+def _format_validation_error(err: ValidationError, source: str) -> str:
+    lines = [f"invalid configuration in {source}:"]
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(root)"
+        if e["type"] == "extra_forbidden":
+            lines.append(f"  {loc}: unknown key (check the spelling against deepresearch/config.py)")
+        else:
+            lines.append(f"  {loc}: {e['msg']} (got {e.get('input')!r})")
+    return "\n".join(lines)
+
+
+def config_from_dict(data: dict[str, Any], source: str = "<dict>") -> PipelineConfig:
+    """Validate a plain dict into a PipelineConfig; errors name `source` and each bad field."""
+    try:
+        return PipelineConfig.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_format_validation_error(e, source)) from None
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> PipelineConfig:
+    """Load a YAML config (default: configs/tiny.yaml) and apply dotted overrides.
+
+    Args:
+        path: YAML file; relative paths are resolved against the working directory, then the repo.
+        overrides: `section.field=value` strings; values are parsed as YAML scalars/lists.
+    Returns:
+        The validated, frozen PipelineConfig.
+    Raises:
+        ConfigError: missing file, malformed YAML, unknown key or bad value (file and field named).
+    """
+    p = Path(path) if path is not None else DEFAULT_CONFIG
+    if not p.exists() and not p.is_absolute() and (REPO_ROOT / p).exists():
+        p = REPO_ROOT / p
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p} (pass --config configs/tiny.yaml or a path to a YAML file)")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {p} is not valid YAML: {e}") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {p} must hold a mapping at the top level, got {type(data).__name__}")
+    overrides = list(overrides or [])
+    data = apply_overrides(data, overrides)
+    source = str(p) + (f" (with overrides {overrides})" if overrides else "")
+    return config_from_dict(data, source)
+
+
+def resolve_repo_path(path: str | Path) -> Path:
+    """A path from config: absolute as is, relative to the working directory if it exists, else the repo."""
+    p = Path(path)
+    if p.is_absolute() or p.exists():
+        return p
+    return REPO_ROOT / p

@@ -1,0 +1,1 @@
+"""Quality gates: trajectory filters and great-expectations suites."""

@@ -1,0 +1,1 @@
+"""Data synthesis by atomic capability: deep search, deep research, expert trajectories."""

@@ -1,0 +1,179 @@
+"""Synthesis stage: tasks from the world, trajectories for them by the scripted expert.
+
+    manifest = synthesize(cfg, world_dir=Path("out/world"), out_dir=Path("out/raw"))
+
+Writes (atomically: a temp directory renamed into place)
+    out_dir/deep_search/{tasks,trajectories}.jsonl
+    out_dir/deep_research/{tasks,trajectories}.jsonl
+    out_dir/manifest.json     counts, success rates, injected-error rate, sha256 of each file
+Same config + world → hash-identical files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterable
+
+from pydantic import BaseModel
+
+from deepresearch.agent.loop import make_tools, run_episode
+from deepresearch.agent.policies.scripted import ScriptedExpert
+from deepresearch.agent.schema import Trajectory
+from deepresearch.agent.tools.base import EpisodeContext
+from deepresearch.config import PipelineConfig
+from deepresearch.search.backend import SearchBackend, open_backend
+from deepresearch.synthesis.rubrics import grade_report, rubric_score
+from deepresearch.synthesis.schema import DeepSearchTask, ResearchTask
+from deepresearch.synthesis.tasks import synthesize_deep_search, synthesize_research
+from deepresearch.world.schema import World, atomic_write_text
+
+DATASETS = ("deep_search", "deep_research")
+
+
+def normalize_answer(text: str) -> str:
+    """Lower-case, strip punctuation and articles, collapse spaces (SQuAD-style)."""
+    import re
+    import string
+
+    text = text.lower()
+    text = "".join(ch for ch in text if ch not in set(string.punctuation))
+    text = re.sub(r"\b(a|an|the)\b", " ", text)
+    return " ".join(text.split())
+
+
+def deep_search_correct(task: DeepSearchTask, answer: str | None) -> bool:
+    if not answer:
+        return False
+    got = normalize_answer(answer)
+    return any(got == normalize_answer(a) for a in [task.answer, *task.aliases])
+
+
+def research_success(task: ResearchTask, report: str | None) -> tuple[bool, float, list[str]]:
+    """Success = every positive item satisfied and no penalty triggered. Returns (success, score, labels)."""
+    if not report:
+        return False, 0.0, []
+    labels = grade_report(task, report)
+    ok = all(
+        (lab == "satisfied") if it.weight > 0 else (lab == "not") for it, lab in zip(task.rubrics, labels)
+    )
+    return ok, rubric_score(task.rubrics, labels), list(labels)
+
+
+def run_task(
+    expert: ScriptedExpert,
+    task: DeepSearchTask | ResearchTask,
+    cfg: PipelineConfig,
+    search: SearchBackend,
+    attempt: int,
+) -> Trajectory:
+    """One scripted-expert episode on `task` in a fresh workspace, labelled with ground-truth success."""
+    prompt = task.question if isinstance(task, DeepSearchTask) else task.prompt
+    expert.reset(task, seed=f"{cfg.synthesis.seed}:{task.task_id}:{attempt}")
+    with tempfile.TemporaryDirectory(prefix="episode-") as ws:
+        ctx = EpisodeContext(workspace=Path(ws), agent=cfg.agent, search=search)
+        try:
+            traj = run_episode(
+                expert,
+                prompt,
+                task_id=task.task_id,
+                capability=task.capability,
+                ctx=ctx,
+                budget=cfg.agent.budget,
+                tools=make_tools(),
+                trajectory_id=f"{task.task_id}:a{attempt}",
+            )
+        finally:
+            ctx.close()
+    meta = dict(traj.metadata, attempt=attempt, injected_errors=expert.injected_errors)
+    if isinstance(task, DeepSearchTask):
+        success = traj.outcome == "answered" and deep_search_correct(task, traj.answer)
+    else:
+        ok, score, labels = research_success(task, traj.answer)
+        success = traj.outcome == "answered" and ok
+        meta.update(rubric_score=round(score, 6), rubric_labels=labels)
+    return traj.model_copy(update={"success": success, "metadata": meta})
+
+
+def _dump(models: Iterable[BaseModel]) -> str:
+    return "".join(json.dumps(m.model_dump(mode="json"), sort_keys=True, ensure_ascii=False) + "\n" for m in models)
+
+
+def file_digests(root: Path) -> dict[str, str]:
+    """sha256 of every file under `root` except manifest.json, keyed by relative path."""
+    out = {}
+    for p in sorted(root.rglob("*")):
+        if p.is_file() and p.name != "manifest.json":
+            out[str(p.relative_to(root))] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
+def dataset_digest(digests: dict[str, str]) -> str:
+    return hashlib.sha256(json.dumps(digests, sort_keys=True).encode()).hexdigest()
+
+
+def synthesize(cfg: PipelineConfig, world_dir: Path, out_dir: Path, *, progress: bool = True) -> dict:
+    """Build tasks and expert trajectories for both capabilities; returns the manifest.
+
+    Args:
+        cfg: the pipeline config (world, agent and synthesis sections are used).
+        world_dir: a directory written by `deepresearch world build`.
+        out_dir: where the raw datasets go; replaced atomically.
+    """
+    from rich.progress import Progress
+
+    world_dir, out_dir = Path(world_dir), Path(out_dir)
+    world = World.load(world_dir)
+    search = open_backend(cfg.search, world_dir)
+    sc = cfg.synthesis
+    ds_tasks = synthesize_deep_search(world, sc.n_deep_search, min_hops=sc.min_hops, max_hops=sc.max_hops, seed=sc.seed)
+    dr_tasks = synthesize_research(world, sc.n_deep_research, seed=sc.seed)
+    expert = ScriptedExpert(cfg.agent, world, tool_error_rate=sc.tool_error_rate, detour_rate=sc.detour_rate)
+
+    trajs: dict[str, list[Trajectory]] = {name: [] for name in DATASETS}
+    jobs = [("deep_search", t) for t in ds_tasks] + [("deep_research", t) for t in dr_tasks]
+    with Progress(disable=not progress, transient=True) as bar:
+        job = bar.add_task("synthesis: expert trajectories", total=len(jobs) * sc.attempts_per_task)
+        for name, task in jobs:
+            for attempt in range(sc.attempts_per_task):
+                trajs[name].append(run_task(expert, task, cfg, search, attempt))
+                bar.advance(job)
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
+    try:
+        for name, tasks in (("deep_search", ds_tasks), ("deep_research", dr_tasks)):
+            (tmp / name).mkdir()
+            (tmp / name / "tasks.jsonl").write_text(_dump(tasks))
+            (tmp / name / "trajectories.jsonl").write_text(_dump(trajs[name]))
+        digests = file_digests(tmp)
+        stats = {}
+        for name in DATASETS:
+            ts = trajs[name]
+            stats[name] = {
+                "tasks": len(ds_tasks if name == "deep_search" else dr_tasks),
+                "trajectories": len(ts),
+                "success_rate": round(sum(bool(t.success) for t in ts) / max(1, len(ts)), 6),
+                "with_injected_errors": sum(1 for t in ts if t.metadata.get("injected_errors", 0) > 0),
+                "mean_tool_calls": round(sum(t.tool_calls for t in ts) / max(1, len(ts)), 3),
+            }
+        manifest = {
+            "stage": "synthesis",
+            "config_hash": cfg.hash,
+            "world_manifest_sha256": hashlib.sha256((world_dir / "manifest.json").read_bytes()).hexdigest(),
+            "datasets": stats,
+            "sha256": digests,
+            "digest": dataset_digest(digests),
+        }
+        atomic_write_text(tmp / "manifest.json", json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return manifest

@@ -1,0 +1,129 @@
+"""Flyte tasks of the data half: config → world → synthesis → quality gates → summary."""
+
+from __future__ import annotations
+
+import typing
+from pathlib import Path
+
+from flytekit import Cache, Resources, current_context, task
+from flytekit.types.directory import FlyteDirectory
+from flytekit.types.error import FlyteError
+
+from deepresearch.config import PipelineConfig, load_config
+from deepresearch.stages import StageResult, quality_stage, synthesis_stage, world_stage
+from deepresearch.tracking import fail_open_runs, finish_run, start_parent_run
+
+# Bump a stage's version when its code changes the artifact it produces.
+WORLD_VERSION = "world-v1"
+SYNTHESIS_VERSION = "synthesis-v1"
+QUALITY_VERSION = "quality-v1"
+
+# The parent run id changes on every execution; it must not bust the cache.
+_IGNORE_RUN = ("parent_run_id",)
+
+StageOut = typing.NamedTuple("StageOut", [("directory", FlyteDirectory), ("run_id", str), ("summary", str)])
+
+
+def _execution_id() -> str:
+    try:
+        return current_context().execution_id.name
+    except Exception:  # noqa: BLE001 - outside a Flyte context
+        return "local"
+
+
+def _workdir(name: str) -> Path:
+    p = Path(current_context().working_directory) / name
+    p.parent.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+def _summary(res: StageResult) -> str:
+    import json
+
+    keep = {k: v for k, v in res.manifest.items() if k in ("counts", "datasets", "digest", "index")}
+    return json.dumps({"stage": res.stage, "seconds": round(res.seconds, 2), **keep}, sort_keys=True)
+
+
+@task(requests=Resources(cpu="1", mem="1Gi"))
+def resolve_config(config: str, overrides: typing.List[str]) -> str:
+    """Load and validate the YAML config with dotted overrides; returns canonical JSON (the cache key)."""
+    return load_config(config, overrides).to_json()
+
+
+@task(requests=Resources(cpu="1", mem="1Gi"))
+def start_tracking(config_json: str) -> str:
+    """Open the MLflow parent run of this execution; returns its run id."""
+    cfg = PipelineConfig.from_json(config_json)
+    return start_parent_run(cfg, "full", tags={"flyte.execution_id": _execution_id()})
+
+
+@task(
+    cache=Cache(version=WORLD_VERSION, ignored_inputs=_IGNORE_RUN),
+    retries=2,
+    requests=Resources(cpu="2", mem="4Gi"),
+)
+def build_world(config_json: str, parent_run_id: str) -> StageOut:
+    """Generate the research world and its search index."""
+    cfg = PipelineConfig.from_json(config_json)
+    res = world_stage(cfg, _workdir("world"), parent_run_id, _execution_id())
+    return StageOut(FlyteDirectory(res.path), res.run_id, _summary(res))
+
+
+@task(
+    cache=Cache(version=SYNTHESIS_VERSION, ignored_inputs=_IGNORE_RUN),
+    retries=2,
+    requests=Resources(cpu="2", mem="4Gi"),
+)
+def synthesize(config_json: str, world: FlyteDirectory, parent_run_id: str) -> StageOut:
+    """Synthesize deep-search and deep-research tasks and scripted-expert trajectories."""
+    cfg = PipelineConfig.from_json(config_json)
+    res = synthesis_stage(cfg, Path(world.download()), _workdir("raw"), parent_run_id, _execution_id())
+    return StageOut(FlyteDirectory(res.path), res.run_id, _summary(res))
+
+
+@task(
+    cache=Cache(version=QUALITY_VERSION, ignored_inputs=_IGNORE_RUN),
+    retries=2,
+    requests=Resources(cpu="1", mem="2Gi"),
+)
+def quality_gates(config_json: str, raw: FlyteDirectory, parent_run_id: str) -> StageOut:
+    """Filter trajectories and validate the datasets; a failed expectation suite stops the workflow."""
+    cfg = PipelineConfig.from_json(config_json)
+    res = quality_stage(cfg, Path(raw.download()), _workdir("datasets"), parent_run_id, _execution_id())
+    return StageOut(FlyteDirectory(res.path), res.run_id, _summary(res))
+
+
+@task(requests=Resources(cpu="1", mem="1Gi"))
+def summarize(
+    config_json: str,
+    parent_run_id: str,
+    world: FlyteDirectory,
+    datasets: FlyteDirectory,
+    stage_summaries: typing.List[str],
+    stage_run_ids: typing.List[str],
+) -> str:
+    """Close the parent run and print what was produced and where; returns the summary as markdown."""
+    from deepresearch.summary import render_summary
+
+    cfg = PipelineConfig.from_json(config_json)
+    text = render_summary(
+        cfg,
+        parent_run_id=parent_run_id,
+        world_dir=world.path,
+        datasets_dir=datasets.path,
+        stage_summaries=stage_summaries,
+        stage_run_ids=stage_run_ids,
+        execution_id=_execution_id(),
+    )
+    finish_run(cfg, parent_run_id)
+    return text
+
+
+
+
+@task(requests=Resources(cpu="1", mem="1Gi"))
+def mark_failed(config: str, overrides: typing.List[str], err: typing.Optional[FlyteError] = None) -> None:
+    """Failure handler: close this execution's open MLflow runs as FAILED, with the error."""
+    cfg = load_config(config, overrides)
+    message = f"{err.failed_node_id}: {err.message}" if err is not None else "workflow failed"
+    fail_open_runs(cfg, _execution_id(), message)

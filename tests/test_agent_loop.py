@@ -1,0 +1,167 @@
+"""The ReAct loop: parsing, error observations, budget enforcement (forced final answer)."""
+
+from pathlib import Path
+from typing import ClassVar
+
+import pytest
+
+from deepresearch.agent.loop import approx_tokens, run_episode
+from deepresearch.agent.schema import ToolCall, extract_citations, parse_assistant
+from deepresearch.agent.tools.base import EpisodeContext, Tool, ToolArgs, get_tool, register_tool
+from deepresearch.config import AgentConfig, BudgetConfig
+from deepresearch.errors import ToolError
+
+
+class EchoArgs(ToolArgs):
+    text: str
+
+
+class Echo(Tool):
+    """A test tool (not registered) so the loop is tested apart from the real tools."""
+
+    name: ClassVar[str] = "echo"
+    description: ClassVar[str] = "echo text back"
+    Args: ClassVar[type[ToolArgs]] = EchoArgs
+
+    def run(self, args: EchoArgs, ctx: EpisodeContext) -> str:
+        if args.text == "boom":
+            raise ToolError("boom requested")
+        if args.text == "crash":
+            raise RuntimeError("bug inside the tool")
+        return args.text
+
+
+class Replay:
+    """A policy that replays fixed turns, then repeats the last one."""
+
+    name = "replay"
+
+    def __init__(self, turns):
+        self.turns = list(turns)
+        self.calls = 0
+        self.seen = []
+
+    def reset(self, task, *, seed=""):
+        pass
+
+    def act(self, messages, tools):
+        self.seen.append(list(messages))
+        turn = self.turns[min(self.calls, len(self.turns) - 1)]
+        self.calls += 1
+        return turn
+
+
+def call(text):
+    return ToolCall(name="echo", arguments={"text": text}).render()
+
+
+def episode(policy, tmp_path: Path, budget=BudgetConfig(), **kw):
+    ctx = EpisodeContext(workspace=tmp_path, agent=AgentConfig())
+    return run_episode(policy, "do it", task_id="t", capability="test", ctx=ctx, budget=budget,
+                       tools={"echo": Echo()}, **kw)
+
+
+def test_parse_assistant_calls_answer_and_errors():
+    text = 'thinking <tool_call>{"name": "echo", "arguments": {"text": "a"}}</tool_call>' \
+           '<tool_call>{"name": "echo", "arguments": {"text": </tool_call>'
+    p = parse_assistant(text)
+    assert [c.arguments for c in p.tool_calls] == [{"text": "a"}]
+    assert len(p.errors) == 1 and "not valid JSON" in p.errors[0]
+    assert p.answer is None and p.thought == "thinking"
+    assert parse_assistant("x <answer> final \\cite{D1} </answer>").answer == "final \\cite{D1}"
+    assert "not closed" in parse_assistant('<tool_call>{"name": "echo"').errors[0]
+    assert parse_assistant('<tool_call>["echo"]</tool_call>').errors
+
+
+def test_extract_citations_dedup_and_multi():
+    assert extract_citations("a \\cite{D1} b \\cite{D2, D1} c \\cite{}") == ["D1", "D2"]
+
+
+def test_tool_call_then_answer(tmp_path):
+    traj = episode(Replay([call("hello"), "<answer>done \\cite{D7}</answer>"]), tmp_path)
+    assert traj.outcome == "answered" and traj.answer == "done \\cite{D7}"
+    assert traj.tool_calls == 1 and traj.tool_errors == 0 and traj.turns == 2
+    tool_msgs = [m for m in traj.messages if m.role == "tool"]
+    assert tool_msgs[0].content == "hello" and tool_msgs[0].name == "echo"
+    assert traj.citations == ["D7"]
+
+
+def test_errors_become_observations_and_episode_continues(tmp_path):
+    turns = [
+        '<tool_call>{"name": "echo", "arguments": {"text": }</tool_call>',  # malformed JSON
+        ToolCall(name="nope", arguments={}).render(),  # unknown tool
+        ToolCall(name="echo", arguments={"txt": "x"}).render(),  # invalid arguments
+        call("boom"),  # ToolError
+        call("crash"),  # a bug inside the tool
+        "<answer>recovered</answer>",
+    ]
+    traj = episode(Replay(turns), tmp_path)
+    errs = [m.content for m in traj.messages if m.role == "tool"]
+    assert traj.outcome == "answered" and traj.answer == "recovered"
+    assert traj.tool_errors == 5 and len(errs) == 5
+    assert "not valid JSON" in errs[0]
+    assert "unknown tool 'nope'" in errs[1] and "echo" in errs[1]
+    assert "invalid arguments for echo" in errs[2] and "txt" in errs[2]
+    assert "boom requested" in errs[3]
+    assert "RuntimeError" in errs[4]
+
+
+def test_no_action_gets_a_nudge(tmp_path):
+    traj = episode(Replay(["I am thinking.", "<answer>ok</answer>"]), tmp_path)
+    assert traj.outcome == "answered"
+    assert any(m.role == "user" and "neither a <tool_call>" in m.content for m in traj.messages)
+
+
+@pytest.mark.parametrize(
+    "budget, reason",
+    [
+        (BudgetConfig(max_turns=3, max_tool_calls=100, max_context_tokens=100_000), "3 turns"),
+        (BudgetConfig(max_turns=100, max_tool_calls=2, max_context_tokens=100_000), "2 tool calls"),
+        (BudgetConfig(max_turns=100, max_tool_calls=100, max_context_tokens=1500), "context"),
+    ],
+)
+def test_budget_forces_a_final_answer(tmp_path, budget, reason):
+    policy = Replay([call("x " * 50)])  # never answers on its own
+    traj = episode(policy, tmp_path, budget=budget)
+    assert traj.outcome == "budget_exhausted"
+    assert reason in traj.metadata["budget_reason"]
+    assert traj.tool_calls <= budget.max_tool_calls and traj.turns <= budget.max_turns + 1
+    forced = [m for m in traj.messages if m.role == "user" and m.content.startswith("Budget exhausted")]
+    assert len(forced) == 1
+    assert traj.answer is not None  # the forced turn's text is kept as the answer
+
+
+def test_tool_budget_refuses_extra_calls_in_one_turn(tmp_path):
+    many = " ".join(call(str(i)) for i in range(5))
+    traj = episode(Replay([many, "<answer>a</answer>"]), tmp_path,
+                   budget=BudgetConfig(max_turns=10, max_tool_calls=3, max_context_tokens=100_000))
+    assert traj.tool_calls == 3
+    assert sum("budget" in m.content for m in traj.messages if m.role == "tool") == 2
+
+
+def test_policy_exception_is_recorded_not_raised(tmp_path):
+    class Broken(Replay):
+        def act(self, messages, tools):
+            raise ConnectionError("endpoint down")
+
+    traj = episode(Broken([]), tmp_path)
+    assert traj.outcome == "policy_error" and "endpoint down" in traj.metadata["policy_error"]
+
+
+def test_system_prompt_lists_tool_schemas(tmp_path):
+    policy = Replay(["<answer>x</answer>"])
+    episode(policy, tmp_path)
+    system = policy.seen[0][0].content
+    assert "<tools>" in system and '"name": "echo"' in system and "<tool_call>" in system
+
+
+def test_registry_refuses_duplicates_and_lists_names():
+    with pytest.raises(ToolError, match="available tools"):
+        get_tool("no_such_tool")
+    existing = get_tool("todo")
+    with pytest.raises(ValueError, match="already registered"):
+        register_tool(existing)
+
+
+def test_approx_tokens_is_deterministic():
+    assert approx_tokens("Hello, world!") == 4

@@ -1,0 +1,116 @@
+"""The batch_web_surfer tool: search + open, error entries, opened-docs bookkeeping, argument errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from deepresearch.agent.tools.base import EpisodeContext
+from deepresearch.agent.tools.web import BatchWebSurfer
+from deepresearch.config import AgentConfig, SearchConfig, WorldConfig
+from deepresearch.errors import ToolError
+from deepresearch.search.embedded import EmbeddedSearch, build_index
+from deepresearch.world.generator import generate_world
+
+
+@pytest.fixture(scope="module")
+def backend(tmp_path_factory):
+    world = generate_world(WorldConfig(entities_per_type=6, seed=4))
+    world_dir = tmp_path_factory.mktemp("world")
+    world.save(world_dir)
+    build_index(world, world_dir / "index", SearchConfig())
+    return EmbeddedSearch(SearchConfig(), world_dir, world=world)
+
+
+@pytest.fixture
+def ctx(tmp_path, backend) -> EpisodeContext:
+    return EpisodeContext(workspace=tmp_path, agent=AgentConfig(search_k=3), search=backend)
+
+
+def call(ctx: EpisodeContext, **arguments) -> dict:
+    return json.loads(BatchWebSurfer()(arguments, ctx))
+
+
+def test_search_and_open_in_one_call(ctx, backend):
+    entity = next(iter(backend.world.entities.values()))
+    ref = backend.world.primary_doc(entity.id)
+    out = call(ctx, search=[entity.description, entity.name], open=[ref.doc_id])
+    assert [s["query"] for s in out["search"]] == [entity.description, entity.name]
+    for s in out["search"]:
+        assert 0 < len(s["results"]) <= ctx.agent.search_k  # k defaults to the agent's search_k
+        for r in s["results"]:
+            assert set(r) == {"doc_id", "title", "domain", "authority", "score", "paragraph"}
+            assert r["score"] == round(r["score"], 3)
+    assert ref.doc_id in [r["doc_id"] for r in out["search"][0]["results"]]
+    (page,) = out["open"]
+    assert page == {
+        "doc_id": ref.doc_id,
+        "url": ref.url,
+        "title": ref.title,
+        "domain": ref.domain,
+        "authority": ref.authority,
+        "year": ref.year,
+        "paragraphs": ref.paragraphs,
+    }
+    assert ctx.opened_docs == [ref.doc_id]
+
+
+def test_explicit_k_and_search_only(ctx, backend):
+    entity = list(backend.world.entities.values())[3]
+    out = call(ctx, search=[entity.name], k=1)
+    assert len(out["search"][0]["results"]) == 1 and out["open"] == []
+    assert ctx.opened_docs == []  # searching does not count as opening
+
+
+def test_open_by_url_records_the_doc_id(ctx, backend):
+    doc = backend.world.documents["D0000005"]
+    out = call(ctx, open=[doc.url, "D0000005"])
+    assert [o["doc_id"] for o in out["open"]] == ["D0000005", "D0000005"]
+    assert ctx.opened_docs == ["D0000005"]
+
+
+def test_unknown_doc_id_is_an_error_entry(ctx):
+    out = call(ctx, open=["D0000001", "D9999999"])
+    assert out["open"][0]["doc_id"] == "D0000001"
+    assert out["open"][1]["doc_id"] == "D9999999" and "no such document" in out["open"][1]["error"]
+    assert ctx.opened_docs == ["D0000001"]
+    out = call(ctx, search=["anything"], open=["D9999999"])  # a search still answers: no exception
+    assert "error" in out["open"][0]
+
+
+def test_all_opens_failing_without_search_is_a_tool_error(ctx):
+    with pytest.raises(ToolError, match="none of the requested pages exist"):
+        call(ctx, open=["D9999999", "https://nowhere.example/page"])
+    assert ctx.opened_docs == []
+
+
+def test_no_search_backend_is_a_tool_error(tmp_path):
+    ctx = EpisodeContext(workspace=tmp_path, agent=AgentConfig(), search=None)
+    with pytest.raises(ToolError, match="no search backend"):
+        call(ctx, search=["anything"])
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        {},
+        {"search": [], "open": []},
+        {"search": "not a list"},
+        {"search": [f"q{i}" for i in range(9)]},
+        {"open": [f"D{i:07d}" for i in range(9)]},
+        {"search": ["x"], "k": 0},
+        {"search": ["x"], "depth": 2},
+    ],
+)
+def test_invalid_arguments_are_tool_errors(ctx, arguments):
+    with pytest.raises(ToolError, match="invalid arguments for batch_web_surfer"):
+        BatchWebSurfer()(arguments, ctx)
+
+
+def test_schema_is_a_function_schema():
+    schema = BatchWebSurfer.schema()
+    assert schema["function"]["name"] == "batch_web_surfer"
+    props = schema["function"]["parameters"]["properties"]
+    assert set(props) == {"search", "open", "k"}
+    assert props["search"]["maxItems"] == 8 and props["open"]["maxItems"] == 8

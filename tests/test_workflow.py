@@ -1,0 +1,94 @@
+"""The `full` workflow as a local Flyte execution: outputs, MLflow lineage, cache hit, failing gate."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import SMALL, requires_sandbox
+
+pytestmark = [pytest.mark.slow, requires_sandbox]
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    """Isolate Flyte's local cache and the MLflow store for this module."""
+    import flytekit.core.local_cache as lc
+
+    root = tmp_path_factory.mktemp("flyte")
+    old = lc.CACHE_LOCATION
+    lc.CACHE_LOCATION = str(root / "cache")
+    lc.LocalTaskCache._initialized = False
+    db = root / "mlflow.db"
+    yield {"overrides": SMALL + [f"tracking.uri=sqlite:///{db}", "tracking.experiment=wf"], "uri": f"sqlite:///{db}"}
+    lc.CACHE_LOCATION = old
+    lc.LocalTaskCache._initialized = False
+
+
+def _runs(uri):
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("wf")
+    return client, client.search_runs([exp.experiment_id], max_results=1000)
+
+
+def test_full_runs_tracks_lineage_and_hits_the_cache_on_rerun(env):
+    from workflows.full import full
+
+    out = full(config="configs/tiny.yaml", overrides=env["overrides"])
+    data = Path(out.datasets.path)
+    for name in ("deep_search", "deep_research"):
+        assert (data / name / "tasks.jsonl").stat().st_size > 0
+        assert (data / name / "trajectories.jsonl").stat().st_size > 0
+    manifest = json.loads((data / "manifest.json").read_text())
+    assert manifest["digest"] and "quality_report.json" in manifest["sha256"]
+    assert "| quality |" in out.summary
+
+    client, runs = _runs(env["uri"])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    parent_id = parents[0].info.run_id
+    assert {r.data.tags["stage"] for r in children} == {"world", "synthesis", "quality"}
+    assert all(r.data.tags["mlflow.parentRunId"] == parent_id for r in children)
+    by_stage = {r.data.tags["stage"]: r for r in children}
+    # Lineage: synthesis reads the world, quality reads the raw datasets synthesis wrote.
+    syn_inputs = {i.dataset.name: i for i in by_stage["synthesis"].inputs.dataset_inputs}
+    q_inputs = {i.dataset.name: i for i in by_stage["quality"].inputs.dataset_inputs}
+    assert "world" in syn_inputs
+    assert {"raw_deep_search", "raw_deep_research"} <= set(syn_inputs) & set(q_inputs)
+    assert q_inputs["raw_deep_search"].dataset.digest == syn_inputs["raw_deep_search"].dataset.digest
+    assert {"deep_search", "deep_research"} <= set(q_inputs)  # gated outputs, context "output"
+    assert by_stage["quality"].data.tags["dataset.digest"] == manifest["digest"]
+
+    # Same config again: every stage task is a cache hit, so no new stage runs are created.
+    out2 = full(config="configs/tiny.yaml", overrides=env["overrides"])
+    _, runs2 = _runs(env["uri"])
+    assert len([r for r in runs2 if "mlflow.parentRunId" in r.data.tags]) == 3
+    assert len([r for r in runs2 if "mlflow.parentRunId" not in r.data.tags]) == 2
+    assert json.loads((Path(out2.datasets.path) / "manifest.json").read_text())["digest"] == manifest["digest"]
+    for run_id in (r.info.run_id for r in children):
+        assert run_id in out2.summary  # the summary points at the cached stages' runs
+
+
+def test_failing_expectation_stops_the_workflow(env):
+    from workflows.full import full
+
+    overrides = env["overrides"] + ["quality.expectations.max_tool_calls=3", "tracking.experiment=wf-fail"]
+    with pytest.raises(Exception) as e:
+        full(config="configs/tiny.yaml", overrides=overrides)
+    msg = str(e.value)
+    assert "tool_calls" in msg and "expect_column_values_to_be_between" in msg
+
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=env["uri"])
+    exp = client.get_experiment_by_name("wf-fail")
+    runs = client.search_runs([exp.experiment_id])
+    quality = [r for r in runs if r.data.tags.get("stage") == "quality"]
+    assert len(quality) == 1 and quality[0].info.status == "FAILED"
+    assert "tool_calls" in quality[0].data.tags["quality.failed_expectations"]
+    parent = [r for r in runs if "mlflow.parentRunId" not in r.data.tags][0]
+    assert parent.info.status == "FAILED"  # closed by the workflow's failure handler
+    assert not any(r.data.tags.get("stage") == "summary" for r in runs)
