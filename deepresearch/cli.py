@@ -36,11 +36,6 @@ SetOpt = Annotated[Optional[list[str]], typer.Option("--set", "-s", help="Dotted
 DEFAULT_CONFIG = Path("configs/tiny.yaml")
 
 
-def _fail(msg: str) -> None:
-    typer.secho(f"error: {msg}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(2)
-
-
 def _cfg(config: Path, overrides: list[str] | None):
     from deepresearch.config import load_config
 
@@ -186,10 +181,12 @@ def pipeline_cmd(config: ConfigOpt = DEFAULT_CONFIG, overrides: SetOpt = None) -
 
 
 def main() -> None:
+    """Entry point: library errors become a one-line message and exit code 2, not a traceback."""
     try:
         app()
     except DeepResearchError as e:
-        _fail(str(e))
+        typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

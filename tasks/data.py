@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import time
 import typing
 from pathlib import Path
 
@@ -24,11 +27,18 @@ _IGNORE_RUN = ("parent_run_id",)
 StageOut = typing.NamedTuple("StageOut", [("directory", FlyteDirectory), ("run_id", str), ("summary", str)])
 
 
+_PROCESS_START = time.time()
+
+
 def _execution_id() -> str:
+    """The Flyte execution name; local executions (all named "local") get a per-process id."""
     try:
-        return current_context().execution_id.name
+        name = current_context().execution_id.name
     except Exception:  # noqa: BLE001 - outside a Flyte context
-        return "local"
+        name = "local"
+    if name == "local":
+        return f"local-{socket.gethostname()}-{os.getpid()}-{int(_PROCESS_START)}"
+    return name
 
 
 def _workdir(name: str) -> Path:

@@ -58,7 +58,13 @@ def register_backend(name: BackendName) -> Callable[[BackendFactory], BackendFac
 
 def open_backend(cfg: SearchConfig, world_dir: Path) -> SearchBackend:
     """Open the configured backend over a world directory."""
+    from deepresearch.errors import WorldError
     from deepresearch.search import embedded, http  # noqa: F401 - registers the backends
+
+    if cfg.backend == "embedded" and not Path(world_dir).is_dir():
+        raise WorldError(
+            f"world directory not found: {world_dir} (build one with `deepresearch world build --out {world_dir}`)"
+        )
 
     try:
         factory = BACKENDS[BackendName(cfg.backend)]

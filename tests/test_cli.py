@@ -1,0 +1,46 @@
+"""The `deepresearch` CLI: the documented commands work as written; bad input exits 2 with a message."""
+
+import json
+import subprocess
+import sys
+
+from tests.conftest import requires_sandbox
+
+
+def cli(*args, check=True):
+    proc = subprocess.run([sys.executable, "-m", "deepresearch.cli", *args], capture_output=True, text=True, timeout=300)
+    if check:
+        assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def test_search_prints_json_lines(small_world_dir):
+    out = cli("search", "--world", str(small_world_dir), "company founded", "--k", "3").stdout
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert len(rows) == 3
+    for r in rows:
+        assert set(r) == {"doc_id", "url", "domain", "authority", "score", "paragraph"}
+
+
+@requires_sandbox
+def test_agent_run_prints_trajectory_and_report(small_world_dir):
+    from deepresearch.world.schema import World
+
+    w = World.load(small_world_dir)
+    org = next(e for e in w.entities.values() if e.type.value == "organization")
+    proc = cli("agent", "run", "--world", str(small_world_dir), "--policy", "scripted",
+               "--task", f"Write a research report on {org.name}", "--json")
+    traj = json.loads(proc.stdout)
+    assert traj["outcome"] == "answered" and org.name in traj["answer"]
+    assert traj["citations"] and set(traj["citations"]) <= set(traj["opened_docs"])
+
+
+def test_world_build_config_show_and_errors(tmp_path):
+    proc = cli("world", "build", "--out", str(tmp_path / "w"), "--set", "world.entities_per_type=4")
+    assert json.loads(proc.stdout)["counts"]["entities"] == 24
+    assert "config hash" in cli("config", "show", "--set", "world.seed=2").stdout
+
+    bad = cli("search", "--world", str(tmp_path / "missing"), "x", check=False)
+    assert bad.returncode == 2 and "world directory not found" in bad.stderr and "Traceback" not in bad.stderr
+    bad = cli("config", "show", "--set", "world.sed=2", check=False)
+    assert bad.returncode == 2 and "world.sed" in bad.stderr and "unknown key" in bad.stderr
