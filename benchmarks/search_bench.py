@@ -136,8 +136,14 @@ def main(argv: list[str] | None = None) -> dict:
             other = EmbeddedSearch(scfg, tmp, world=world, backend="numpy")
             time_queries(other, warm[:20], args.k)
             sample = timed[:200]
-            agree = all(a == b for a, b in zip(other.search_batch(sample, args.k), search.search_batch(sample, args.k)))
-            comparison = {"backend": "numpy", "latency_ms": percentiles_ms(time_queries(other, timed, args.k))}
+            agree = all(
+                a == b
+                for a, b in zip(other.search_batch(sample, args.k), search.search_batch(sample, args.k))
+            )
+            comparison = {
+                "backend": "numpy",
+                "latency_ms": percentiles_ms(time_queries(other, timed, args.k)),
+            }
             comparison["same_results_on_200_queries"] = agree
             del other
     finally:

@@ -80,7 +80,13 @@ def test_zero_tolerance_is_score_order_with_authority_on_exact_ties():
 
 
 def test_rerank_is_independent_of_input_order():
-    hits = [Hit("A", 10.0, 0.25), Hit("B", 8.6, 1.0), Hit("C", 7.4, 0.25), Hit("D", 6.5, 0.6), Hit("E", 6.5, 0.6)]
+    hits = [
+        Hit("A", 10.0, 0.25),
+        Hit("B", 8.6, 1.0),
+        Hit("C", 7.4, 0.25),
+        Hit("D", 6.5, 0.6),
+        Hit("E", 6.5, 0.6),
+    ]
     expected = rerank_by_authority(hits, 0.15)
     for perm in itertools.permutations(hits):
         assert rerank_by_authority(list(perm), 0.15) == expected
@@ -126,7 +132,12 @@ def handmade(tmp_path_factory) -> EmbeddedSearch:
         _doc("D0000001", Tier.low, 0.25, [same]),
         _doc("D0000002", Tier.high, 1.0, [same]),
         # a highly relevant blog paragraph vs. a weakly relevant (long, one mention) official one
-        _doc("D0000003", Tier.low, 0.25, ["Quenmar lattice resonance: the quenmar lattice resonance explained."]),
+        _doc(
+            "D0000003",
+            Tier.low,
+            0.25,
+            ["Quenmar lattice resonance: the quenmar lattice resonance explained."],
+        ),
         _doc(
             "D0000004",
             Tier.high,

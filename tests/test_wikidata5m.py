@@ -103,7 +103,11 @@ def test_other_train_file_name_and_gzip(tmp_path):
         ("wikidata5m_entity.txt", ENTITIES[:2] + ["Q145"] + ENTITIES[3:], "wikidata5m_entity.txt:3"),
         ("wikidata5m_entity.txt", ["X1\tnot a q-id"], "wikidata5m_entity.txt:1"),
         ("wikidata5m_relation.txt", RELATIONS + ["P99"], "wikidata5m_relation.txt:4"),
-        ("wikidata5m_transductive_train.txt", TRIPLES[:1] + ["Q42\tP31"], "wikidata5m_transductive_train.txt:2"),
+        (
+            "wikidata5m_transductive_train.txt",
+            TRIPLES[:1] + ["Q42\tP31"],
+            "wikidata5m_transductive_train.txt:2",
+        ),
         ("wikidata5m_text.txt", ["Q42 without a tab"], "wikidata5m_text.txt:1"),
     ],
 )
@@ -117,7 +121,12 @@ def test_malformed_line_names_file_and_line(tmp_path, name, lines, where):
 
 @pytest.mark.parametrize(
     "name",
-    ["wikidata5m_entity.txt", "wikidata5m_relation.txt", "wikidata5m_text.txt", "wikidata5m_transductive_train.txt"],
+    [
+        "wikidata5m_entity.txt",
+        "wikidata5m_relation.txt",
+        "wikidata5m_text.txt",
+        "wikidata5m_transductive_train.txt",
+    ],
 )
 def test_missing_file_is_named(tmp_path, name):
     d = write_sample(tmp_path)

@@ -56,7 +56,9 @@ def test_same_seed_identical_across_processes_with_other_hash_seed(tmp_path, wor
         % (tmp_path / "there")
     )
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=REPO, check=True)
+    res = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=REPO, check=True
+    )
     assert json.loads(res.stdout) == manifest["sha256"]
 
 

@@ -56,6 +56,10 @@ def synthesize_deep_search(world: World, n: int, *, min_hops: int, max_hops: int
         path = _walk(world, rng, start.id, n_rel)
         if path is None:
             continue
+        # Some descriptions name a related entity to stay unique; such a path would give the answer away.
+        desc = start.description.lower()
+        if any(world.entities[t.tail].name.lower() in desc for t in path):
+            continue
         last = world.entities[path[-1].tail]
         attr = None
         if ask_attribute:
