@@ -152,6 +152,108 @@ class QualityConfig(Section):
     expectations: ExpectationConfig = ExpectationConfig()
 
 
+class ModelConfig(Section):
+    """Base model and tokenizer. `base: tiny` builds both from config; otherwise `base` names an
+    entry of registry/base_models.yaml (a local directory or s3:// URI; nothing is downloaded from a hub)."""
+
+    base: str = "tiny"
+    base_models_registry: str = "registry/base_models.yaml"
+    # tiny Qwen2-architecture model (random init) and its BPE tokenizer trained on the world corpus
+    vocab_size: int = Field(2048, ge=300)
+    hidden_size: int = Field(128, ge=16)
+    intermediate_size: int = Field(352, ge=16)
+    num_hidden_layers: int = Field(4, ge=1)
+    num_attention_heads: int = Field(4, ge=1)
+    num_key_value_heads: int = Field(2, ge=1)
+    max_position_embeddings: int = Field(4096, ge=128)
+    rope_theta: float = Field(10_000.0, gt=0)
+    tie_word_embeddings: bool = True
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> "ModelConfig":
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(f"model.hidden_size ({self.hidden_size}) must be divisible by num_attention_heads")
+        if self.num_attention_heads % self.num_key_value_heads:
+            raise ValueError("model.num_attention_heads must be divisible by model.num_key_value_heads")
+        return self
+
+
+class TrainStageConfig(Section):
+    """One run of the shared DeepSpeed training loop (mid-training 1/2, SFT, judge)."""
+
+    seq_len: int = Field(512, ge=16)  # packed sequence length (paper: 32K stage 1, 128K stage 2)
+    micro_batch_size: int = Field(4, ge=1)  # sequences per process per micro-step
+    grad_accum_steps: int = Field(1, ge=1)
+    max_steps: int = Field(100, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    min_lr_ratio: float = Field(0.1, ge=0, le=1)  # cosine decays to lr * min_lr_ratio
+    warmup_steps: int = Field(10, ge=0)
+    weight_decay: float = Field(0.0, ge=0)
+    grad_clip: float = Field(1.0, gt=0)
+    save_every: int = Field(50, ge=1)  # checkpoint every N optimizer steps (resume from the latest)
+    zero_stage: int = Field(2, ge=0, le=3)
+    bf16: bool = False  # bf16 on GPU; fp32 on CPU
+    nnodes: int = Field(1, ge=1)
+    nproc_per_node: int = Field(2, ge=1)
+    seed: int = 0
+
+
+class TrainingConfig(Section):
+    """Agentic mid-training (two stages) and SFT."""
+
+    mid1: TrainStageConfig = TrainStageConfig()  # corpus, reasoning and report text; no tools
+    mid2: TrainStageConfig = TrainStageConfig(seq_len=1024)  # tool-call trajectories, longer context
+    sft: TrainStageConfig = TrainStageConfig()  # loss on assistant tokens only
+    # fraction of SFT trajectories drawn from Deep Search (the rest Deep Research)
+    sft_deep_search_ratio: float = Field(0.5, ge=0, le=1)
+
+
+class JudgeConfig(Section):
+    """Rubric judge: (report, rubric item) -> satisfied / partially / not."""
+
+    reports_per_task: int = Field(4, ge=1)  # controlled-quality variants per research task
+    heldout_fraction: float = Field(0.2, gt=0, lt=1)
+    max_len: int = Field(512, ge=32)
+    train: TrainStageConfig = TrainStageConfig(max_steps=200, lr=5e-4)
+    seed: int = 0
+
+
+class RLConfig(Section):
+    """PPO with a learned critic in the multi-tool environment."""
+
+    gamma: float = Field(1.0, ge=0, le=1)
+    lam: float = Field(1.0, ge=0, le=1)
+    clip_eps: float = Field(0.2, gt=0)
+    value_clip_eps: float = Field(0.2, gt=0)
+    kl_coef: float = Field(0.0, ge=0)  # 0 disables the KL-to-reference penalty
+    value_coef: float = Field(0.5, ge=0)
+    ppo_epochs: int = Field(2, ge=1)
+    minibatch_size: int = Field(4, ge=1)
+    steps: int = Field(10, ge=1)  # rollout → update iterations
+    episodes_per_step: int = Field(8, ge=1)
+    rollout_workers: int = Field(2, ge=1)  # Ray actors
+    actor_lr: float = Field(1e-5, gt=0)
+    critic_lr: float = Field(1e-4, gt=0)
+    temperature: float = Field(1.0, gt=0)
+    max_new_tokens: int = Field(256, ge=1)  # per assistant turn
+    engine: Literal["transformers", "vllm"] = "transformers"
+    seed: int = 0
+
+
+class EvalConfig(Section):
+    """Evaluation on held-out tasks and the promotion gate."""
+
+    n_deep_search: int = Field(20, ge=1)
+    n_deep_research: int = Field(10, ge=1)
+    seed: int = 1000  # held-out tasks use a seed disjoint from synthesis
+    elo_bootstrap: int = Field(200, ge=10)
+    elo_k: float = Field(16.0, gt=0)
+    # promotion: the candidate becomes `champion` only if it beats these
+    min_compliance: float = Field(0.0, ge=-10, le=1)
+    min_well_formed_rate: float = Field(0.0, ge=0, le=1)
+
+
 class TrackingConfig(Section):
     """MLflow tracking. `uri` None → $MLFLOW_TRACKING_URI, else SQLite in the repo."""
 
@@ -169,6 +271,11 @@ class PipelineConfig(Section):
     agent: AgentConfig = AgentConfig()
     synthesis: SynthesisConfig = SynthesisConfig()
     quality: QualityConfig = QualityConfig()
+    model: ModelConfig = ModelConfig()
+    training: TrainingConfig = TrainingConfig()
+    judge: JudgeConfig = JudgeConfig()
+    rl: RLConfig = RLConfig()
+    evaluation: EvalConfig = EvalConfig()
     tracking: TrackingConfig = TrackingConfig()
 
     @property
