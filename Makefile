@@ -6,7 +6,7 @@ export PYTHONPATH := $(CURDIR)
 export GX_ANALYTICS_ENABLED := false
 export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
 
-.PHONY: setup system-deps run test test-fast bench-search lint clean
+.PHONY: setup system-deps run test test-fast bench-search lint clean images package
 
 system-deps:  ## Debian packages the agent's shell tool needs (tmux, bubblewrap)
 	@if ! command -v tmux >/dev/null || ! command -v bwrap >/dev/null; then \
@@ -33,8 +33,17 @@ test-fast: setup  ## skip the end-to-end Flyte runs
 bench-search: setup  ## index ≥1M paragraphs and measure query latency (several minutes)
 	$(UV) run python benchmarks/search_bench.py
 
+images: setup  ## build and push the four step-family images (needs Docker; DEEPRESEARCH_IMAGE_REGISTRY sets the registry)
+	$(UV) run python -m containers.images
+
+package: setup  ## the registrable Flyte archive for $(CONFIG) (no cluster, no image build): dist/flyte-package.tgz
+	mkdir -p dist
+	DEEPRESEARCH_CONFIG=$(CONFIG) $(UV) run pyflyte --pkgs workflows package --force \
+	  --image "$$($(UV) run python -c 'from containers.images import DATA_IMAGE; print(DATA_IMAGE.image_name())')" \
+	  --output dist/flyte-package.tgz
+
 lint: setup
 	$(UV) run ruff check deepresearch tasks workflows tests benchmarks
 
 clean:
-	rm -rf out runs mlflow.db mlartifacts .pytest_cache
+	rm -rf out runs dist mlflow.db mlartifacts .pytest_cache

@@ -6,6 +6,7 @@
     deepresearch agent run --world out/world --policy scripted --task "Write a report on Veltrana Labs"
     deepresearch synthesize --config configs/tiny.yaml --world out/world --out out/raw
     deepresearch quality --config configs/tiny.yaml --raw out/raw --out out/datasets
+    deepresearch lineage models:/policy@champion         # or an MLflow run id
     deepresearch pipeline --config configs/tiny.yaml     # the Flyte workflow, executed locally
 
 Every command takes `--config` (default configs/tiny.yaml) and repeated `--set section.field=value`.
@@ -165,6 +166,19 @@ def quality_cmd(
 
     report = run_quality_gates(_cfg(config, overrides).quality, raw, out)
     typer.echo(report.model_dump_json(indent=2))
+
+
+@app.command("lineage")
+def lineage_cmd(
+    target: Annotated[str, typer.Argument(help="models:/NAME@ALIAS, models:/NAME/VERSION, or an MLflow run id.")],
+    config: ConfigOpt = DEFAULT_CONFIG,
+    overrides: SetOpt = None,
+) -> None:
+    """Print the lineage chain: model → run → datasets (sha256) → producing runs → world, config, images."""
+    from deepresearch.tracking.lineage import render, trace
+
+    cfg = _cfg(config, overrides)
+    render(trace(target, cfg.tracking), cfg.tracking)
 
 
 @app.command("pipeline")

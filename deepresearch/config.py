@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from deepresearch.errors import ConfigError
 
@@ -254,6 +256,89 @@ class EvalConfig(Section):
     min_well_formed_rate: float = Field(0.0, ge=0, le=1)
 
 
+class TaskResources(Section):
+    """Kubernetes requests for one task family; applied by the workflow with `with_overrides`."""
+
+    cpu: str = "1"
+    mem: str = "2Gi"
+    gpu: int = Field(0, ge=0)
+    # a flytekit.extras.accelerators name: A100, A100_80GB, H100, H200, L4, L40S, T4, A10G, V100
+    accelerator: str | None = None
+
+    @model_validator(mode="after")
+    def _accelerator_needs_gpu(self) -> "TaskResources":
+        if self.accelerator and not self.gpu:
+            raise ValueError(f"accelerator {self.accelerator!r} given but gpu is 0")
+        return self
+
+
+class InfraConfig(Section):
+    """Where and on what each task family runs on a cluster (ignored by local executions)."""
+
+    image_registry: str = "localhost:30000"  # $DEEPRESEARCH_IMAGE_REGISTRY overrides
+    data: TaskResources = TaskResources(cpu="2", mem="4Gi")
+    train: TaskResources = TaskResources(cpu="2", mem="8Gi")
+    rollout: TaskResources = TaskResources(cpu="2", mem="8Gi")
+    eval: TaskResources = TaskResources(cpu="2", mem="4Gi")
+    schedule: str = "0 6 * * 1"  # cron for scheduled retraining (weekly, Monday 06:00 UTC)
+
+
+_S3_BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]")
+
+
+class StorageConfig(Section):
+    """Where datasets and checkpoints are stored when object storage is enabled.
+
+    `endpoint_url` is set for MinIO or any other S3-compatible server (path-style addressing is
+    used then) and left unset for AWS S3. Credentials are never part of the config: they come from
+    the standard AWS environment variables or the boto3 credential chain.
+    """
+
+    enabled: bool = False
+    endpoint_url: str | None = None  # e.g. http://minio.minio.svc:9000; None = AWS S3
+    bucket: str = ""  # required when enabled
+    prefix: str = "deepresearch"  # key prefix under which storage_uri() places artifacts
+    region: str = "us-east-1"
+    # files at least this large are uploaded/downloaded in parts
+    multipart_threshold_mb: int = Field(8, ge=1)
+    # S3 requires every part but the last to be >= 5 MiB; at most 10,000 parts per object
+    multipart_chunk_mb: int = Field(8, ge=5, le=5120)
+    # attempts per request (botocore, standard mode) and per file transfer (our retry)
+    max_attempts: int = Field(5, ge=1, le=20)
+    # first wait of our per-file retry; doubles each attempt, capped at 30 s
+    retry_backoff_s: float = Field(0.5, ge=0.0, le=60.0)
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _endpoint_is_http(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("http://", "https://")):
+            raise ValueError(f"storage.endpoint_url {v!r} must start with http:// or https://")
+        return v
+
+    @field_validator("bucket")
+    @classmethod
+    def _bucket_name(cls, v: str) -> str:
+        if v and not _S3_BUCKET_RE.fullmatch(v):
+            raise ValueError(
+                f"storage.bucket {v!r} is not a valid S3 bucket name "
+                "(3-63 lowercase letters, digits, dots or hyphens)"
+            )
+        return v
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix_shape(cls, v: str) -> str:
+        if v.startswith("/") or v.endswith("/") or "//" in v:
+            raise ValueError(f"storage.prefix {v!r} must not start or end with '/' nor contain '//'")
+        return v
+
+    @model_validator(mode="after")
+    def _enabled_needs_bucket(self) -> "StorageConfig":
+        if self.enabled and not self.bucket:
+            raise ValueError("storage.enabled=true needs storage.bucket")
+        return self
+
+
 class TrackingConfig(Section):
     """MLflow tracking. `uri` None → $MLFLOW_TRACKING_URI, else SQLite in the repo."""
 
@@ -276,12 +361,14 @@ class PipelineConfig(Section):
     judge: JudgeConfig = JudgeConfig()
     rl: RLConfig = RLConfig()
     evaluation: EvalConfig = EvalConfig()
+    infra: InfraConfig = InfraConfig()
+    storage: StorageConfig = StorageConfig()
     tracking: TrackingConfig = TrackingConfig()
 
     @property
     def hash(self) -> str:
-        """Stable digest of the resolved config (tracking excluded: it does not change results)."""
-        payload = self.model_dump(mode="json", exclude={"tracking"})
+        """Stable digest of the resolved config (tracking, infra, storage excluded: they do not change results)."""
+        payload = self.model_dump(mode="json", exclude={"tracking", "infra", "storage"})
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
 
     def to_json(self) -> str:
@@ -305,6 +392,17 @@ class PipelineConfig(Section):
 
         walk("", self.model_dump(mode="json"))
         return out
+
+
+def fresh_data_overrides(cfg: PipelineConfig, kickoff: datetime) -> list[str]:
+    """Overrides that give a scheduled run fresh data: the world and synthesis seeds become the
+    kickoff's ISO year and week (e.g. 202647), so each weekly run builds a new world and new tasks."""
+    year, week, _ = kickoff.isocalendar()
+    seed = year * 100 + week
+    out = [f"synthesis.seed={seed}"]
+    if cfg.world.source == "synthetic":  # a Wikidata5m dump is fixed; only its tasks are fresh
+        out.append(f"world.seed={seed}")
+    return out
 
 
 def _parse_override(item: str) -> tuple[list[str], Any]:

@@ -31,6 +31,27 @@ class StageResult(BaseModel):
     manifest: dict
 
 
+def publish(cfg: PipelineConfig, path: Path, kind: str, digest: str, run) -> str | None:
+    """Upload an artifact directory to object storage when `storage.enabled` (checksummed, manifest
+    last); tags the run with its URI. Returns the URI, or None when storage is off."""
+    if not cfg.storage.enabled:
+        return None
+    from deepresearch.storage import storage_uri, upload_dir
+
+    uri = storage_uri(cfg.storage, kind, digest[:16])
+    upload_dir(Path(path), uri, cfg.storage)
+    run.set_tags({"storage.uri": uri})
+    return uri
+
+
+def world_digest(world_dir: Path) -> str:
+    """Identity of a world: sha256 over its files' sha256s (from its manifest)."""
+    import hashlib
+
+    manifest = json.loads((Path(world_dir) / "manifest.json").read_text())
+    return hashlib.sha256(json.dumps(manifest["sha256"], sort_keys=True).encode()).hexdigest()
+
+
 def _preview(path: Path, n: int = 20) -> list[dict]:
     """First rows of a jsonl file, flattened for the MLflow dataset preview."""
     rows = []
@@ -51,7 +72,8 @@ def world_stage(cfg: PipelineConfig, out: Path, parent_run_id: str = "", executi
         manifest = build_world(cfg, Path(out))
         run.log_metrics({f"world/{k}": v for k, v in manifest["counts"].items()})
         run.log_dict(manifest, "world_manifest.json")
-        run.set_tags({"output.path": str(out)})
+        run.set_tags({"output.path": str(out), "dataset.digest": world_digest(Path(out))})
+        publish(cfg, Path(out), "worlds", world_digest(Path(out)), run)
         return StageResult(stage="world", path=str(out), run_id=run.run_id or "", seconds=time.perf_counter() - t0, manifest=manifest)
 
 
@@ -63,14 +85,7 @@ def synthesis_stage(
 
     t0 = time.perf_counter()
     with stage_run(cfg, parent_run_id, "synthesis", flyte_execution_id=execution_id) as run:
-        world_manifest = json.loads((Path(world_dir) / "manifest.json").read_text())
-        world_digest = json.dumps(world_manifest["sha256"], sort_keys=True)
-        import hashlib
-
-        run.log_dataset(
-            Path(world_dir), name="world", context="world",
-            digest=hashlib.sha256(world_digest.encode()).hexdigest(),
-        )
+        run.log_dataset(Path(world_dir), name="world", context="input", digest=world_digest(Path(world_dir)))
         manifest = synthesize(cfg, Path(world_dir), Path(out))
         for name, stats in manifest["datasets"].items():
             run.log_metrics({f"synthesis/{name}/{k}": v for k, v in stats.items()})
@@ -80,6 +95,7 @@ def synthesis_stage(
             )
         run.log_dict(manifest, "synthesis_manifest.json")
         run.set_tags({"output.path": str(out), "dataset.digest": manifest["digest"]})
+        publish(cfg, Path(out), "raw", manifest["digest"], run)
         return StageResult(stage="synthesis", path=str(out), run_id=run.run_id or "", seconds=time.perf_counter() - t0, manifest=manifest)
 
 
@@ -123,6 +139,7 @@ def quality_stage(
                 digest=manifest.get("digest", ""), rows=_preview(Path(out) / name / "trajectories.jsonl"),
             )
         run.set_tags({"output.path": str(out), "dataset.digest": manifest.get("digest", "")})
+        publish(cfg, Path(out), "datasets", manifest["digest"], run)
         return StageResult(stage="quality", path=str(out), run_id=run.run_id or "", seconds=time.perf_counter() - t0, manifest=manifest)
 
 

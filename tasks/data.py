@@ -6,12 +6,14 @@ import os
 import socket
 import time
 import typing
+from datetime import datetime
 from pathlib import Path
 
 from flytekit import Cache, Resources, current_context, task
 from flytekit.types.directory import FlyteDirectory
 from flytekit.types.error import FlyteError
 
+from containers.images import DATA_IMAGE
 from deepresearch.config import PipelineConfig, load_config
 from deepresearch.stages import StageResult, quality_stage, synthesis_stage, world_stage
 from deepresearch.tracking import fail_open_runs, finish_run, start_parent_run
@@ -54,13 +56,21 @@ def _summary(res: StageResult) -> str:
     return json.dumps({"stage": res.stage, "seconds": round(res.seconds, 2), **keep}, sort_keys=True)
 
 
-@task(requests=Resources(cpu="1", mem="1Gi"))
-def resolve_config(config: str, overrides: typing.List[str]) -> str:
-    """Load and validate the YAML config with dotted overrides; returns canonical JSON (the cache key)."""
-    return load_config(config, overrides).to_json()
+@task(container_image=DATA_IMAGE, requests=Resources(cpu="1", mem="1Gi"))
+def resolve_config(
+    config: str, overrides: typing.List[str], kickoff_time: typing.Optional[datetime] = None
+) -> str:
+    """Load and validate the YAML config with dotted overrides; returns canonical JSON (the cache key).
+
+    A scheduled run passes its kickoff time, which selects fresh data: see `fresh_data_overrides`.
+    """
+    from deepresearch.config import fresh_data_overrides
+
+    extra = fresh_data_overrides(load_config(config, overrides), kickoff_time) if kickoff_time else []
+    return load_config(config, list(overrides) + extra).to_json()
 
 
-@task(requests=Resources(cpu="1", mem="1Gi"))
+@task(container_image=DATA_IMAGE, requests=Resources(cpu="1", mem="1Gi"))
 def start_tracking(config_json: str) -> str:
     """Open the MLflow parent run of this execution; returns its run id."""
     cfg = PipelineConfig.from_json(config_json)
@@ -68,6 +78,7 @@ def start_tracking(config_json: str) -> str:
 
 
 @task(
+    container_image=DATA_IMAGE,
     cache=Cache(version=WORLD_VERSION, ignored_inputs=_IGNORE_RUN),
     retries=2,
     requests=Resources(cpu="2", mem="4Gi"),
@@ -80,6 +91,7 @@ def build_world(config_json: str, parent_run_id: str) -> StageOut:
 
 
 @task(
+    container_image=DATA_IMAGE,
     cache=Cache(version=SYNTHESIS_VERSION, ignored_inputs=_IGNORE_RUN),
     retries=2,
     requests=Resources(cpu="2", mem="4Gi"),
@@ -92,6 +104,7 @@ def synthesize(config_json: str, world: FlyteDirectory, parent_run_id: str) -> S
 
 
 @task(
+    container_image=DATA_IMAGE,
     cache=Cache(version=QUALITY_VERSION, ignored_inputs=_IGNORE_RUN),
     retries=2,
     requests=Resources(cpu="1", mem="2Gi"),
@@ -103,7 +116,7 @@ def quality_gates(config_json: str, raw: FlyteDirectory, parent_run_id: str) -> 
     return StageOut(FlyteDirectory(res.path), res.run_id, _summary(res))
 
 
-@task(requests=Resources(cpu="1", mem="1Gi"))
+@task(container_image=DATA_IMAGE, requests=Resources(cpu="1", mem="1Gi"))
 def summarize(
     config_json: str,
     parent_run_id: str,
@@ -131,8 +144,13 @@ def summarize(
 
 
 
-@task(requests=Resources(cpu="1", mem="1Gi"))
-def mark_failed(config: str, overrides: typing.List[str], err: typing.Optional[FlyteError] = None) -> None:
+@task(container_image=DATA_IMAGE, requests=Resources(cpu="1", mem="1Gi"))
+def mark_failed(
+    config: str,
+    overrides: typing.List[str],
+    kickoff_time: typing.Optional[datetime] = None,
+    err: typing.Optional[FlyteError] = None,
+) -> None:
     """Failure handler: close this execution's open MLflow runs as FAILED, with the error."""
     cfg = load_config(config, overrides)
     message = f"{err.failed_node_id}: {err.message}" if err is not None else "workflow failed"

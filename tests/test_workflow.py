@@ -56,7 +56,7 @@ def test_full_runs_tracks_lineage_and_hits_the_cache_on_rerun(env):
     # Lineage: synthesis reads the world, quality reads the raw datasets synthesis wrote.
     syn_inputs = {i.dataset.name: i for i in by_stage["synthesis"].inputs.dataset_inputs}
     q_inputs = {i.dataset.name: i for i in by_stage["quality"].inputs.dataset_inputs}
-    assert "world" in syn_inputs
+    assert "world" in syn_inputs and syn_inputs["world"].dataset.digest
     assert {"raw_deep_search", "raw_deep_research"} <= set(syn_inputs) & set(q_inputs)
     assert q_inputs["raw_deep_search"].dataset.digest == syn_inputs["raw_deep_search"].dataset.digest
     assert {"deep_search", "deep_research"} <= set(q_inputs)  # gated outputs, context "output"
@@ -92,3 +92,27 @@ def test_failing_expectation_stops_the_workflow(env):
     parent = [r for r in runs if "mlflow.parentRunId" not in r.data.tags][0]
     assert parent.info.status == "FAILED"  # closed by the workflow's failure handler
     assert not any(r.data.tags.get("stage") == "summary" for r in runs)
+
+
+def test_lineage_walks_from_a_registered_model_back_to_the_world(env):
+    """A model version registered on the quality run (stand-in for a training run until the training
+    half lands) traces back through the datasets' hashes to synthesis, the world and the config."""
+    from mlflow import MlflowClient
+
+    from deepresearch.config import load_config
+    from deepresearch.tracking.lineage import trace
+
+    cfg = load_config("configs/tiny.yaml", env["overrides"])
+    client, runs = _runs(env["uri"])
+    quality = next(r for r in runs if r.data.tags.get("stage") == "quality")
+    client.create_registered_model("lineage-probe")
+    mv = client.create_model_version("lineage-probe", source=quality.info.artifact_uri, run_id=quality.info.run_id)
+    client.set_registered_model_alias("lineage-probe", "champion", mv.version)
+
+    root = trace("models:/lineage-probe@champion", cfg.tracking)
+    assert root.model == f"lineage-probe version {mv.version}" and root.stage == "quality"
+    raw = next(link for link in root.inputs if link.name == "raw_deep_search")
+    assert raw.produced_by is not None and raw.produced_by.stage == "synthesis"
+    world = next(link for link in raw.produced_by.inputs if link.name == "world")
+    assert world.produced_by is not None and world.produced_by.stage == "world"
+    assert len(world.digest) == 64 and root.tags["config_hash"] == cfg.hash

@@ -205,6 +205,8 @@ def stage_run(
         "config_hash": cfg.hash,
         "git_sha": git_sha(),
         "flyte.execution_id": flyte_execution_id,
+        # the container image a cluster task runs in (Flyte sets it); "local" outside a pod
+        "flyte.image": os.environ.get("FLYTE_INTERNAL_IMAGE", "local"),
         **(extra_tags or {}),
     }
     if parent_run_id:

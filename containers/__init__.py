@@ -1,0 +1,1 @@
+"""Container images per step family, as flytekit ImageSpecs (tags are content hashes)."""
