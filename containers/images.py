@@ -2,7 +2,7 @@
 eval (judge and evaluation).
 
 Every image installs exactly the versions pinned in `uv.lock` (`uv sync --locked`), copies the
-project's code and configs, and is tagged by ImageSpec's content hash — so a change in
+project's files (all but what .gitignore excludes), and is tagged by ImageSpec's content hash — so a change in
 dependencies, code or image definition gives a new tag, and an unchanged one is never rebuilt.
 
     make images                                  # build and push all four (needs Docker)
@@ -18,13 +18,12 @@ import os
 from pathlib import Path
 
 from flytekit import ImageSpec
+from flytekit.constants import CopyFileDetection
 
 ROOT = Path(__file__).resolve().parents[1]
 REGISTRY_ENV = "DEEPRESEARCH_IMAGE_REGISTRY"
 DEFAULT_REGISTRY = "localhost:30000"  # the flyte-sandbox / local registry
 CUDA_BASE = "nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04"
-# What the image needs of the repository: the library, task and workflow modules, configs, catalogs.
-CODE = ["deepresearch", "tasks", "workflows", "containers", "configs", "registry", "pyproject.toml", "uv.lock", "README.md"]
 # The agent's shell tool needs tmux and bubblewrap wherever episodes run.
 AGENT_APT = ["tmux", "bubblewrap", "git"]
 
@@ -42,8 +41,11 @@ def _spec(family: str, *, gpu: bool, extras: list[str] = (), apt: list[str] = ()
         requirements=str(ROOT / "uv.lock"),  # every version pinned by the lock
         pip_extra_args=" ".join(f"--extra {e}" for e in extras) or None,
         apt_packages=list(apt) or None,
+        # The whole repository minus what .gitignore excludes goes to /root, and its digest is part of
+        # the tag: any code change gives a new image version. (ALL, not flytekit's default of the
+        # modules loaded at the time, so the tag does not depend on what the caller imported.)
         source_root=str(ROOT),
-        copy=CODE,
+        source_copy_mode=CopyFileDetection.ALL,
         env={"PYTHONPATH": "/root", "GX_ANALYTICS_ENABLED": "false", "TOKENIZERS_PARALLELISM": "false"},
         platform="linux/amd64",
     )

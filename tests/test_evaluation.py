@@ -1,0 +1,184 @@
+"""Evaluation: compliance (ResearchRubrics), deep-search EM/F1, Elo with bootstrap CIs, cost, the report."""
+
+import random
+
+import pytest
+
+from deepresearch.agent.schema import Trajectory
+from deepresearch.evaluation.accuracy import evaluate_deep_search, exact_match, token_f1
+from deepresearch.evaluation.compliance import GroundTruthLabeler, compliance_score, evaluate_compliance
+from deepresearch.evaluation.cost import cost_summary
+from deepresearch.evaluation.elo import Game, elo_ratings, elo_with_ci, pairwise_games
+from deepresearch.evaluation.report import CheckpointEval, EvalResults, write_report
+from deepresearch.synthesis.run import deep_search_correct
+from deepresearch.synthesis.schema import DeepSearchTask, ResearchTask, RubricCheck, RubricItem
+
+# ---- compliance ----------------------------------------------------------------------------------
+REPORT = """# Veltrana Labs: research report
+
+## Overview
+Veltrana Labs is a robotics company founded in 1987 \\cite{D0000001}.
+
+## Key facts
+- It has 4200 employees.
+- It was founded in 1984 \\cite{D0000002}.
+"""
+
+
+def _item(kind, weight, **kw):
+    return RubricItem(criterion=f"{kind} {kw}", weight=weight, axis="x", check=RubricCheck(kind=kind, **kw))
+
+
+ITEMS = [
+    _item("fact", 3.0, values=["1987"]),  # stated and cited → satisfied (s = 1)
+    _item("fact", 2.0, values=["4200", "4,200"]),  # stated without citation → partially (s = 0.5)
+    _item("fact", 2.0, values=["Orvane"]),  # absent → not (s = 0)
+    _item("penalty", -3.0, values=["1984"]),  # asserted as fact → triggered (s = 1, weight −3)
+    _item("structure", 1.0, min_count=3),  # two "## " sections of three → partially (s = 0.5)
+]
+
+
+def test_compliance_by_hand():
+    labels = GroundTruthLabeler().label(REPORT, ITEMS)
+    assert labels == ["satisfied", "partially", "not", "satisfied", "partially"]
+    # Σ positive w = 3 + 2 + 2 + 1 = 8
+    # score  = (3·1 + 2·0.5 + 2·0 + (−3)·1 + 1·0.5) / 8 = 1.5 / 8 = 0.1875
+    # binary = (3·1 + 2·0   + 2·0 + (−3)·1 + 1·0  ) / 8 = 0
+    assert compliance_score(ITEMS, labels) == pytest.approx(0.1875)
+    assert compliance_score(ITEMS, labels, binary=True) == pytest.approx(0.0)
+
+    tasks = [ResearchTask(sample_id=s, prompt="p", domain="d", rubrics=ITEMS) for s in ("a", "b")]
+    summary = evaluate_compliance(tasks, {"a": REPORT, "b": None}, GroundTruthLabeler())
+    # task b produced no report: 0. Mean = (0.1875 + 0) / 2
+    assert summary.n == 2 and summary.mean == pytest.approx(0.09375) and summary.mean_binary == 0.0
+    assert summary.per_task[1].labels == []
+    with pytest.raises(ValueError, match=r"no report entry for 1 task\(s\): \['b'\]"):
+        evaluate_compliance(tasks, {"a": REPORT}, GroundTruthLabeler())
+
+
+def test_compliance_with_a_judge_labeler():
+    class Fixed:  # a stand-in for judge.model.Judge: labels every item satisfied
+        def label(self, report, items):
+            return ["satisfied"] * len(items)
+
+    task = ResearchTask(sample_id="a", prompt="p", domain="d", rubrics=ITEMS)
+    # (3 + 2 + 2 − 3 + 1) / 8 = 5/8
+    assert evaluate_compliance([task], {"a": REPORT}, Fixed()).mean == pytest.approx(5 / 8)
+    unchecked = ResearchTask(sample_id="u", prompt="p", domain="d", rubrics=[RubricItem(criterion="c", weight=1, axis="x")])
+    with pytest.raises(ValueError, match="no check; grade it with a trained judge"):
+        evaluate_compliance([unchecked], {"u": REPORT}, GroundTruthLabeler())
+
+
+# ---- accuracy ------------------------------------------------------------------------------------
+def test_exact_match_and_f1_by_hand():
+    assert exact_match("The Eiffel Tower!", ["Eiffel Tower"]) == 1.0  # case, article, punctuation
+    assert exact_match("Eiffel Tower in Paris", ["Eiffel Tower"]) == 0.0
+    # pred tokens (eiffel, tower, in, paris), gold (eiffel, tower): P = 2/4, R = 2/2, F1 = 2·0.5·1 / 1.5 = 2/3
+    assert token_f1("Eiffel Tower in Paris", ["Eiffel Tower"]) == pytest.approx(2 / 3)
+    # max over aliases: vs "Mara Quell" P = 1/1, R = 1/2 → 2/3; vs "Quell" → 1
+    assert token_f1("Quell", ["Mara Quell", "Quell"]) == 1.0
+    assert token_f1("Mara Quell", ["Mara Quell Institute"]) == pytest.approx(2 * 1 * (2 / 3) / (1 + 2 / 3))
+    assert exact_match(None, ["x"]) == token_f1("", ["x"]) == token_f1("Orvane", ["Eiffel Tower"]) == 0.0
+    assert exact_match("4,200", ["4200"]) == 1.0  # punctuation is stripped
+
+
+def test_deep_search_accuracy_matches_synthesis_success():
+    def task(i, answer, aliases=()):
+        return DeepSearchTask(task_id=f"t{i}", question="q", answer=answer, aliases=list(aliases), hops=2, path=["E1"], subgraph=[])
+
+    tasks = [task(0, "Mara Quell", ["M. Quell"]), task(1, "1987"), task(2, "Orvane")]
+    answers = {"t0": "m. quell", "t1": "It was 1987", "t2": None}
+    summary = evaluate_deep_search(tasks, answers)
+    # EM: 1, 0, 0 → 1/3.  F1: 1; "it was 1987" vs "1987": P = 1/3, R = 1 → 0.5; 0 → mean 1.5/3
+    assert summary.exact_match == pytest.approx(1 / 3) and summary.f1 == pytest.approx(0.5)
+    assert [p.exact_match == 1.0 for p in summary.per_task] == [deep_search_correct(t, answers[t.task_id]) for t in tasks]
+
+
+# ---- Elo -----------------------------------------------------------------------------------------
+def test_elo_single_game_and_ties_by_hand():
+    # E = 1 / (1 + 10^0) = 0.5; the winner moves by 16·(1 − 0.5) = +8, the loser by −8
+    assert elo_ratings([Game("t", "a", "b", 1.0)], ["a", "b"], k=16, n_orders=1) == {"a": 1008.0, "b": 992.0}
+    ties = [Game(f"t{i}", "a", "b", 0.5) for i in range(5)]
+    assert elo_ratings(ties, ["a", "b", "c"]) == {"a": 1000.0, "b": 1000.0, "c": 1000.0}  # c played nothing
+
+
+def test_pairwise_games_use_common_tasks_and_ties():
+    games = pairwise_games({"a": {"t1": 0.5, "t2": 0.9}, "b": {"t1": 0.5, "t2": 0.1, "t3": 1.0}})
+    assert games == [Game("t1", "a", "b", 0.5), Game("t2", "a", "b", 1.0)]  # t3: only b scored it
+
+
+@pytest.fixture(scope="module")
+def scores():
+    rng = random.Random(0)
+    tasks = [f"dr-{i:03d}" for i in range(16)]
+    out = {"weak": {}, "mid": {}, "champ": {}}
+    for t in tasks:
+        w = rng.uniform(0.0, 0.5)
+        out["weak"][t] = w
+        out["mid"][t] = w + rng.choice([-0.1, 0.0, 0.2, 0.3])  # usually beats weak, sometimes ties or loses
+        out["champ"][t] = 1.0  # wins every comparison
+    return out
+
+
+def test_elo_dominating_checkpoint_ranks_first_with_intervals(scores):
+    results = elo_with_ci(scores, k=16, n_bootstrap=100, seed=0)
+    assert [r.name for r in results] == ["champ", "mid", "weak"]
+    for r in results:
+        assert r.ci_low <= r.rating <= r.ci_high
+    assert sum(r.rating for r in results) == pytest.approx(3000.0)  # zero-sum updates
+    assert results[0].ci_low > results[1].ci_high  # the champion is separated from the rest
+    assert elo_with_ci(scores, k=16, n_bootstrap=100, seed=0) == results  # seeded
+    assert elo_with_ci(scores, k=16, n_bootstrap=100, seed=1) != results
+    with pytest.raises(ValueError, match="at least two checkpoints"):
+        elo_with_ci({"solo": {"t": 1.0}})
+
+
+# ---- cost ----------------------------------------------------------------------------------------
+def _traj(i, tokens, calls, turns, **meta):
+    return Trajectory(trajectory_id=f"x{i}", task_id=f"t{i}", capability="deep_research", policy="p", messages=[],
+                      outcome="answered", tokens=tokens, tool_calls=calls, turns=turns, metadata=meta)
+
+
+def test_cost_summary():
+    trajs = [_traj(0, 100, 2, 3, wall_s=1.0), _traj(1, 300, 5, 6, wall_s=2.0), _traj(2, 200, 8, 9, wall_s=6.0)]
+    c = cost_summary(trajs)
+    # tokens 100, 300, 200: mean 200, median 200; calls 2, 5, 8: mean 5, median 5; wall 1, 2, 6: mean 3, median 2
+    assert (c.n, c.tokens_mean, c.tokens_median, c.tool_calls_mean, c.tool_calls_median) == (3, 200, 200, 5, 5)
+    assert (c.turns_mean, c.wall_s_mean, c.wall_s_median) == (6, 3.0, 2.0)
+    partial = cost_summary(trajs[:2] + [_traj(3, 1, 1, 1)])  # one episode without a recorded wall time
+    assert partial.wall_s_mean is None and partial.wall_s_median is None
+    assert cost_summary(trajs, wall_s=[4.0, 4.0, 1.0]).wall_s_median == 4.0
+    with pytest.raises(ValueError, match="2 wall times for 3 trajectories"):
+        cost_summary(trajs, wall_s=[1.0, 2.0])
+
+
+# ---- report --------------------------------------------------------------------------------------
+def test_write_report(tmp_path, scores):
+    trajs = [_traj(0, 100, 2, 3, wall_s=1.0), _traj(1, 300, 5, 6, wall_s=2.0)]
+    results = EvalResults(
+        title="Tiny evaluation",
+        checkpoints=[
+            CheckpointEval(name="sft", compliance=0.42, compliance_binary=0.3, exact_match=0.5, f1=0.61, cost=cost_summary(trajs)),
+            CheckpointEval(name="rl", compliance=0.55, compliance_binary=0.41, exact_match=0.6, f1=0.7),
+        ],
+        elo=elo_with_ci(scores, n_bootstrap=20),
+        curves={"sft/loss": [(0, 3.1), (10, 2.2), (20, 1.9)], "rl/reward": [(0, 0.1), (1, 0.3)]},
+        champion="rl",
+        notes=["held-out tasks: seed 1000"],
+    )
+    md = write_report(results, tmp_path / "report")
+    out = tmp_path / "report"
+    assert md == out / "report.md"
+    assert sorted(p.name for p in out.iterdir()) == [
+        "curves.png", "elo.png", "report.html", "report.md", "results.json", "scores.png"
+    ]  # no temp files left
+    for png in ("curves.png", "elo.png", "scores.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    text = md.read_text()
+    assert "| rl (champion) | 0.550 |" in text and "![Elo](elo.png)" in text and "| champ |" in text
+    page = (out / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 3 and "<td>sft</td>" in page
+    assert EvalResults.model_validate_json((out / "results.json").read_text()) == results
+    # a report with scores only: no Elo or curve plots
+    write_report(EvalResults(checkpoints=[CheckpointEval(name="sft", compliance=0.4)]), tmp_path / "small")
+    assert sorted(p.name for p in (tmp_path / "small").iterdir()) == ["report.html", "report.md", "results.json", "scores.png"]
