@@ -1,0 +1,153 @@
+"""Messages -> token ids + loss mask, in the chat template's format.
+
+    sample = encode_messages(tokenizer, trajectory.messages)   # SFT / mid-training stage 2
+    sample = encode_text(tokenizer, document_text)             # mid-training stage 1
+
+`loss_mask` is 1 exactly on the tokens the policy is trained to produce: an assistant turn's content
+and its closing `<|im_end|>`. The turn header `<|im_start|>assistant\\n`, the newline after
+`<|im_end|>`, and every system, user and tool token are 0.
+
+Encoding goes turn by turn so the mask boundaries are exact, and the concatenated ids equal
+`tokenizer.apply_chat_template(messages, tokenize=True)` (tested on every synthesized trajectory):
+every turn boundary is a special token except the newline ending the assistant header, and Qwen2's
+pre-tokenizer keeps that newline a token of its own unless the content itself starts with
+whitespace and a newline (`\\s*[\\r\\n]+` would merge them). In that one case the header and the
+content are tokenized apart, exactly as at generation time, where the header is the end of the prompt
+and the model produces the content's tokens itself: the mask stays exact and the ids decode to the
+same text, but differ from the template's single merged newline token.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from deepresearch.agent.schema import Message
+from deepresearch.modeling import ModelError
+from deepresearch.modeling.tokenizer import ENDOFTEXT, IM_END, IM_START
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerFast
+
+ASSISTANT_HEADER = f"{IM_START}assistant\n"
+
+
+@dataclass(frozen=True)
+class EncodedSample:
+    """One training document: token ids and which of them are targets."""
+
+    input_ids: list[int]  # (T,) token ids
+    loss_mask: list[int]  # (T,) 1 where the token is a training target, else 0
+
+    def __post_init__(self) -> None:
+        if len(self.input_ids) != len(self.loss_mask):
+            raise ValueError(
+                f"EncodedSample: {len(self.input_ids)} input_ids but {len(self.loss_mask)} loss_mask entries"
+            )
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    @property
+    def n_targets(self) -> int:
+        """Tokens with loss (the first token never counts: nothing predicts it)."""
+        return sum(self.loss_mask[1:])
+
+
+@dataclass(frozen=True)
+class _Turn:
+    """One rendered turn: `head` (never trained) + `body` (trained when `trainable`) + `tail` (never)."""
+
+    head: str
+    body: str
+    tail: str
+    trainable: bool
+
+
+def to_chat_dicts(messages: Sequence[Message]) -> list[dict[str, str]]:
+    """Messages as the `[{"role", "content"}]` dicts `apply_chat_template` and OpenAI servers take."""
+    return [{"role": m.role, "content": m.content} for m in messages]
+
+
+def _turns(messages: Sequence[Message], add_generation_prompt: bool) -> list[_Turn]:
+    """Mirror of `CHAT_TEMPLATE` (deepresearch.modeling.tokenizer), one `_Turn` per rendered turn."""
+    turns: list[_Turn] = []
+    i = 0
+    while i < len(messages):
+        m = messages[i]
+        if m.role == "tool":
+            # Consecutive tool results become one user turn, as in Qwen2.5's template.
+            parts = []
+            while i < len(messages) and messages[i].role == "tool":
+                parts.append(f"\n<tool_response>\n{messages[i].content}\n</tool_response>")
+                i += 1
+            turns.append(_Turn(f"{IM_START}user" + "".join(parts) + f"{IM_END}\n", "", "", False))
+            continue
+        if m.role == "assistant":
+            turns.append(_Turn(ASSISTANT_HEADER, m.content + IM_END, "\n", True))
+        else:
+            turns.append(_Turn(f"{IM_START}{m.role}\n{m.content}{IM_END}\n", "", "", False))
+        i += 1
+    if add_generation_prompt:
+        turns.append(_Turn(ASSISTANT_HEADER, "", "", False))
+    return turns
+
+
+def render_messages(messages: Sequence[Message], *, add_generation_prompt: bool = False) -> str:
+    """The chat-template text of `messages` (equal to `apply_chat_template(..., tokenize=False)`)."""
+    return "".join(t.head + t.body + t.tail for t in _turns(messages, add_generation_prompt))
+
+
+def encode_messages(
+    tokenizer: PreTrainedTokenizerFast,
+    messages: Sequence[Message],
+    *,
+    add_generation_prompt: bool = False,
+) -> EncodedSample:
+    """Token ids and loss mask of a conversation (loss on assistant content and its `<|im_end|>`).
+
+    Args:
+        tokenizer: a tokenizer with our special tokens (`train_tokenizer` or `load_base`).
+        messages: system / user / assistant / tool messages, in order.
+        add_generation_prompt: append `<|im_start|>assistant\\n` (mask 0), as for a rollout prompt.
+    Returns:
+        The EncodedSample; its ids equal `apply_chat_template(to_chat_dicts(messages), tokenize=True)`.
+    """
+    turns = _turns(messages, add_generation_prompt)
+    # Encode every string at once (one call into the Rust tokenizer), then stitch. A turn with a body
+    # is encoded whole and in parts; a turn that is all head (system, user, tool) only once.
+    texts: list[str] = []
+    for t in turns:
+        texts += [t.head + t.body, t.head, t.body, t.tail] if t.body else [t.head]
+    encoded = iter([e.ids for e in tokenizer.backend_tokenizer.encode_batch(texts, add_special_tokens=False)])
+    input_ids: list[int] = []
+    loss_mask: list[int] = []
+    for t in turns:
+        if not t.body:
+            head = next(encoded)
+            input_ids += head
+            loss_mask += [0] * len(head)
+            continue
+        joint, head, body, tail = next(encoded), next(encoded), next(encoded), next(encoded)
+        if joint[: len(head)] == head:
+            body = joint[len(head) :]  # canonical: the turn tokenized as the template renders it
+        input_ids += head + body + tail
+        loss_mask += [0] * len(head) + [int(t.trainable)] * len(body) + [0] * len(tail)
+    return EncodedSample(input_ids=input_ids, loss_mask=loss_mask)
+
+
+def encode_text(tokenizer: PreTrainedTokenizerFast, text: str) -> EncodedSample:
+    """Plain text for mid-training stage 1: its ids then `<|endoftext|>`, loss on every token.
+
+    Args:
+        tokenizer: a tokenizer with our special tokens.
+        text: a document or report (special-token strings inside it are read as those tokens).
+    Returns:
+        The EncodedSample.
+    """
+    eos = tokenizer.convert_tokens_to_ids(ENDOFTEXT)
+    if not isinstance(eos, int) or eos < 0:
+        raise ModelError(f"tokenizer has no {ENDOFTEXT} token; build it with train_tokenizer or load_base")
+    ids = tokenizer.backend_tokenizer.encode(text, add_special_tokens=False).ids + [eos]
+    return EncodedSample(input_ids=ids, loss_mask=[1] * len(ids))

@@ -1,0 +1,193 @@
+"""Checkpoints as standard Hugging Face directories, written atomically, loaded with clear errors.
+
+    save_checkpoint(model, tokenizer, "out/sft/step-100", metadata={"stage": "sft", "step": 100})
+    model, tokenizer = load_checkpoint("out/sft/step-100")
+
+A checkpoint directory holds
+
+    config.json  model.safetensors (or shards + index)  generation_config.json
+    tokenizer.json  tokenizer_config.json  chat_template.jinja
+    deepresearch.json   {"schema_version", "vocab_size", "num_parameters", "metadata": {...}}
+
+which transformers and vLLM load as they are. It is written into a temporary sibling directory and
+renamed into place, so a crash never leaves a half-written checkpoint under the final name.
+`generation_config.json` stops generation at `<|im_end|>` or `<|endoftext|>`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from deepresearch.modeling import ModelError
+from deepresearch.modeling.tokenizer import ENDOFTEXT, IM_END
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerFast
+
+CHECKPOINT_SCHEMA_VERSION = 1
+METADATA_FILE = "deepresearch.json"
+WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model.bin", "pytorch_model-*.bin")
+
+
+def _token_id(tokenizer: PreTrainedTokenizerFast, token: str) -> int | None:
+    tid = tokenizer.convert_tokens_to_ids(token)
+    return tid if isinstance(tid, int) and tid >= 0 and tid != tokenizer.unk_token_id else None
+
+
+def _replace_dir(tmp: Path, out_dir: Path) -> None:
+    """Move `tmp` to `out_dir`; an existing `out_dir` is swapped out first, then deleted."""
+    old = None
+    if out_dir.exists():
+        old = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.old-"))
+        os.replace(out_dir, old / "ckpt")
+    os.replace(tmp, out_dir)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _add_v4_config_keys(path: Path) -> None:
+    """Mirror transformers 5's `rope_parameters.rope_theta` and `dtype` as the v4 keys `rope_theta` and
+    `torch_dtype`: a reader on transformers 4 (e.g. a vLLM image) would otherwise fall back to
+    rope_theta = 10000 without a word (Qwen2.5 uses 1e6). transformers 5 reads both spellings."""
+    cfg = json.loads(path.read_text())
+    theta = (cfg.get("rope_parameters") or {}).get("rope_theta")
+    if theta is not None:
+        cfg.setdefault("rope_theta", theta)
+    if "dtype" in cfg:
+        cfg.setdefault("torch_dtype", cfg["dtype"])
+    path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+
+
+def save_checkpoint(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerFast,
+    out_dir: str | Path,
+    metadata: dict[str, Any] | None = None,
+) -> Path:
+    """Write model, tokenizer (with chat template), generation config and our metadata, atomically.
+
+    Args:
+        model: a transformers model holding full (not ZeRO-3 partitioned) weights.
+        tokenizer: its tokenizer.
+        out_dir: the checkpoint directory; an existing one is replaced.
+        metadata: JSON-serialisable facts to keep with the weights (stage, step, config hash, ...).
+    Returns:
+        `out_dir` as a Path.
+    Raises:
+        ModelError: metadata that is not JSON-serialisable (nothing is written).
+    """
+    from transformers import GenerationConfig
+
+    out_dir = Path(out_dir)
+    try:
+        meta_json = json.dumps(metadata or {}, sort_keys=True)
+    except TypeError as e:
+        raise ModelError(f"save_checkpoint({out_dir}): metadata is not JSON-serialisable ({e})") from e
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
+    try:
+        model.save_pretrained(tmp)
+        _add_v4_config_keys(tmp / "config.json")
+        eot, im_end = _token_id(tokenizer, ENDOFTEXT), _token_id(tokenizer, IM_END)
+        GenerationConfig(
+            eos_token_id=[t for t in (im_end, eot) if t is not None],
+            pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eot,
+            bos_token_id=None,
+        ).save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        # transformers 5 records its own class name; the generic name also loads in transformers 4 (vLLM).
+        tc_path = tmp / "tokenizer_config.json"
+        tc = json.loads(tc_path.read_text())
+        tc["tokenizer_class"] = "PreTrainedTokenizerFast"
+        tc_path.write_text(json.dumps(tc, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+        info = {
+            "schema_version": CHECKPOINT_SCHEMA_VERSION,
+            "vocab_size": len(tokenizer),
+            "num_parameters": sum(p.numel() for p in model.parameters()),
+            "metadata": json.loads(meta_json),
+        }
+        (tmp / METADATA_FILE).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+        _replace_dir(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """The `deepresearch.json` of a checkpoint ({} for a checkpoint we did not write, e.g. a base model)."""
+    p = Path(path) / METADATA_FILE
+    return json.loads(p.read_text()) if p.is_file() else {}
+
+
+def _config_vocab_size(path: Path) -> int | None:
+    cfg = json.loads((path / "config.json").read_text())
+    vocab = cfg.get("vocab_size", (cfg.get("text_config") or {}).get("vocab_size"))
+    return vocab if isinstance(vocab, int) else None
+
+
+def load_checkpoint(
+    path: str | Path,
+    *,
+    model_cls: Any = None,
+    dtype: Any = "auto",
+) -> tuple[PreTrainedModel, PreTrainedTokenizerFast]:
+    """Load a checkpoint directory written by `save_checkpoint` (or any HF causal-LM directory).
+
+    Args:
+        path: the checkpoint directory.
+        model_cls: a transformers class with `from_pretrained` (default AutoModelForCausalLM; the critic
+            and the judge pass their own).
+        dtype: passed to `from_pretrained` ("auto": the dtype the weights were saved in).
+    Returns:
+        (model in eval mode, tokenizer).
+    Raises:
+        ModelError: the directory, config.json, the weights or the tokenizer is missing, or the tokenizer
+            has more tokens than the model has embedding rows.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = Path(path)
+    if not path.is_dir():
+        raise ModelError(
+            f"checkpoint directory not found: {path} (pass a directory written by save_checkpoint)"
+        )
+    if not (path / "config.json").is_file():
+        raise ModelError(f"{path} is not a Hugging Face checkpoint: config.json is missing")
+    if not any(any(path.glob(pattern)) for pattern in WEIGHT_PATTERNS):
+        raise ModelError(
+            f"checkpoint {path} has no weights (no *.safetensors or pytorch_model*.bin); "
+            "it was not written completely, or points at the wrong directory"
+        )
+    if not (path / "tokenizer.json").is_file() and not (path / "tokenizer_config.json").is_file():
+        raise ModelError(
+            f"checkpoint {path} has no tokenizer (tokenizer.json / tokenizer_config.json missing)"
+        )
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(path))
+    except (OSError, ValueError) as e:
+        raise ModelError(f"checkpoint {path}: the tokenizer does not load: {e}") from e
+
+    def check_vocab(rows: int) -> None:
+        if len(tokenizer) > rows:
+            raise ModelError(
+                f"checkpoint {path}: vocabulary mismatch: the tokenizer has {len(tokenizer)} tokens but the model's "
+                f"embedding has {rows} rows; save the tokenizer the model was trained with, or resize the "
+                "embeddings (model.resize_token_embeddings) before saving"
+            )
+
+    rows = _config_vocab_size(path)
+    if rows is not None:
+        check_vocab(rows)  # before reading the weights, which may be large
+    cls = model_cls or AutoModelForCausalLM
+    try:
+        model = cls.from_pretrained(str(path), dtype=dtype)
+    except (OSError, ValueError) as e:
+        raise ModelError(f"checkpoint {path}: the model does not load: {e}") from e
+    check_vocab(model.get_input_embeddings().weight.shape[0])
+    return model.eval(), tokenizer

@@ -1,0 +1,463 @@
+"""Tokenizer, chat encoding, tiny model and checkpoints (deepresearch.modeling).
+
+    uv run pytest tests/test_modeling.py -q
+
+Inputs are real: a tiny world and expert trajectories built by the project's own generator. The
+datasets directory is the synthesis output in the quality-gated layout (the same files the gates
+would keep a subset of); the gates themselves are tested in test_quality.py and take ~20 s.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from deepresearch.agent.schema import Message
+from deepresearch.config import ModelConfig
+
+TINY_OVERRIDES = [
+    "world.entities_per_type=8",
+    "synthesis.n_deep_search=4",
+    "synthesis.n_deep_research=2",
+    "quality.expectations.min_rows=1",
+    "tracking.enabled=false",
+]
+# Small enough to build in a second, big enough to have every kind of layer.
+SMALL_MODEL = ModelConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4)
+
+
+@pytest.fixture(scope="session")
+def data_dirs(tmp_path_factory) -> tuple[Path, Path]:
+    """(world_dir, datasets_dir) of a tiny world and its synthesized trajectories."""
+    from deepresearch.config import load_config
+    from deepresearch.synthesis.run import synthesize
+    from deepresearch.world.build import build_world
+
+    cfg = load_config("configs/tiny.yaml", TINY_OVERRIDES)
+    root = tmp_path_factory.mktemp("modeling")
+    build_world(cfg, root / "world", show_progress=False)
+    synthesize(cfg, root / "world", root / "raw", progress=False)
+    datasets = root / "datasets"
+    for name in ("deep_search", "deep_research"):
+        (datasets / name).mkdir(parents=True)
+        for f in ("tasks.jsonl", "trajectories.jsonl"):
+            shutil.copy(root / "raw" / name / f, datasets / name / f)
+    return root / "world", datasets
+
+
+@pytest.fixture(scope="session")
+def corpus(data_dirs) -> list[str]:
+    from deepresearch.training.data import tokenizer_corpus
+
+    return list(tokenizer_corpus(*data_dirs))
+
+
+@pytest.fixture(scope="session")
+def tokenizer(corpus):
+    from deepresearch.modeling.tokenizer import train_tokenizer
+
+    return train_tokenizer(corpus, ModelConfig())
+
+
+@pytest.fixture(scope="session")
+def trajectories(data_dirs):
+    from deepresearch.training.data import read_trajectories
+
+    return read_trajectories(data_dirs[1], "deep_search") + read_trajectories(data_dirs[1], "deep_research")
+
+
+@pytest.fixture(scope="session")
+def model(tokenizer):
+    from deepresearch.modeling.model import build_tiny_model
+
+    return build_tiny_model(SMALL_MODEL, tokenizer)
+
+
+def conversation() -> list[Message]:
+    return [
+        Message(role="system", content="You are a research agent."),
+        Message(role="user", content="Who founded Widelt Company?"),
+        Message(
+            role="assistant", content='Searching.\n<tool_call>{"name": "todo", "arguments": {}}</tool_call>'
+        ),
+        Message(role="tool", content='{"ok": true}', name="todo"),
+        Message(role="tool", content="error: bad arguments", name="file", is_error=True),
+        Message(role="assistant", content="<answer>Decae Pibosk \\cite{D0000028}</answer>"),
+    ]
+
+
+# ---- tokenizer ----------------------------------------------------------------------------------
+
+
+def test_added_tokens_are_single_ids_after_the_bpe_vocabulary(tokenizer):
+    from deepresearch.modeling.tokenizer import ALL_ADDED_TOKENS
+
+    assert len(tokenizer) == ModelConfig().vocab_size  # the corpus supports the full vocabulary
+    ids = [tokenizer.encode(t, add_special_tokens=False) for t in ALL_ADDED_TOKENS]
+    assert all(len(i) == 1 for i in ids), ids
+    # Qwen2.5's layout: added tokens follow the BPE vocabulary, in order, <|endoftext|> first.
+    first = len(tokenizer) - len(ALL_ADDED_TOKENS)
+    assert [i[0] for i in ids] == list(range(first, len(tokenizer)))
+    assert tokenizer.eos_token == tokenizer.pad_token == "<|endoftext|>"
+    assert tokenizer.bos_token is None
+    # Inside text they are still one id each.
+    ids = tokenizer.encode("a<tool_call>{}</tool_call>b<answer>x</answer>", add_special_tokens=False)
+    assert (
+        tokenizer.convert_tokens_to_ids("<tool_call>") in ids
+        and tokenizer.convert_tokens_to_ids("</answer>") in ids
+    )
+
+
+def test_tool_tokens_survive_decoding_but_chat_tokens_do_not(tokenizer):
+    text = "<|im_start|>assistant\nx <tool_call>{}</tool_call><|im_end|>"
+    ids = tokenizer.encode(text, add_special_tokens=False)
+    assert tokenizer.decode(ids) == text
+    assert tokenizer.decode(ids, skip_special_tokens=True) == "assistant\nx <tool_call>{}</tool_call>"
+
+
+def test_tokenizer_training_is_deterministic(corpus, tokenizer, tmp_path):
+    from deepresearch.modeling.tokenizer import train_tokenizer
+
+    again = train_tokenizer(corpus, ModelConfig())
+    tokenizer.save_pretrained(tmp_path / "a")
+    again.save_pretrained(tmp_path / "b")
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+    other = train_tokenizer(corpus[: len(corpus) // 2], ModelConfig())
+    assert other.backend_tokenizer.to_str() != tokenizer.backend_tokenizer.to_str()
+
+
+def test_vocab_size_below_the_byte_alphabet_is_refused():
+    from deepresearch.modeling import ModelError
+    from deepresearch.modeling.tokenizer import train_tokenizer
+
+    with pytest.raises(ModelError, match="at least 265"):
+        train_tokenizer(["x"], ModelConfig(vocab_size=300).model_copy(update={"vocab_size": 264}))
+
+
+# ---- chat template and encoding -----------------------------------------------------------------
+
+
+def test_chat_template_is_qwen25_format(tokenizer):
+    from deepresearch.modeling.chat import render_messages, to_chat_dicts
+
+    expected = (
+        "<|im_start|>system\nYou are a research agent.<|im_end|>\n"
+        "<|im_start|>user\nWho founded Widelt Company?<|im_end|>\n"
+        '<|im_start|>assistant\nSearching.\n<tool_call>{"name": "todo", "arguments": {}}</tool_call><|im_end|>\n'
+        # consecutive tool results: one user turn
+        '<|im_start|>user\n<tool_response>\n{"ok": true}\n</tool_response>\n'
+        "<tool_response>\nerror: bad arguments\n</tool_response><|im_end|>\n"
+        "<|im_start|>assistant\n<answer>Decae Pibosk \\cite{D0000028}</answer><|im_end|>\n"
+    )
+    chat = to_chat_dicts(conversation())
+    assert tokenizer.apply_chat_template(chat, tokenize=False) == expected
+    assert render_messages(conversation()) == expected
+    with_prompt = tokenizer.apply_chat_template(chat[:2], tokenize=False, add_generation_prompt=True)
+    assert with_prompt.endswith("<|im_end|>\n<|im_start|>assistant\n")
+    assert render_messages(conversation()[:2], add_generation_prompt=True) == with_prompt
+
+
+def test_chat_template_renders_structured_tool_calls_like_qwen(tokenizer):
+    chat = [
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [
+                {"type": "function", "function": {"name": "todo", "arguments": {"action": "list"}}}
+            ],
+        }
+    ]
+    assert tokenizer.apply_chat_template(chat, tokenize=False) == (
+        '<|im_start|>assistant\n<tool_call>\n{"name": "todo", "arguments": {"action": "list"}}\n</tool_call><|im_end|>\n'
+    )
+
+
+def test_encode_messages_equals_chat_template_on_real_trajectories(tokenizer, trajectories):
+    from deepresearch.modeling.chat import encode_messages, to_chat_dicts
+
+    assert trajectories
+    for traj in trajectories:
+        sample = encode_messages(tokenizer, traj.messages)
+        expected = tokenizer.apply_chat_template(
+            to_chat_dicts(traj.messages), tokenize=True, return_dict=False
+        )
+        assert sample.input_ids == expected, traj.trajectory_id
+        assert len(sample.loss_mask) == len(sample.input_ids)
+
+
+def _spans(mask: list[int]) -> list[tuple[int, int]]:
+    spans, start = [], None
+    for i, m in enumerate([*mask, 0]):
+        if m and start is None:
+            start = i
+        elif not m and start is not None:
+            spans.append((start, i))
+            start = None
+    return spans
+
+
+def test_loss_mask_covers_exactly_assistant_content_and_im_end(tokenizer):
+    from deepresearch.modeling.chat import encode_messages, render_messages
+
+    msgs = conversation()
+    sample = encode_messages(tokenizer, msgs)
+    ids, text = sample.input_ids, render_messages(msgs)
+    assistant = [m.content for m in msgs if m.role == "assistant"]
+    spans = _spans(sample.loss_mask)
+    assert [tokenizer.decode(ids[a:b]) for a, b in spans] == [c + "<|im_end|>" for c in assistant]
+    for (a, b), content in zip(spans, assistant):
+        before = tokenizer.decode(ids[:a])
+        assert before.endswith("<|im_start|>assistant\n")  # the header is not trained
+        assert text.startswith(before + content + "<|im_end|>")  # the span ends at <|im_end|> ...
+        assert tokenizer.decode(ids[b : b + 1]) == "\n"  # ... and the newline after it is not trained
+    assert sample.n_targets == sum(b - a for a, b in spans)
+
+
+def test_generation_prompt_is_not_trained(tokenizer):
+    from deepresearch.modeling.chat import encode_messages, to_chat_dicts
+
+    msgs = conversation()[:2]
+    sample = encode_messages(tokenizer, msgs, add_generation_prompt=True)
+    assert sample.input_ids == tokenizer.apply_chat_template(
+        to_chat_dicts(msgs), tokenize=True, add_generation_prompt=True, return_dict=False
+    )
+    assert sum(sample.loss_mask) == 0
+
+
+def test_assistant_content_starting_with_newline_keeps_an_exact_mask(tokenizer):
+    # Qwen2's pre-tokenizer would merge the header's "\n" with this content's "\n\n"; the header and
+    # the content are then tokenized apart (as at generation time, where the header is the prompt).
+    from deepresearch.modeling.chat import encode_messages, render_messages
+
+    msgs = [Message(role="user", content="q"), Message(role="assistant", content="\n\n  Answer.")]
+    encode = tokenizer.backend_tokenizer.encode
+    head = encode("<|im_start|>assistant\n", add_special_tokens=False).ids
+    joint = encode("<|im_start|>assistant\n\n\n  Answer.", add_special_tokens=False).ids
+    assert joint[: len(head)] != head  # this is the merging case
+    sample = encode_messages(tokenizer, msgs)
+    assert tokenizer.decode(sample.input_ids) == render_messages(msgs)
+    ((a, b),) = _spans(sample.loss_mask)
+    assert tokenizer.decode(sample.input_ids[a:b]) == "\n\n  Answer.<|im_end|>"
+
+
+def test_encode_text_ends_with_endoftext_and_trains_everything(tokenizer):
+    from deepresearch.modeling.chat import encode_text
+
+    sample = encode_text(tokenizer, "Widelt Company was founded in 1987.\n\nIt makes food.")
+    assert sample.input_ids[-1] == tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    assert sample.loss_mask == [1] * len(sample.input_ids)
+    assert (
+        tokenizer.decode(sample.input_ids)
+        == "Widelt Company was founded in 1987.\n\nIt makes food.<|endoftext|>"
+    )
+
+
+# ---- model ----------------------------------------------------------------------------------------
+
+
+def test_tiny_model_is_qwen2_seeded_and_sized_by_the_tokenizer(tokenizer, model):
+    import torch
+
+    from deepresearch.modeling.model import build_tiny_model
+
+    assert type(model).__name__ == "Qwen2ForCausalLM"
+    assert model.get_input_embeddings().weight.shape == (len(tokenizer), SMALL_MODEL.hidden_size)
+    assert model.config.eos_token_id == tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    state = torch.get_rng_state()
+    same = build_tiny_model(SMALL_MODEL, tokenizer)
+    assert torch.equal(torch.get_rng_state(), state)  # the global RNG is untouched
+    other = build_tiny_model(SMALL_MODEL.model_copy(update={"seed": 1}), tokenizer)
+    for (name, a), b in zip(model.state_dict().items(), same.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert not torch.equal(model.model.layers[0].mlp.up_proj.weight, other.model.layers[0].mlp.up_proj.weight)
+
+
+# ---- checkpoints ----------------------------------------------------------------------------------
+
+
+def _logits(model, ids):
+    import torch
+
+    with torch.no_grad():
+        return model(input_ids=torch.tensor([ids])).logits
+
+
+def test_checkpoint_round_trip(model, tokenizer, tmp_path):
+    import torch
+
+    from deepresearch.modeling.checkpoint import load_checkpoint, read_metadata, save_checkpoint
+
+    out = save_checkpoint(
+        model, tokenizer, tmp_path / "ckpt" / "step-10", metadata={"stage": "sft", "step": 10}
+    )
+    names = {p.name for p in out.iterdir()}
+    assert {
+        "config.json",
+        "model.safetensors",
+        "generation_config.json",
+        "tokenizer.json",
+        "deepresearch.json",
+    } <= names
+    assert [p.name for p in out.parent.iterdir()] == ["step-10"]  # no temporary directory left
+    config = json.loads((out / "config.json").read_text())
+    assert config["rope_theta"] == config["rope_parameters"]["rope_theta"]  # also readable by transformers 4
+    gen = json.loads((out / "generation_config.json").read_text())
+    assert gen["eos_token_id"] == [
+        tokenizer.convert_tokens_to_ids(t) for t in ("<|im_end|>", "<|endoftext|>")
+    ]
+    meta = read_metadata(out)
+    assert meta["metadata"] == {"stage": "sft", "step": 10} and meta["vocab_size"] == len(tokenizer)
+
+    loaded, tok = load_checkpoint(out)
+    ids = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "hello"}], tokenize=True, return_dict=False
+    )
+    assert torch.equal(_logits(model, ids), _logits(loaded, ids))
+    assert loaded.dtype == torch.float32
+    # transformers 5 loads a qwen2 tokenizer as Qwen2Tokenizer, rebuilt from vocab + merges: it must be ours.
+    assert tok.backend_tokenizer.to_str() == tokenizer.backend_tokenizer.to_str()
+    assert tok.chat_template == tokenizer.chat_template
+    assert tok.eos_token == "<|endoftext|>" and tok.pad_token == "<|endoftext|>"
+
+    # Saving again over the same directory replaces it whole.
+    save_checkpoint(model, tokenizer, out, metadata={"step": 11})
+    assert read_metadata(out)["metadata"] == {"step": 11}
+    assert [p.name for p in out.parent.iterdir()] == ["step-10"]
+
+
+def test_failed_save_leaves_nothing_behind(model, tokenizer, tmp_path, monkeypatch):
+    from deepresearch.modeling import ModelError
+    from deepresearch.modeling.checkpoint import save_checkpoint
+
+    with pytest.raises(ModelError, match="not JSON-serialisable"):
+        save_checkpoint(model, tokenizer, tmp_path / "a", metadata={"x": object()})
+    assert not (tmp_path / "a").exists()
+
+    def boom(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(type(tokenizer), "save_pretrained", boom)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(model, tokenizer, tmp_path / "b")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture(scope="module")
+def saved(model, tokenizer, tmp_path_factory) -> Path:
+    from deepresearch.modeling.checkpoint import save_checkpoint
+
+    return save_checkpoint(model, tokenizer, tmp_path_factory.mktemp("saved") / "ckpt")
+
+
+def _copy(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_load_checkpoint_errors(saved, tmp_path):
+    from deepresearch.modeling import ModelError
+    from deepresearch.modeling.checkpoint import load_checkpoint
+
+    with pytest.raises(ModelError, match="checkpoint directory not found"):
+        load_checkpoint(tmp_path / "nope")
+
+    no_config = _copy(saved, tmp_path / "no_config")
+    (no_config / "config.json").unlink()
+    with pytest.raises(ModelError, match="config.json is missing"):
+        load_checkpoint(no_config)
+
+    no_weights = _copy(saved, tmp_path / "no_weights")
+    (no_weights / "model.safetensors").unlink()
+    with pytest.raises(ModelError, match=f"checkpoint {no_weights} has no weights"):
+        load_checkpoint(no_weights)
+
+
+def test_load_checkpoint_refuses_a_tokenizer_larger_than_the_embedding(model, tokenizer, tmp_path):
+    from deepresearch.modeling import ModelError
+    from deepresearch.modeling.checkpoint import load_checkpoint, save_checkpoint
+    from deepresearch.modeling.tokenizer import wrap_tokenizer
+
+    backend = tokenizer.backend_tokenizer.__class__.from_str(tokenizer.backend_tokenizer.to_str())
+    bigger = wrap_tokenizer(backend, model_max_length=4096)
+    bigger.add_tokens(["<extra_1>", "<extra_2>"])
+    path = save_checkpoint(model, bigger, tmp_path / "mismatch")
+    rows = len(tokenizer)
+    with pytest.raises(
+        ModelError, match=f"tokenizer has {rows + 2} tokens but the model's embedding has {rows} rows"
+    ):
+        load_checkpoint(path)
+
+
+# ---- base-model registry --------------------------------------------------------------------------
+
+
+def test_repo_registry_validates_and_names_the_paper_models():
+    from deepresearch.modeling.tokenizer import load_base_registry
+
+    reg = load_base_registry(ModelConfig().base_models_registry)
+    assert reg.models["tiny"].source == "built"
+    assert reg.models["qwen2.5-0.5b"].upstream == "Qwen/Qwen2.5-0.5B"
+    assert reg.models["qwen2.5-32b-base"].path.startswith("s3://")
+
+
+def test_registry_errors(tmp_path):
+    from deepresearch.modeling import ModelError
+    from deepresearch.modeling.tokenizer import load_base, load_base_registry
+
+    with pytest.raises(ModelError, match="is built, not loaded"):
+        load_base(ModelConfig(base="tiny"))
+    with pytest.raises(ModelError, match="known: qwen2.5-0.5b, qwen2.5-32b-base, tiny"):
+        load_base(ModelConfig(base="gpt-2"))
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("schema_version: 1\nmodels:\n  m:\n    source: path\n")
+    with pytest.raises(ModelError, match=r"models\.m: Value error, source=path needs `path`"):
+        load_base_registry(bad)
+
+
+def _registry(tmp_path: Path, path: str) -> ModelConfig:
+    reg = tmp_path / "base_models.yaml"
+    reg.write_text(f"schema_version: 1\nmodels:\n  local:\n    source: path\n    path: {path}\n")
+    return ModelConfig(base="local", base_models_registry=str(reg))
+
+
+def test_load_base_from_a_local_directory(saved, model, tmp_path):
+    import torch
+
+    from deepresearch.modeling.tokenizer import load_base
+
+    base, tok = load_base(_registry(tmp_path, str(saved)))
+    ids = tok.encode("Widelt Company <answer>", add_special_tokens=False)
+    assert torch.equal(_logits(base, ids), _logits(model, ids))
+
+
+def test_load_base_stages_an_s3_prefix_once(saved, model, tmp_path, monkeypatch):
+    import boto3
+    import torch
+    from moto import mock_aws
+
+    from deepresearch.modeling.tokenizer import load_base
+
+    for k, v in {
+        "AWS_ACCESS_KEY_ID": "x",
+        "AWS_SECRET_ACCESS_KEY": "x",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    with mock_aws():
+        s3 = boto3.client("s3")
+        s3.create_bucket(Bucket="models")
+        for f in saved.iterdir():
+            s3.upload_file(str(f), "models", f"Tiny/{f.name}")
+        cfg = _registry(tmp_path, "s3://models/Tiny")
+        base, tok = load_base(cfg, cache_dir=tmp_path / "cache")
+        staged = list((tmp_path / "cache").iterdir())
+        assert len(staged) == 1 and staged[0].name.startswith("Tiny-")
+        s3.delete_object(Bucket="models", Key="Tiny/model.safetensors")
+        load_base(cfg, cache_dir=tmp_path / "cache")  # served from the cache
+    ids = tok.encode("hello", add_special_tokens=False)
+    assert torch.equal(_logits(base, ids), _logits(model, ids))
