@@ -99,12 +99,22 @@ class OpenAIPolicyConfig(Section):
     timeout_s: float = Field(120.0, gt=0)
 
 
+class HFPolicyConfig(Section):
+    """A local Hugging Face checkpoint as the agent's policy (generation on CPU or vLLM)."""
+
+    model_dir: str | None = None  # an HF checkpoint directory (set per run, e.g. --set agent.hf.model_dir=...)
+    engine: Literal["transformers", "vllm"] = "transformers"
+    max_new_tokens: int = Field(256, ge=1)
+    temperature: float = Field(1.0, gt=0)
+
+
 class AgentConfig(Section):
     """The ReAct agent runtime: budget, tools and policies."""
 
     budget: BudgetConfig = BudgetConfig()
     shell: ShellConfig = ShellConfig()
     openai: OpenAIPolicyConfig = OpenAIPolicyConfig()
+    hf: HFPolicyConfig = HFPolicyConfig()
     search_k: int = Field(5, ge=1, le=50)
     # a tool output longer than this is stored in the workspace; only a summary enters the context
     max_observation_chars: int = Field(3000, ge=200)

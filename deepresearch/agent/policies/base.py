@@ -31,6 +31,7 @@ class Policy(Protocol):
 class PolicyName(str, Enum):
     scripted = "scripted"
     openai = "openai"
+    hf = "hf"
 
 
 PolicyFactory = Callable[["AgentConfig", "World | None"], Policy]
@@ -51,7 +52,7 @@ def register_policy(name: PolicyName) -> Callable[[PolicyFactory], PolicyFactory
 
 def make_policy(name: str, cfg: "AgentConfig", world: "World | None" = None) -> Policy:
     """Build a policy by name; the error lists valid names."""
-    from deepresearch.agent.policies import openai_compat, scripted  # noqa: F401 - registers them
+    from deepresearch.agent.policies import hf, openai_compat, scripted  # noqa: F401 - registers them
 
     try:
         key = PolicyName(name)

@@ -1,0 +1,338 @@
+"""Rollouts: Ray actors that play the agent in the real multi-tool environment under a budget.
+
+    ensure_ray()                                       # local Ray, or the cluster at RAY_ADDRESS
+    with RolloutPool(WorkerSpec(model_dir="out/sft", world_dir="out/world", cfg=cfg),
+                     n_workers=cfg.rl.rollout_workers) as pool:
+        result = collect(tasks, pool, seed=f"step{step}")
+        result.episodes        # one Episode per task, in task order (tokens, action mask, log π_old)
+        result.reruns          # episodes re-run because their worker died mid-episode
+        push_weights(pool, policy.state_dict())        # after the PPO update (rl.weights)
+
+Each `RolloutWorker` actor holds a generation engine (`cfg.rl.engine`) behind an `HFPolicy`, the
+search backend over the world, and runs `run_episode` with every registered tool
+(`batch_web_surfer`, `todo`, `file`, `shell`) in a fresh workspace per episode, within
+`cfg.agent.budget`. Episodes carry the ground-truth success the synthesis stage would assign
+(exact answer for deep search, rubric checks for research) as a metric; the training reward is the
+judge's and is attached later by the learner.
+
+If an actor dies mid-episode (`RayActorError`: OOM kill, node loss, a crash in native code) the
+batch still completes: the actor is replaced by a new one with the current weights and the lost
+episode is re-run there with the same seed — never dropped. The number of re-runs is reported.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections import deque
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence, Union
+
+from deepresearch.config import PipelineConfig
+from deepresearch.errors import DeepResearchError
+from deepresearch.rl.engine import EngineOptions
+
+if TYPE_CHECKING:
+    from deepresearch.agent.schema import Trajectory
+    from deepresearch.rl.buffer import Episode
+    from deepresearch.rl.weights import PublishedWeights
+    from deepresearch.synthesis.schema import DeepSearchTask, ResearchTask
+
+    Task = Union[DeepSearchTask, ResearchTask]
+
+
+class RolloutError(DeepResearchError):
+    """A rollout could not complete (an episode kept killing the workers running it)."""
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """Everything a rollout actor needs to build itself; picklable."""
+
+    model_dir: str  # HF checkpoint directory (config, safetensors, tokenizer with chat template)
+    world_dir: str  # a world built by `deepresearch world build` (documents + search index)
+    cfg: PipelineConfig  # agent (budget, tools), search, rl (engine, temperature, max_new_tokens)
+    engine_options: EngineOptions = EngineOptions()
+    num_cpus: float = 0.5  # Ray resources per actor: small, so two actors fit on a 2-core machine
+    num_gpus: float = 0.0
+    torch_threads: int = 1  # intra-op threads per actor (also makes CPU sampling reproducible)
+
+
+def task_prompt(task: "Task") -> str:
+    """The user message of a task: a deep-search question or a research prompt."""
+    prompt = getattr(task, "question", None) or getattr(task, "prompt", None)
+    if not prompt:
+        raise TypeError(f"a rollout task needs a question or a prompt, got {type(task).__name__}")
+    return prompt
+
+
+def grade(task: "Task", traj: "Trajectory") -> "Trajectory":
+    """Label a trajectory with ground-truth success (as the synthesis stage does)."""
+    from deepresearch.synthesis.run import deep_search_correct, research_success
+    from deepresearch.synthesis.schema import DeepSearchTask
+
+    meta = dict(traj.metadata)
+    if isinstance(task, DeepSearchTask):
+        success = traj.outcome == "answered" and deep_search_correct(task, traj.answer)
+    else:
+        ok, score, labels = research_success(task, traj.answer)
+        success = traj.outcome == "answered" and ok
+        meta.update(rubric_score=round(score, 6), rubric_labels=labels)
+    return traj.model_copy(update={"success": success, "metadata": meta})
+
+
+class RolloutWorker:
+    """One rollout process: engine + policy + search backend. Used as a Ray actor (see `RolloutPool`)."""
+
+    def __init__(self, spec: WorkerSpec, worker_id: str, exit_on_episode: int | None = None):
+        """
+        Args:
+            spec: model, world and config.
+            worker_id: a name reported on every episode.
+            exit_on_episode: fault injection for tests — the process exits (`os._exit(1)`, as on an
+                OOM kill) when asked to run its episode number `exit_on_episode` (0-based).
+        """
+        import torch
+
+        from deepresearch.agent.policies.hf import HFPolicy
+        from deepresearch.search.backend import open_backend
+
+        torch.set_num_threads(spec.torch_threads)
+        self.spec = spec
+        self.worker_id = worker_id
+        self.version = 0
+        self.episodes_run = 0
+        self._exit_on_episode = exit_on_episode
+        rl = spec.cfg.rl
+        self.policy = HFPolicy.from_pretrained(
+            spec.model_dir,
+            engine=rl.engine,
+            options=spec.engine_options,
+            max_new_tokens=rl.max_new_tokens,
+            temperature=rl.temperature,
+        )
+        self.search = open_backend(spec.cfg.search, Path(spec.world_dir))
+        if hasattr(self.search, "warmup"):
+            self.search.warmup()
+
+    def info(self) -> dict[str, Any]:
+        """Who this actor is and which weights it holds."""
+        return {"worker": self.worker_id, "pid": os.getpid(), "version": self.version, "episodes": self.episodes_run}
+
+    def load_weights(self, weights: Any, version: int) -> int:
+        """Load a state dict (resolved by Ray from the published reference) or a checkpoint path."""
+        self.policy.engine.load_weights(weights)
+        self.version = version
+        return version
+
+    def run(self, task: "Task", seed: str, attempt: int = 0) -> "Episode":
+        """Play one episode of `task` and return it as an RL sample."""
+        from deepresearch.agent.loop import make_tools, run_episode
+        from deepresearch.agent.tools.base import EpisodeContext
+
+        if self._exit_on_episode is not None and self.episodes_run == self._exit_on_episode:
+            os._exit(1)
+        self.episodes_run += 1
+        cfg = self.spec.cfg
+        self.policy.reset(task, seed=seed)
+        with tempfile.TemporaryDirectory(prefix="rollout-") as ws:
+            ctx = EpisodeContext(workspace=Path(ws), agent=cfg.agent, search=self.search)
+            try:
+                traj = run_episode(
+                    self.policy,
+                    task_prompt(task),
+                    task_id=task.task_id,
+                    capability=task.capability,
+                    ctx=ctx,
+                    budget=cfg.agent.budget,
+                    tools=make_tools(),
+                    trajectory_id=f"{task.task_id}:{seed}",
+                    count_tokens=self.policy.count_tokens,
+                )
+            finally:
+                ctx.close()
+        episode = self.policy.to_experience(grade(task, traj), weights_version=self.version, worker=self.worker_id)
+        return replace(episode, attempt=attempt)
+
+
+def ensure_ray(num_cpus: int | None = None) -> None:
+    """Connect to Ray once: the cluster at $RAY_ADDRESS if set, else a local instance (no dashboard,
+    worker logs not forwarded). An existing connection is reused.
+
+    Locally, workers run this process's interpreter and installed packages. Ray's `uv run`
+    integration would instead copy the repository and build a second virtual environment for the
+    workers (tens of seconds, and a second copy of the code); it is turned off when Ray has not
+    been imported yet (RAY_ENABLE_UV_RUN_RUNTIME_ENV=0, unless the caller set it).
+    """
+    import sys
+
+    address = os.environ.get("RAY_ADDRESS")
+    if not address and "ray" not in sys.modules:
+        os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+    import ray
+
+    if ray.is_initialized():
+        return
+    if address:
+        ray.init(address=address, log_to_driver=False)
+    else:
+        ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, log_to_driver=False)
+
+
+class RolloutPool:
+    """N rollout actors, replaced when they die, all holding the same (versioned) weights."""
+
+    def __init__(self, spec: WorkerSpec, n_workers: int, *, exit_on_episode: dict[int, int] | None = None):
+        """
+        Args:
+            spec: what every actor is built from.
+            n_workers: actors to start (`cfg.rl.rollout_workers`).
+            exit_on_episode: fault injection for tests, {worker index: episode number at which that
+                actor's process exits}. Replacement actors never inject faults.
+        """
+        import ray
+
+        ensure_ray()
+        self.spec = spec
+        self.weights: "PublishedWeights | None" = None
+        self.replaced: list[str] = []
+        self._generation = [0] * n_workers  # replacements per slot, for worker ids
+        faults = exit_on_episode or {}
+        self.workers = [self._start(f"w{i}", faults.get(i)) for i in range(n_workers)]
+        ray.get([w.info.remote() for w in self.workers])  # wait until every actor is built
+
+    def _start(self, worker_id: str, exit_on_episode: int | None = None) -> Any:
+        import ray
+
+        actor_cls = ray.remote(RolloutWorker).options(
+            num_cpus=self.spec.num_cpus, num_gpus=self.spec.num_gpus, max_restarts=0
+        )
+        return actor_cls.remote(self.spec, worker_id, exit_on_episode)
+
+    @property
+    def weights_version(self) -> int:
+        return self.weights.version if self.weights is not None else 0
+
+    def worker_ids(self) -> list[str]:
+        import ray
+
+        return [info["worker"] for info in ray.get([w.info.remote() for w in self.workers])]
+
+    def replace(self, slot: int) -> None:
+        """Start a new actor in `slot` (the old one is killed if still alive) with the current weights."""
+        import ray
+
+        old = self.workers[slot]
+        try:
+            ray.kill(old, no_restart=True)
+        except Exception:  # noqa: BLE001 - it is usually dead already
+            pass
+        self._generation[slot] += 1
+        worker_id = f"w{slot}.r{self._generation[slot]}"
+        new = self._start(worker_id)
+        if self.weights is not None:
+            ray.get(new.load_weights.remote(self.weights.ref, self.weights.version))
+        else:
+            ray.get(new.info.remote())
+        self.workers[slot] = new
+        self.replaced.append(worker_id)
+
+    def set_weights(self, weights: "PublishedWeights") -> int:
+        """Make `weights` current on every actor (replacing any that die meanwhile); returns the version."""
+        import ray
+        from ray.exceptions import RayActorError
+
+        self.weights = weights  # replacements started from now on load these
+        refs = [w.load_weights.remote(weights.ref, weights.version) for w in self.workers]
+        for slot, ref in enumerate(refs):
+            try:
+                ray.get(ref)
+            except RayActorError:
+                self.replace(slot)
+        return weights.version
+
+    def shutdown(self) -> None:
+        """Kill every actor (Ray itself stays up for the caller)."""
+        import ray
+
+        for w in self.workers:
+            try:
+                ray.kill(w, no_restart=True)
+            except Exception:  # noqa: BLE001
+                pass
+        self.workers = []
+
+    def __enter__(self) -> "RolloutPool":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.shutdown()
+
+
+@dataclass(frozen=True)
+class RolloutResult:
+    """What `collect` produced."""
+
+    episodes: list["Episode"]  # one per task, in task order
+    reruns: int  # episodes re-run because the worker running them died
+    replaced_workers: list[str] = field(default_factory=list)  # ids of the actors started as replacements
+    seconds: float = 0.0
+
+    @property
+    def weights_versions(self) -> set[int]:
+        return {e.weights_version for e in self.episodes}
+
+
+def collect(tasks: Sequence["Task"], pool: RolloutPool, *, seed: str = "0", max_reruns: int = 2) -> RolloutResult:
+    """Run one episode per task across the pool's actors (one episode in flight per actor).
+
+    Args:
+        tasks: deep-search or research tasks.
+        pool: the rollout actors.
+        seed: episode seeds are f"{seed}:{task_id}:{index}"; a re-run reuses its episode's seed,
+            so it reproduces the episode the dead worker would have produced.
+        max_reruns: how many times one episode may be re-run before the rollout fails.
+    Returns:
+        RolloutResult with every task's episode, in task order, and the re-run count.
+    Raises:
+        RolloutError: one episode killed `max_reruns + 1` workers in a row.
+    """
+    import ray
+    from ray.exceptions import RayActorError
+
+    start = time.perf_counter()
+    queue: deque[tuple[int, Any, int]] = deque((i, task, 0) for i, task in enumerate(tasks))
+    idle = list(range(len(pool.workers)))[::-1]
+    in_flight: dict[Any, tuple[int, int, Any, int]] = {}  # ref -> (slot, task index, task, attempt)
+    episodes: list[Any] = [None] * len(tasks)
+    reruns = 0
+    replaced_before = len(pool.replaced)
+    while queue or in_flight:
+        while queue and idle:
+            slot = idle.pop()
+            i, task, attempt = queue.popleft()
+            ref = pool.workers[slot].run.remote(task, f"{seed}:{task.task_id}:{i}", attempt)
+            in_flight[ref] = (slot, i, task, attempt)
+        done, _ = ray.wait(list(in_flight), num_returns=1)
+        for ref in done:
+            slot, i, task, attempt = in_flight.pop(ref)
+            try:
+                episodes[i] = ray.get(ref)
+            except RayActorError as e:
+                if attempt >= max_reruns:
+                    raise RolloutError(
+                        f"episode of task {task.task_id!r} was lost {attempt + 1} times with its worker "
+                        f"(last: {type(e).__name__}); giving up after {max_reruns} re-runs"
+                    ) from e
+                pool.replace(slot)
+                queue.appendleft((i, task, attempt + 1))
+                reruns += 1
+            idle.append(slot)
+    return RolloutResult(
+        episodes=episodes,
+        reruns=reruns,
+        replaced_workers=pool.replaced[replaced_before:],
+        seconds=time.perf_counter() - start,
+    )
