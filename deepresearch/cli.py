@@ -168,6 +168,74 @@ def quality_cmd(
     typer.echo(report.model_dump_json(indent=2))
 
 
+@app.command("base")
+def base_cmd(
+    world: Annotated[Path, typer.Option("--world", "-w", help="World directory.")],
+    datasets: Annotated[Path, typer.Option("--datasets", "-d", help="Quality-gated datasets.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output HF checkpoint directory.")],
+    config: ConfigOpt = DEFAULT_CONFIG,
+    overrides: SetOpt = None,
+) -> None:
+    """Build the base model: tiny (tokenizer trained on the corpus + random init) or a registry checkpoint."""
+    from deepresearch.modeling.base import build_base
+
+    typer.echo(json.dumps(build_base(_cfg(config, overrides), world, datasets, out), indent=2))
+
+
+@app.command("train")
+def train_cmd(
+    stage: Annotated[str, typer.Option("--stage", help="mid1 | mid2 | sft | judge")],
+    init_model: Annotated[Path, typer.Option("--init-model", help="HF checkpoint to start from.")],
+    data: Annotated[Path, typer.Option("--data", help="Datasets directory (judge: judge dataset directory).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run directory (checkpoints/, hf/); reruns resume.")],
+    world: Annotated[Optional[Path], typer.Option("--world", "-w", help="World directory (mid1).")] = None,
+    config: ConfigOpt = DEFAULT_CONFIG,
+    overrides: SetOpt = None,
+) -> None:
+    """Run one training stage on DeepSpeed (one process; use torchrun for more)."""
+    from deepresearch.training.stage import run_stage
+
+    res = run_stage(_cfg(config, overrides), stage, init_model=init_model, data=data, out=out, world=world)
+    typer.echo(res.model_dump_json(indent=2))
+
+
+@app.command("judge-data")
+def judge_data_cmd(
+    world: Annotated[Path, typer.Option("--world", "-w", help="World directory.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output judge dataset directory.")],
+    config: ConfigOpt = DEFAULT_CONFIG,
+    overrides: SetOpt = None,
+) -> None:
+    """Build the judge's (report, rubric item, label) dataset with a held-out split."""
+    from deepresearch.judge.data import build_judge_dataset
+
+    typer.echo(json.dumps(build_judge_dataset(_cfg(config, overrides), world, out), indent=2, default=str))
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    world: Annotated[Path, typer.Option("--world", "-w", help="World directory.")],
+    checkpoint: Annotated[list[str], typer.Option("--checkpoint", help="NAME=HF_DIR, or NAME=expert (repeatable).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Report directory.")],
+    judge: Annotated[Optional[Path], typer.Option("--judge", help="Trained judge directory.")] = None,
+    config: ConfigOpt = DEFAULT_CONFIG,
+    overrides: SetOpt = None,
+) -> None:
+    """Evaluate checkpoints on held-out tasks: well-formedness, EM/F1, compliance, Elo, cost; writes a report."""
+    from deepresearch.evaluation.run import evaluate
+
+    specs = {}
+    for item in checkpoint:
+        if "=" not in item:
+            raise typer.BadParameter(f"{item!r} is not NAME=HF_DIR")
+        name, spec = item.split("=", 1)
+        specs[name] = spec
+    metrics, report = evaluate(_cfg(config, overrides), world, specs, out, judge_dir=judge)
+    for m in metrics:
+        typer.echo(m.model_dump_json())
+    typer.echo(f"report: {report}")
+
+
 @app.command("lineage")
 def lineage_cmd(
     target: Annotated[str, typer.Argument(help="models:/NAME@ALIAS, models:/NAME/VERSION, or an MLflow run id.")],

@@ -1,0 +1,214 @@
+"""One training stage end to end: data → model → the shared DeepSpeed loop → HF checkpoint.
+
+    res = run_stage(cfg, "sft", init_model=Path("out/mid2"), data=Path("out/datasets"),
+                    out=Path("out/runs/sft"), world=Path("out/world"), parent_run_id=parent)
+
+Stages (the recipe's order): "mid1" (world documents and final reports as plain text, no tools),
+"mid2" (whole tool-call trajectories at a longer context), "sft" (loss on assistant tokens only,
+Deep Search : Deep Research mix from config), "judge" (a sequence classifier over (report, rubric
+item) pairs, initialised from `init_model`'s backbone). Every rank calls it with the same arguments;
+rank 0 alone tracks the MLflow child run and writes the final checkpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from deepresearch.config import PipelineConfig, TrainStageConfig
+from deepresearch.errors import DeepResearchError
+
+LM_STAGES = ("mid1", "mid2", "sft")
+STAGES = (*LM_STAGES, "judge")
+
+
+class StageRun(BaseModel):
+    """What a training stage produced."""
+
+    stage: str
+    path: str  # the final Hugging Face checkpoint directory
+    run_id: str
+    steps: int
+    final_loss: float
+    first_loss: float
+    tokens: int
+    tokens_per_s: float
+    seconds: float
+    metrics: dict[str, float] = {}
+
+
+def stage_config(cfg: PipelineConfig, stage: str) -> TrainStageConfig:
+    if stage not in STAGES:
+        raise DeepResearchError(f"unknown training stage {stage!r}; valid: {', '.join(STAGES)}")
+    return cfg.judge.train if stage == "judge" else getattr(cfg.training, stage)
+
+
+class _JudgeSteps:
+    """Judge examples as a StepDataset: micro-batch `index` of a rank is a pure function of its position."""
+
+    def __init__(self, encodings: list, pad_id: int, micro_batch_size: int, seed: int):
+        import random
+
+        self.enc, self.pad_id, self.mbs, self.seed = encodings, pad_id, micro_batch_size, seed
+        self._orders: dict[int, list[int]] = {}
+        self._random = random
+
+    def _order(self, epoch: int) -> list[int]:
+        if epoch not in self._orders:
+            order = list(range(len(self.enc)))
+            self._random.Random(f"judge:{self.seed}:{epoch}").shuffle(order)
+            self._orders[epoch] = order
+        return self._orders[epoch]
+
+    def batch_at(self, index: int, rank: int, world_size: int):
+        from deepresearch.judge.model import collate_judge
+
+        start = (index * world_size + rank) * self.mbs
+        rows = []
+        for pos in range(start, start + self.mbs):
+            epoch, i = divmod(pos, len(self.enc))
+            rows.append(self.enc[self._order(epoch)[i]])
+        return collate_judge(rows, self.pad_id)
+
+
+def _lm_dataset(cfg: PipelineConfig, stage: str, tokenizer, data: Path, world: Path | None, scfg: TrainStageConfig):
+    from deepresearch.training import data as D
+
+    if stage == "mid1":
+        if world is None:
+            raise DeepResearchError("stage mid1 trains on the world's documents: pass world=WORLD_DIR")
+        samples = D.midtrain1_samples(world, data, tokenizer)
+    elif stage == "mid2":
+        samples = D.midtrain2_samples(data, tokenizer)
+    else:
+        samples = D.sft_samples(data, tokenizer, deep_search_ratio=cfg.training.sft_deep_search_ratio, seed=scfg.seed)
+    return D.PackedDataset.from_samples(
+        samples, seq_len=scfg.seq_len, pad_id=tokenizer.pad_token_id, seed=scfg.seed, micro_batch_size=scfg.micro_batch_size
+    )
+
+
+def run_stage(
+    cfg: PipelineConfig,
+    stage: str,
+    *,
+    init_model: Path,
+    data: Path,
+    out: Path,
+    world: Path | None = None,
+    parent_run_id: str = "",
+    execution_id: str = "local",
+    progress: bool = True,
+) -> StageRun:
+    """Train `stage` from the checkpoint `init_model` on `data`; returns where the HF checkpoint is.
+
+    Args:
+        init_model: HF checkpoint directory to start from (the base model for mid1).
+        data: the quality-gated datasets (LM stages) or a judge dataset directory (judge).
+        out: run directory (checkpoints/ for resume, hf/ for the result); a rerun resumes from it.
+        world: the world directory (needed by mid1).
+    """
+    from deepresearch.modeling.checkpoint import load_checkpoint, save_checkpoint
+    from deepresearch.tracking import NoopTracker, stage_run
+    from deepresearch.training.distributed import init_distributed
+    from deepresearch.training.loop import train
+
+    scfg = stage_config(cfg, stage)
+    env = init_distributed()
+    t0 = time.perf_counter()
+    out = Path(out)
+
+    if stage == "judge":
+        from deepresearch.judge.data import read_examples
+        from deepresearch.judge.model import encode_judge_example, judge_from_backbone, judge_loss_fn
+
+        _, tokenizer = load_checkpoint(init_model)
+        model = judge_from_backbone(init_model, pad_token_id=tokenizer.pad_token_id)
+        train_ex = read_examples(Path(data) / "train.jsonl")
+        enc = [encode_judge_example(tokenizer, ex, cfg.judge.max_len) for ex in train_ex]
+        dataset: Any = _JudgeSteps(enc, tokenizer.pad_token_id, scfg.micro_batch_size, scfg.seed)
+        loss_fn = judge_loss_fn
+    else:
+        model, tokenizer = load_checkpoint(init_model)
+        dataset = _lm_dataset(cfg, stage, tokenizer, Path(data), world, scfg)
+        loss_fn = None
+
+    def save(m, directory: Path) -> None:
+        if stage == "judge":
+            from deepresearch.judge.model import Judge
+
+            Judge(m, tokenizer, max_len=cfg.judge.max_len).save(directory)
+        else:
+            meta = {"stage": stage, "config_hash": cfg.hash, "steps": scfg.max_steps}
+            save_checkpoint(m, tokenizer, directory, metadata=meta)
+
+    ctx = (
+        stage_run(cfg, parent_run_id, stage, flyte_execution_id=execution_id)
+        if env.rank == 0
+        else contextlib.nullcontext(NoopTracker())
+    )
+    with ctx as run:
+        if env.rank == 0:
+            run.log_dataset(
+                Path(data), name=f"{stage}_data", context="input", digest=_digest(Path(data)),
+            )
+            if world is not None:
+                from deepresearch.stages import world_digest
+
+                run.log_dataset(Path(world), name="world", context="input", digest=world_digest(Path(world)))
+        kwargs = {"loss_fn": loss_fn} if loss_fn is not None else {}
+        result = train(model, dataset, scfg, out, tracker=run if env.rank == 0 else None, stage=stage,
+                       save_fn=save, progress=progress and env.rank == 0, **kwargs)
+        metrics = {}
+        if stage == "judge" and env.rank == 0:
+            metrics = _evaluate_judge(cfg, result.hf_dir, Path(data), run)
+        if env.rank == 0:
+            run.log_metrics({f"{stage}/first_loss": result.losses[0], f"{stage}/final_loss": result.final_loss,
+                             f"{stage}/tokens_per_s": result.tokens_per_s})
+            run.set_tags({"output.path": str(result.hf_dir), "model.digest": _digest(result.hf_dir)})
+        return StageRun(
+            stage=stage, path=str(result.hf_dir), run_id=getattr(run, "run_id", None) or "", steps=result.steps,
+            final_loss=result.final_loss, first_loss=result.losses[0], tokens=result.tokens,
+            tokens_per_s=result.tokens_per_s, seconds=time.perf_counter() - t0, metrics=metrics,
+        )
+
+
+def _evaluate_judge(cfg: PipelineConfig, hf_dir: Path, data: Path, run) -> dict[str, float]:
+    """Macro-F1 and the per-class confusion of the trained judge on the held-out pairs."""
+    from deepresearch.judge.data import read_examples
+    from deepresearch.judge.model import Judge, confusion, macro_f1
+
+    judge = Judge.load(hf_dir)
+    held = read_examples(Path(data) / "heldout.jsonl")
+    pred = judge.label_pairs([(ex.report, ex.criterion) for ex in held])
+    truth = [ex.label for ex in held]
+    f1 = macro_f1(truth, pred)
+    conf = confusion(truth, pred)
+    run.log_dict({"labels": ["satisfied", "partially", "not"], "confusion": conf}, "judge_confusion.json")
+    accuracy = sum(a == b for a, b in zip(truth, pred)) / max(1, len(truth))
+    metrics = {"judge/heldout_macro_f1": f1, "judge/heldout_accuracy": accuracy, "judge/heldout_pairs": len(held)}
+    run.log_metrics(metrics)
+    return metrics
+
+
+def _digest(path: Path) -> str:
+    """sha256 over a directory's manifest (if it has one) or its files' names and sizes."""
+    import hashlib
+
+    path = Path(path)
+    manifest = path / "manifest.json"
+    if manifest.is_file():
+        data = json.loads(manifest.read_text())
+        if "digest" in data:
+            return data["digest"]
+        return hashlib.sha256(manifest.read_bytes()).hexdigest()
+    h = hashlib.sha256()
+    for p in sorted(path.rglob("*")):
+        if p.is_file():
+            h.update(str(p.relative_to(path)).encode())
+            h.update(hashlib.sha256(p.read_bytes()).digest())
+    return h.hexdigest()
