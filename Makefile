@@ -5,8 +5,10 @@ UV ?= $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 export PYTHONPATH := $(CURDIR)
 export GX_ANALYTICS_ENABLED := false
 export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
+# local Ray workers use this environment's Python instead of building a uv copy of it
+export RAY_ENABLE_UV_RUN_RUNTIME_ENV := 0
 
-.PHONY: setup system-deps run test test-fast bench-search lint clean images package
+.PHONY: setup system-deps run run-full test test-fast bench-search lint clean images package
 
 system-deps:  ## Debian packages the agent's shell tool needs (tmux, bubblewrap)
 	@if ! command -v tmux >/dev/null || ! command -v bwrap >/dev/null; then \
@@ -21,7 +23,10 @@ $(UV):
 setup: system-deps $(UV)  ## uv + the locked environment
 	@$(UV) sync --locked --quiet
 
-run: setup  ## the Flyte workflow locally on $(CONFIG): world → synthesis → quality gates
+run: setup  ## the data half locally on $(CONFIG): world → synthesis → quality gates (a local Flyte execution)
+	$(UV) run pyflyte run workflows/data.py data --config $(CONFIG)
+
+run-full: setup  ## the whole recipe locally on $(CONFIG), training half included (work in progress, see README)
 	$(UV) run pyflyte run workflows/full.py full --config $(CONFIG)
 
 test: setup  ## the whole test suite (CPU, a few minutes)

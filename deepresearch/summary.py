@@ -17,6 +17,7 @@ def render_summary(
     stage_summaries: list[str],
     stage_run_ids: list[str],
     execution_id: str,
+    evaluation: str = "",
 ) -> str:
     """Print a rich summary of what was produced and where; return the same as markdown."""
     from rich.console import Console
@@ -49,6 +50,19 @@ def render_summary(
             produced = ""
         table.add_row(s["stage"], f"{s['seconds']:.1f}", produced, run_id or "-")
         md.append(f"| {s['stage']} | {s['seconds']:.1f} | {produced} | {run_id or '-'} |")
+    if evaluation:
+        ev = Table(title="evaluation on held-out tasks")
+        cols = ("checkpoint", "well-formed", "EM", "F1", "compliance", "judge compl.", "tool calls", "tokens", "s/episode")
+        for col in cols:
+            ev.add_column(col)
+        md += ["", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+        for name, m in json.loads(evaluation).items():
+            jc = m.get("judge_compliance")
+            row = [name, f"{m['well_formed_rate']:.0%}", f"{m['exact_match']:.2f}", f"{m['f1']:.2f}",
+                   f"{m['compliance']:.3f}", "-" if jc is None else f"{jc:.3f}", f"{m['mean_tool_calls']:.1f}",
+                   f"{m['mean_tokens']:.0f}", f"{m['mean_wall_s']:.1f}"]
+            ev.add_row(*row)
+            md.append("| " + " | ".join(row) + " |")
     uri = tracking_uri(cfg.tracking)
     where = [
         f"world:    {world_dir}",
@@ -58,6 +72,8 @@ def render_summary(
     ]
     console = Console()
     console.print(table)
+    if evaluation:
+        console.print(ev)
     for line in where:
         console.print(line)
     md += ["", *[f"- {line}" for line in where]]

@@ -124,6 +124,7 @@ def summarize(
     datasets: FlyteDirectory,
     stage_summaries: typing.List[str],
     stage_run_ids: typing.List[str],
+    evaluation: str = "",
 ) -> str:
     """Close the parent run and print what was produced and where; returns the summary as markdown."""
     from deepresearch.summary import render_summary
@@ -137,6 +138,7 @@ def summarize(
         stage_summaries=stage_summaries,
         stage_run_ids=stage_run_ids,
         execution_id=_execution_id(),
+        evaluation=evaluation,
     )
     finish_run(cfg, parent_run_id)
     return text

@@ -84,6 +84,43 @@ def test_node_resources_and_accelerators_come_from_the_config(packaged):
     assert wf.metadata.on_failure is not None and wf.failure_node.id  # the failure handler is compiled in
 
 
+def test_training_stages_are_pytorch_jobs_and_ppo_a_ray_job_shaped_by_the_config(packaged):
+    from google.protobuf.json_format import MessageToDict
+
+    config, files = packaged
+    cfg = load_config(config)
+    tasks, workflows, _ = _parse(files)
+    wf = workflows["workflows.full.full"]
+    names = [n.task_node.reference_id.name for n in wf.nodes if n.task_node.reference_id.name]
+    train_nodes = [n for n in wf.nodes if "train_stage" in n.task_node.reference_id.name]
+    # mid1, mid2, SFT, judge — in the recipe's order
+    shapes = [cfg.training.mid1, cfg.training.mid2, cfg.training.sft, cfg.judge.train]
+    assert len(train_nodes) == 4
+    for node, stage in zip(train_nodes, shapes):
+        t = tasks[node.task_node.reference_id.name]
+        default = (stage.nnodes, stage.nproc_per_node) == (1, 2)  # the module-level `train_stage`
+        expected = "tasks.train.train_stage" if default else f"train_stage_{stage.nnodes}x{stage.nproc_per_node}"
+        assert t.id.name.endswith(expected), (t.id.name, expected)
+        if stage.nnodes > 1:
+            assert t.type == "pytorch"  # multi-node: a PyTorchJob (training-operator) on the cluster
+            custom = MessageToDict(t.custom)
+            assert custom["elasticConfig"]["nprocPerNode"] == stage.nproc_per_node
+            assert custom["elasticConfig"]["maxReplicas"] == stage.nnodes
+        else:
+            assert t.type == "python-task"  # one node: torch elastic runs inside the task's own pod
+        assert t.container.image.startswith("localhost:30000/deepresearch-train:")
+        requests = {r.name: r.value for r in node.task_node.overrides.resources.requests}
+        assert requests[3] == cfg.infra.train.mem
+        if cfg.infra.train.accelerator:
+            assert node.task_node.overrides.extended_resources.gpu_accelerator.device
+    ppo = tasks["tasks.model.ppo"]
+    assert ppo.type == "ray" and "tasks.model.ppo" in names  # a RayJob (KubeRay) on the cluster
+    workers = MessageToDict(ppo.custom)["rayCluster"]["workerGroupSpec"][0]
+    assert workers["replicas"] == cfg.rl.rollout_workers
+    assert ppo.container.image.startswith("localhost:30000/deepresearch-rollout:")
+    assert tasks["tasks.model.evaluate"].container.image.startswith("localhost:30000/deepresearch-eval:")
+
+
 def test_weekly_launch_plan_is_scheduled_with_a_kickoff_input(packaged):
     config, files = packaged
     _, _, plans = _parse(files)
@@ -113,6 +150,6 @@ def test_accelerators_map_to_flytekit_and_bad_names_are_rejected():
     from workflows.infra import resource_overrides
 
     ok = resource_overrides(TaskResources(cpu="8", mem="64Gi", gpu=8, accelerator="H100"))
-    assert ok["accelerator"] is accelerators.H100 and ok["limits"].gpu == 8
+    assert ok["accelerator"] is accelerators.H100 and ok["limits"].gpu == "8"
     with pytest.raises(ValueError, match="not one of"):
         resource_overrides(TaskResources(gpu=1, accelerator="B9000"), "train")

@@ -34,7 +34,7 @@ def _runs(uri):
 
 
 def test_full_runs_tracks_lineage_and_hits_the_cache_on_rerun(env):
-    from workflows.full import full
+    from workflows.data import data as full
 
     out = full(config="configs/tiny.yaml", overrides=env["overrides"])
     data = Path(out.datasets.path)
@@ -73,7 +73,7 @@ def test_full_runs_tracks_lineage_and_hits_the_cache_on_rerun(env):
 
 
 def test_failing_expectation_stops_the_workflow(env):
-    from workflows.full import full
+    from workflows.data import data as full
 
     overrides = env["overrides"] + ["quality.expectations.max_tool_calls=3", "tracking.experiment=wf-fail"]
     with pytest.raises(Exception) as e:

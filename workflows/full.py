@@ -1,15 +1,14 @@
 """The whole pipeline as one Flyte workflow, plus its weekly retraining schedule.
 
-Locally (tiny config, CPU, minutes):
+Locally (tiny config, CPU):
     pyflyte run workflows/full.py full --config configs/tiny.yaml
-With overrides:
-    pyflyte run workflows/full.py full --config configs/tiny.yaml --overrides '["synthesis.n_deep_search=8"]'
-On a cluster (task resources come from the config's `infra` section, see workflows/infra.py):
+On a cluster (task sizes from the config's `infra` section, see workflows/infra.py):
     pyflyte run --remote workflows/full.py full --config configs/small.yaml
 Scheduled retraining (`full_weekly`, activated with `pyflyte register --activate-launchplans`):
-each kickoff passes its time as `kickoff_time`, which selects fresh data sources (a new world seed).
+each kickoff passes its time as `kickoff_time`, which selects fresh data (a new world seed).
 
-For now: world → synthesis → quality gates (the data half); training stages come next.
+    world → synthesis → quality → base model → mid-training 1 → mid-training 2 → SFT
+          → judge data → judge → PPO (Ray rollouts, judge rewards) → evaluation (+ promotion)
 """
 
 from __future__ import annotations
@@ -20,19 +19,22 @@ from datetime import datetime
 from flytekit import CronSchedule, LaunchPlan, workflow
 from flytekit.types.directory import FlyteDirectory
 
-from tasks.data import (
-    build_world,
-    mark_failed,
-    quality_gates,
-    resolve_config,
-    start_tracking,
-    summarize,
-    synthesize,
-)
+from deepresearch.config import load_config
+from tasks.data import mark_failed, resolve_config, start_tracking, summarize
+from tasks.model import build_base, evaluate, judge_data, ppo
+from tasks.train import train_task_for
+from workflows.data import data_nodes
 from workflows.infra import compile_config_path, infra
 from workflows.infra import overrides as sized
 
-Outputs = typing.NamedTuple("Outputs", [("world", FlyteDirectory), ("datasets", FlyteDirectory), ("summary", str)])
+Outputs = typing.NamedTuple(
+    "Outputs",
+    [("world", FlyteDirectory), ("datasets", FlyteDirectory), ("policy", FlyteDirectory),
+     ("report", FlyteDirectory), ("summary", str)],
+)
+
+# Elastic shapes (nodes × processes) are fixed at compile time, like resources.
+_SHAPES = load_config(compile_config_path())
 
 
 @workflow(on_failure=mark_failed)
@@ -41,21 +43,45 @@ def full(
     overrides: typing.List[str] = [],  # noqa: B006 - Flyte workflow defaults are literals
     kickoff_time: typing.Optional[datetime] = None,
 ) -> Outputs:
-    """Run the Step-DeepResearch pipeline; returns the world, the quality-gated datasets and a summary."""
+    """Run the Step-DeepResearch recipe end to end; returns datasets, the RL policy, the evaluation report."""
     cfg = resolve_config(config=config, overrides=overrides, kickoff_time=kickoff_time)
     parent = start_tracking(config_json=cfg)
-    world = build_world(config_json=cfg, parent_run_id=parent).with_overrides(**sized("data"))
-    raw = synthesize(config_json=cfg, world=world.directory, parent_run_id=parent).with_overrides(**sized("data"))
-    data = quality_gates(config_json=cfg, raw=raw.directory, parent_run_id=parent).with_overrides(**sized("data"))
+    world, raw, gated = data_nodes(cfg, parent)
+
+    base = build_base(config_json=cfg, world=world.directory, datasets=gated.directory, parent_run_id=parent)
+    t = _SHAPES.training
+    mid1 = train_task_for(t.mid1)(
+        config_json=cfg, stage="mid1", init_model=base, data=gated.directory, parent_run_id=parent,
+        world=world.directory,
+    ).with_overrides(**sized("train"))
+    mid2 = train_task_for(t.mid2)(
+        config_json=cfg, stage="mid2", init_model=mid1, data=gated.directory, parent_run_id=parent
+    ).with_overrides(**sized("train"))
+    sft = train_task_for(t.sft)(
+        config_json=cfg, stage="sft", init_model=mid2, data=gated.directory, parent_run_id=parent
+    ).with_overrides(**sized("train"))
+
+    pairs = judge_data(config_json=cfg, world=world.directory, parent_run_id=parent).with_overrides(**sized("data"))
+    judge = train_task_for(_SHAPES.judge.train)(
+        config_json=cfg, stage="judge", init_model=sft, data=pairs, parent_run_id=parent
+    ).with_overrides(**sized("train"))
+
+    policy = ppo(config_json=cfg, policy=sft, judge=judge, world=world.directory, parent_run_id=parent)
+    report = evaluate(
+        config_json=cfg, world=world.directory, base=base, mid=mid2, sft=sft, rl=policy, judge=judge,
+        parent_run_id=parent,
+    ).with_overrides(**sized("eval"))
     summary = summarize(
         config_json=cfg,
         parent_run_id=parent,
         world=world.directory,
-        datasets=data.directory,
-        stage_summaries=[world.summary, raw.summary, data.summary],
-        stage_run_ids=[world.run_id, raw.run_id, data.run_id],
+        datasets=gated.directory,
+        stage_summaries=[world.summary, raw.summary, gated.summary],
+        stage_run_ids=[world.run_id, raw.run_id, gated.run_id],
+        evaluation=report.summary,
     )
-    return Outputs(world=world.directory, datasets=data.directory, summary=summary)
+    return Outputs(world=world.directory, datasets=gated.directory, policy=policy, report=report.report,
+                   summary=summary)
 
 
 full_weekly = LaunchPlan.get_or_create(

@@ -50,9 +50,9 @@ def resource_overrides(res: TaskResources, family: str = "task") -> dict:
     from flytekit import Resources
     from flytekit.extras import accelerators
 
-    out: dict = {"requests": Resources(cpu=res.cpu, mem=res.mem, gpu=res.gpu or None)}
+    out: dict = {"requests": Resources(cpu=res.cpu, mem=res.mem, gpu=str(res.gpu) if res.gpu else None)}
     if res.gpu:
-        out["limits"] = Resources(gpu=res.gpu)
+        out["limits"] = Resources(gpu=str(res.gpu))
     if res.accelerator:
         try:
             out["accelerator"] = getattr(accelerators, res.accelerator)

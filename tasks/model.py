@@ -1,0 +1,173 @@
+"""Flyte tasks of the model half around the training stages: base model, judge data, PPO, evaluation.
+
+The training stages themselves (mid1, mid2, SFT, judge) are `tasks.train.train_stage` (torch elastic +
+DeepSpeed). PPO runs as a Ray task (a RayJob on a cluster: KubeRay head + workers for the rollout
+actors); locally it starts Ray in-process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import typing
+from pathlib import Path
+
+from flytekit import Cache, Deck, Resources, current_context, task
+from flytekit.types.directory import FlyteDirectory
+
+from containers.images import DATA_IMAGE, EVAL_IMAGE, ROLLOUT_IMAGE, TRAIN_IMAGE
+from deepresearch.config import PipelineConfig
+from tasks.data import _execution_id, _workdir
+
+BASE_VERSION = "base-v1"
+JUDGE_DATA_VERSION = "judge-data-v1"
+PPO_VERSION = "ppo-v1"
+EVAL_VERSION = "eval-v1"
+_IGNORE_RUN = ("parent_run_id",)
+
+
+@task(
+    container_image=TRAIN_IMAGE,
+    cache=Cache(version=BASE_VERSION, ignored_inputs=_IGNORE_RUN),
+    retries=2,
+    requests=Resources(cpu="2", mem="4Gi"),
+)
+def build_base(config_json: str, world: FlyteDirectory, datasets: FlyteDirectory, parent_run_id: str) -> FlyteDirectory:
+    """The base checkpoint: tiny (tokenizer trained on the corpus + random init) or a registry model."""
+    from deepresearch.modeling.base import build_base as build
+    from deepresearch.tracking import stage_run
+
+    cfg = PipelineConfig.from_json(config_json)
+    out = _workdir("base")
+    with stage_run(cfg, parent_run_id, "base", flyte_execution_id=_execution_id()) as run:
+        info = build(cfg, Path(world.download()), Path(datasets.download()), out)
+        run.log_metrics({"base/vocab_size": info["vocab_size"], "base/parameters": info["parameters"]})
+        run.set_tags({"output.path": str(out)})
+    return FlyteDirectory(str(out))
+
+
+@task(
+    container_image=DATA_IMAGE,
+    cache=Cache(version=JUDGE_DATA_VERSION, ignored_inputs=_IGNORE_RUN),
+    retries=2,
+    requests=Resources(cpu="2", mem="4Gi"),
+)
+def judge_data(config_json: str, world: FlyteDirectory, parent_run_id: str) -> FlyteDirectory:
+    """(report, rubric item, label) pairs of controlled quality, labels known by construction; held-out split."""
+    from deepresearch.judge.data import build_judge_dataset
+    from deepresearch.tracking import stage_run
+
+    cfg = PipelineConfig.from_json(config_json)
+    out = _workdir("judge_data")
+    with stage_run(cfg, parent_run_id, "judge_data", flyte_execution_id=_execution_id()) as run:
+        manifest = build_judge_dataset(cfg, Path(world.download()), out)
+        run.log_dict(json.loads(json.dumps(manifest, default=str)), "judge_data_manifest.json")
+        digest = manifest.get("digest") or manifest.get("sha256", {}).get("train.jsonl", "")
+        run.set_tags({"output.path": str(out), "dataset.digest": str(digest)})
+    return FlyteDirectory(str(out))
+
+
+def _ray_config():
+    from flytekitplugins.ray import HeadNodeConfig, RayJobConfig, WorkerNodeConfig
+
+    from workflows.infra import compile_config_path, infra
+    from deepresearch.config import load_config
+
+    workers = load_config(compile_config_path()).rl.rollout_workers
+    res = infra().rollout
+    return RayJobConfig(
+        head_node_config=HeadNodeConfig(requests=Resources(cpu=res.cpu, mem=res.mem)),
+        worker_node_config=[
+            WorkerNodeConfig(
+                group_name="rollout",
+                replicas=workers,
+                requests=Resources(cpu=res.cpu, mem=res.mem, gpu=str(res.gpu) if res.gpu else None),
+                limits=Resources(gpu=str(res.gpu)) if res.gpu else None,
+            )
+        ],
+        shutdown_after_job_finishes=True,
+        ttl_seconds_after_finished=600,
+    )
+
+
+# Local Ray workers must use this environment's Python, not a `uv run` copy of it (slow, see rl/rollout.py).
+os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+
+
+@task(
+    container_image=ROLLOUT_IMAGE,
+    task_config=_ray_config(),
+    cache=Cache(version=PPO_VERSION, ignored_inputs=_IGNORE_RUN),
+    retries=1,
+    requests=Resources(cpu="2", mem="8Gi"),
+)
+def ppo(
+    config_json: str, policy: FlyteDirectory, judge: FlyteDirectory, world: FlyteDirectory, parent_run_id: str
+) -> FlyteDirectory:
+    """PPO with a learned critic: Ray rollout actors run the agent with its tools; rewards from the judge."""
+    from deepresearch.rl.train import run_ppo
+
+    cfg = PipelineConfig.from_json(config_json)
+    res = run_ppo(
+        cfg,
+        policy_dir=Path(policy.download()),
+        judge_dir=Path(judge.download()),
+        world_dir=Path(world.download()),
+        out=_workdir("rl"),
+        parent_run_id=parent_run_id,
+        execution_id=_execution_id(),
+    )
+    return FlyteDirectory(res.path)
+
+
+EvalOut = typing.NamedTuple("EvalOut", [("report", FlyteDirectory), ("summary", str)])
+
+
+@task(
+    container_image=EVAL_IMAGE,
+    cache=Cache(version=EVAL_VERSION, ignored_inputs=_IGNORE_RUN),
+    retries=1,
+    requests=Resources(cpu="2", mem="4Gi"),
+    enable_deck=True,
+)
+def evaluate(
+    config_json: str,
+    world: FlyteDirectory,
+    base: FlyteDirectory,
+    mid: FlyteDirectory,
+    sft: FlyteDirectory,
+    rl: FlyteDirectory,
+    judge: FlyteDirectory,
+    parent_run_id: str,
+) -> EvalOut:
+    """Every checkpoint on the held-out tasks (plus the scripted expert as a reference); Elo; report as a
+    Flyte Deck and MLflow artifact; the RL policy is registered and promoted to `champion` if it passes."""
+    from deepresearch.evaluation.run import evaluate as run_eval
+    from deepresearch.tracking import stage_run
+    from deepresearch.tracking.registry import promote_if_better, register_model
+
+    cfg = PipelineConfig.from_json(config_json)
+    out = _workdir("evaluation")
+    checkpoints = {
+        "base": base.download(), "mid-trained": mid.download(), "sft": sft.download(), "rl": rl.download(),
+        "expert": "expert",
+    }
+    with stage_run(cfg, parent_run_id, "evaluation", flyte_execution_id=_execution_id()) as run:
+        metrics, report = run_eval(cfg, Path(world.download()), checkpoints, out, judge_dir=Path(judge.download()),
+                                   tracker=run)
+        html = (out / "report.html").read_text()
+        Deck("evaluation", html)
+        by = {m.name: m for m in metrics}
+        summary = json.dumps({m.name: m.model_dump() for m in metrics}, sort_keys=True)
+        if run.run_id:
+            version = register_model(cfg.tracking, "policy", run.run_id, Path(rl.path))
+            judge_version = register_model(cfg.tracking, "judge", run.run_id, Path(judge.path))
+            decision = promote_if_better(
+                cfg.tracking, "policy", version,
+                metrics={"compliance": by["rl"].compliance, "well_formed_rate": by["rl"].well_formed_rate},
+                thresholds={"compliance": cfg.evaluation.min_compliance,
+                            "well_formed_rate": cfg.evaluation.min_well_formed_rate},
+            )
+            promote_if_better(cfg.tracking, "judge", judge_version, metrics={}, thresholds={})
+            run.log_dict(decision.model_dump(mode="json"), "promotion.json")
+    return EvalOut(report=FlyteDirectory(str(out)), summary=summary)
