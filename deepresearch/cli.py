@@ -7,7 +7,7 @@
     deepresearch synthesize --config configs/tiny.yaml --world out/world --out out/raw
     deepresearch quality --config configs/tiny.yaml --raw out/raw --out out/datasets
     deepresearch lineage models:/policy@champion         # or an MLflow run id
-    deepresearch pipeline --config configs/tiny.yaml     # the Flyte workflow, executed locally
+    deepresearch pipeline --config configs/tiny.yaml     # the data workflow locally (--full: everything)
 
 Every command takes `--config` (default configs/tiny.yaml) and repeated `--set section.field=value`.
 """
@@ -250,15 +250,22 @@ def lineage_cmd(
 
 
 @app.command("pipeline")
-def pipeline_cmd(config: ConfigOpt = DEFAULT_CONFIG, overrides: SetOpt = None) -> None:
-    """Execute the Flyte workflow `workflows/full.py:full` locally (same as `pyflyte run`)."""
+def pipeline_cmd(
+    full: Annotated[bool, typer.Option("--full", help="The whole recipe (training half included), not just the data half.")] = False,
+    config: ConfigOpt = DEFAULT_CONFIG,
+    overrides: SetOpt = None,
+) -> None:
+    """Execute a Flyte workflow locally (same as `pyflyte run`): workflows/data.py:data, or workflows/full.py:full."""
     from deepresearch.config import REPO_ROOT
 
     _cfg(config, overrides)  # validate before starting Flyte
     sys.path.insert(0, str(REPO_ROOT))
-    from workflows.full import full
+    if full:
+        from workflows.full import full as wf
+    else:
+        from workflows.data import data as wf
 
-    out = full(config=str(config), overrides=list(overrides or []))
+    out = wf(config=str(config), overrides=list(overrides or []))
     typer.echo(f"world: {out.world.path}\ndatasets: {out.datasets.path}")
 
 
