@@ -50,13 +50,11 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from deepresearch.synthesis.phrasing import (
     REFUTATION_MARKERS,
-    attribute_phrase,
-    attribute_sentence,
-    relation_sentence,
 )
+from deepresearch.synthesis.report import plan_report, render_report
 from deepresearch.synthesis.rubrics import check_label
 from deepresearch.synthesis.schema import LABELS, Label, ResearchTask
-from deepresearch.world.schema import Tier, World, atomic_write_text
+from deepresearch.world.schema import World, atomic_write_text
 
 if TYPE_CHECKING:
     from deepresearch.config import PipelineConfig
@@ -96,12 +94,8 @@ class ReportVariant:
 
 # ---- the expert report ---------------------------------------------------------------------------
 def expert_report(world: World, entity_id: str) -> str:
-    """The report the scripted expert writes about `entity_id` (see `ScriptedExpert._research`).
-
-    Differences by design: the reference page is the entity's highest-authority page (the expert
-    picks it from search results, which rank it first), and the verification section covers the
-    conflicting claims of every page about the entity (the expert opens up to three secondary
-    pages; the synthetic worlds have at most that many).
+    """The report the scripted expert writes about `entity_id` (deepresearch.synthesis.report), with the
+    entity's highest-authority page as reference (the expert picks it from search results, which rank it first).
 
     Args:
         world: the research world.
@@ -109,50 +103,7 @@ def expert_report(world: World, entity_id: str) -> str:
     Returns:
         Markdown: title, Overview, Key facts, Relations, Source verification, References.
     """
-    if entity_id not in world.entities:
-        raise ValueError(f"entity {entity_id!r} is not in the world")
-    e = world.entities[entity_id]
-    docs = world.docs_about(e.id)
-    if not docs:
-        raise ValueError(f"entity {entity_id!r} ({e.name}) has no documents to cite")
-    ref, others = docs[0], docs[1:]
-    relations = [(t.relation, world.entities[t.tail]) for t in world.out_edges(e.id) if t.tail in world.entities]
-    tail_docs = [d for d in (world.primary_doc(t.id) for _, t in relations[:2]) if d is not None]
-    tail_ref = {d.about: d.doc_id for d in tail_docs}
-    conflicts = [
-        (c.predicate, c.value, d)
-        for d in others
-        for c in d.claims
-        if c.subject == e.id and not c.correct and c.predicate in e.attributes
-    ]
-
-    lines = [f"# {e.name}: research report", "", "## Overview", f"{e.name} is {e.description} \\cite{{{ref.doc_id}}}."]
-    lines += ["", "## Key facts"]
-    short = e.name.split()[-1] if e.type.value == "person" else "It"
-    subjects = [e.name if i % 3 == 0 else short for i in range(len(e.attributes) + len(relations))]
-    for i, (k, v) in enumerate(e.attributes.items()):
-        lines.append(f"- {attribute_sentence(k, subjects[i], v)} \\cite{{{ref.doc_id}}}.")
-    lines += ["", "## Relations"]
-    for j, (rel, t) in enumerate(relations):
-        extra = f"\\cite{{{tail_ref[t.id]}}}" if t.id in tail_ref else ""
-        subject = subjects[len(e.attributes) + j]
-        lines.append(f"- {relation_sentence(rel, subject, t.name)} \\cite{{{ref.doc_id}}}{extra}.")
-    lines += ["", "## Source verification"]
-    for attr, wrong, d in conflicts:
-        lines.append(
-            f"- {d.domain} ({d.tier.value} authority) reports a {attribute_phrase(attr)} of {wrong}, which "
-            f"conflicts with the authoritative figure of {e.attributes[attr]} \\cite{{{ref.doc_id}}}; "
-            "the authoritative value is used."
-        )
-    if not conflicts:
-        lines.append(f"- The secondary sources agree with the reference page \\cite{{{ref.doc_id}}}.")
-    opened = [ref, *others[:3]]
-    lines += ["", "## References"] + [
-        f"- \\cite{{{d.doc_id}}} {d.title} ({d.domain})"
-        for d in opened + tail_docs
-        if d.tier in (Tier.high, Tier.medium) or d is ref
-    ]
-    return "\n".join(lines) + "\n"
+    return render_report(plan_report(world, entity_id))
 
 
 # ---- corruptions (pure functions over report lines) ---------------------------------------------

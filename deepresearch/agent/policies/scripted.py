@@ -20,14 +20,10 @@ from typing import Any, Generator
 from deepresearch.agent.policies.base import PolicyName, register_policy
 from deepresearch.agent.schema import Message, ToolCall
 from deepresearch.config import AgentConfig
-from deepresearch.synthesis.phrasing import (
-    attribute_phrase,
-    attribute_sentence,
-    relation_phrase,
-    relation_sentence,
-)
+from deepresearch.synthesis.phrasing import attribute_phrase, relation_phrase
+from deepresearch.synthesis.report import draft_lines, plan_report, render_report, revision_lines
 from deepresearch.synthesis.schema import DeepSearchTask, ResearchTask
-from deepresearch.world.schema import Document, Entity, Tier, World
+from deepresearch.world.schema import Document, Entity, World
 
 Script = Generator[str, list[Message], None]
 
@@ -244,53 +240,31 @@ class ScriptedExpert:
         ref = yield from self._search_and_pick(
             e.name, w.docs_about(e.id), f"Searching for sources on {e.name}."
         )
-        others = [d for d in w.docs_about(e.id) if d.doc_id != ref.doc_id][:3]
-        opened = [ref] + others
+        plan = plan_report(w, e.id, ref)
+        opened = [ref, *plan.others]
         yield from self._step(
-            f"Opening the reference page and {len(others)} secondary sources.",
+            f"Opening the reference page and {len(plan.others)} secondary sources.",
             _call("batch_web_surfer", open=[d.doc_id for d in opened]),
             ref.doc_id,
         )
         yield from self._detour(e)
 
-        # Cross-check: every attribute claimed differently by a lower-authority page.
-        conflicts = []
-        for d in others:
-            for c in d.claims:
-                if c.subject == e.id and not c.correct and c.predicate in e.attributes:
-                    conflicts.append((c.predicate, c.value, d))
-        relations = [(t.relation, w.entities[t.tail]) for t in w.out_edges(e.id) if t.tail in w.entities]
-        tail_docs = [w.primary_doc(t.id) for _, t in relations[:2]]
-        tail_docs = [d for d in tail_docs if d is not None]
-        if conflicts or tail_docs:
-            attr, _, _ = conflicts[0] if conflicts else (None, None, None)
+        # Cross-check: attributes a lower-authority page claims differently; related entities' pages.
+        if plan.conflicts or plan.tail_docs:
             thought = (
-                f"{conflicts[0][2].domain} disagrees with the reference page on the "
-                f"{attribute_phrase(attr)}; checking related authoritative pages."
-                if conflicts
+                f"{plan.conflicts[0][2].domain} disagrees with the reference page on the "
+                f"{attribute_phrase(plan.conflicts[0][0])}; checking related authoritative pages."
+                if plan.conflicts
                 else "Checking the authoritative pages of related entities."
             )
             yield from self._step(
                 _call("todo", action="update", id=1, status="done") + "\n" + thought,
-                _call("batch_web_surfer", open=[d.doc_id for d in tail_docs] or [ref.doc_id]),
+                _call("batch_web_surfer", open=[d.doc_id for d in plan.tail_docs] or [ref.doc_id]),
                 e.name,
             )
-        tail_ref = {t.id: d.doc_id for (_, t), d in zip(relations, tail_docs)}
 
         # Draft: one fact per line, each cited.
-        lines = [f"# {e.name}: research report", "", "## Overview"]
-        lines.append(f"{e.name} is {e.description} \\cite{{{ref.doc_id}}}.")
-        lines += ["", "## Key facts"]
-        # Vary the subject so the report reads naturally (and is not mistaken for a loop).
-        short = e.name.split()[-1] if e.type.value == "person" else "It"
-        subjects = [e.name if i % 3 == 0 else short for i in range(len(e.attributes) + len(relations))]
-        for i, (k, v) in enumerate(e.attributes.items()):
-            lines.append(f"- {attribute_sentence(k, subjects[i], v)} \\cite{{{ref.doc_id}}}.")
-        lines += ["", "## Relations"]
-        for j, (rel, t) in enumerate(relations):
-            extra = f"\\cite{{{tail_ref[t.id]}}}" if t.id in tail_ref else ""
-            subject = subjects[len(e.attributes) + j]
-            lines.append(f"- {relation_sentence(rel, subject, t.name)} \\cite{{{ref.doc_id}}}{extra}.")
+        lines = draft_lines(plan)
         draft = "\n".join(lines) + "\n"
         yield from self._step(
             _call("todo", action="update", id=2, status="done") + "\nWriting the first draft.",
@@ -298,25 +272,10 @@ class ScriptedExpert:
             "report.md",
         )
 
-        # Revise: add the verification section with a search/replace patch.
-        verification = ["", "## Source verification"]
-        for attr, wrong, d in conflicts:
-            verification.append(
-                f"- {d.domain} ({d.tier.value} authority) reports a {attribute_phrase(attr)} of {wrong}, which "
-                f"conflicts with the authoritative figure of {e.attributes[attr]} \\cite{{{ref.doc_id}}}; "
-                "the authoritative value is used."
-            )
-        if not conflicts:
-            verification.append(
-                f"- The secondary sources agree with the reference page \\cite{{{ref.doc_id}}}."
-            )
-        refs = ["", "## References"] + [
-            f"- \\cite{{{d.doc_id}}} {d.title} ({d.domain})"
-            for d in opened + tail_docs
-            if d.tier in (Tier.high, Tier.medium) or d is ref
-        ]
+        # Revise: add the verification section and references with a search/replace patch.
+        revision = revision_lines(plan)
         last = lines[-1]
-        patch = f"<<<<<<< SEARCH\n{last}\n=======\n{last}\n" + "\n".join(verification + refs) + "\n>>>>>>> REPLACE"
+        patch = f"<<<<<<< SEARCH\n{last}\n=======\n{last}\n" + "\n".join(revision) + "\n>>>>>>> REPLACE"
         yield from self._step(
             _call("todo", action="update", id=3, status="done") + "\nAdding the verification notes and references.",
             _call("file", action="patch", path="report.md", patch=patch),
@@ -337,7 +296,7 @@ class ScriptedExpert:
             offset = data.get("next_offset")
         report = "".join(parts)
         if not report:  # the read failed: fall back to what was written
-            report = draft + "\n".join(verification + refs) + "\n"
+            report = render_report(plan)
         yield f"The report is complete and every fact is cited.\n<answer>\n{report.strip()}\n</answer>"
 
 
