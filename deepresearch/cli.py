@@ -212,6 +212,22 @@ def judge_data_cmd(
     typer.echo(json.dumps(build_judge_dataset(_cfg(config, overrides), world, out), indent=2, default=str))
 
 
+@app.command("ppo")
+def ppo_cmd(
+    policy: Annotated[Path, typer.Option("--policy", help="SFT policy checkpoint (HF directory).")],
+    judge: Annotated[Path, typer.Option("--judge", help="Trained judge directory.")],
+    world: Annotated[Path, typer.Option("--world", "-w", help="World directory.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output directory (policy/, critic/).")],
+    config: ConfigOpt = DEFAULT_CONFIG,
+    overrides: SetOpt = None,
+) -> None:
+    """PPO with a learned critic: Ray rollout actors with the real tools, judge rewards, DeepSpeed learner."""
+    from deepresearch.rl.train import run_ppo
+
+    res = run_ppo(_cfg(config, overrides), policy_dir=policy, judge_dir=judge, world_dir=world, out=out)
+    typer.echo(res.model_dump_json(indent=2))
+
+
 @app.command("evaluate")
 def evaluate_cmd(
     world: Annotated[Path, typer.Option("--world", "-w", help="World directory.")],

@@ -12,7 +12,7 @@ import os
 import typing
 from pathlib import Path
 
-from flytekit import Cache, Deck, Resources, current_context, task
+from flytekit import Cache, Deck, Resources, task
 from flytekit.types.directory import FlyteDirectory
 
 from containers.images import DATA_IMAGE, EVAL_IMAGE, ROLLOUT_IMAGE, TRAIN_IMAGE
@@ -42,7 +42,9 @@ def build_base(config_json: str, world: FlyteDirectory, datasets: FlyteDirectory
     with stage_run(cfg, parent_run_id, "base", flyte_execution_id=_execution_id()) as run:
         info = build(cfg, Path(world.download()), Path(datasets.download()), out)
         run.log_metrics({"base/vocab_size": info["vocab_size"], "base/parameters": info["parameters"]})
-        run.set_tags({"output.path": str(out)})
+        from deepresearch.training.stage import artifact_digest
+
+        run.set_tags({"output.path": str(out), "model.digest": artifact_digest(out)})
     return FlyteDirectory(str(out))
 
 
@@ -70,8 +72,8 @@ def judge_data(config_json: str, world: FlyteDirectory, parent_run_id: str) -> F
 def _ray_config():
     from flytekitplugins.ray import HeadNodeConfig, RayJobConfig, WorkerNodeConfig
 
-    from workflows.infra import compile_config_path, infra
     from deepresearch.config import load_config
+    from workflows.infra import compile_config_path, infra
 
     workers = load_config(compile_config_path()).rl.rollout_workers
     res = infra().rollout

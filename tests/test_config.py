@@ -61,7 +61,9 @@ def test_malformed_yaml_and_missing_file(tmp_path):
 
 def test_frozen_sections():
     cfg = load_config("configs/tiny.yaml")
-    with pytest.raises(Exception):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="frozen"):
         cfg.world.seed = 3  # type: ignore[misc]
 
 

@@ -59,7 +59,7 @@ def test_stage_runs_link_to_their_datasets_in_mlflow(chain):
     cfg = chain["cfg"]
     run = MlflowClient(tracking_uri=cfg.tracking.uri).get_run(chain["runs"]["sft"].run_id)
     inputs = {i.dataset.name for i in run.inputs.dataset_inputs}
-    assert "sft_data" in inputs
+    assert {"sft_data", "init_model"} <= inputs
     assert run.data.metrics["sft/final_loss"] > 0
 
 
@@ -90,3 +90,13 @@ def test_evaluation_compares_checkpoints_and_writes_the_report(chain, small_worl
     assert (root / "eval" / "report.html").is_file() and (root / "eval" / "scores.png").is_file()
     episodes = [json.loads(x) for x in (root / "eval" / "episodes.jsonl").read_text().splitlines()]
     assert len(episodes) == 2 * 3
+
+
+def test_lineage_follows_checkpoints_back_through_the_stages(chain):
+    from deepresearch.tracking.lineage import trace
+
+    root = trace(chain["runs"]["sft"].run_id, chain["cfg"].tracking)
+    init = next(link for link in root.inputs if link.name == "init_model")
+    assert init.produced_by is not None and init.produced_by.stage == "mid2"
+    mid1 = next(link for link in init.produced_by.inputs if link.name == "init_model").produced_by
+    assert mid1 is not None and mid1.stage == "mid1"

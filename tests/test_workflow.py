@@ -97,7 +97,6 @@ def test_failing_expectation_stops_the_workflow(env):
 def test_lineage_walks_from_a_registered_model_back_to_the_world(env):
     """A model version registered on the quality run (stand-in for a training run until the training
     half lands) traces back through the datasets' hashes to synthesis, the world and the config."""
-    from mlflow import MlflowClient
 
     from deepresearch.config import load_config
     from deepresearch.tracking.lineage import trace

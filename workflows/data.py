@@ -11,7 +11,15 @@ from datetime import datetime
 from flytekit import workflow
 from flytekit.types.directory import FlyteDirectory
 
-from tasks.data import build_world, mark_failed, quality_gates, resolve_config, start_tracking, summarize, synthesize
+from tasks.data import (
+    build_world,
+    mark_failed,
+    quality_gates,
+    resolve_config,
+    start_tracking,
+    summarize,
+    synthesize,
+)
 from workflows.infra import overrides as sized
 
 DataOutputs = typing.NamedTuple(

@@ -198,6 +198,17 @@ def evaluate(
 
     atomic_write_text(Path(out_dir) / "episodes.jsonl", "".join(r.model_dump_json() + "\n" for r in records))
     if tracker is not None:
+        from deepresearch.stages import world_digest
+        from deepresearch.training.stage import artifact_digest
+
+        # Lineage: each evaluated checkpoint (and the world) is an input of this run, by digest.
+        tracker.log_dataset(Path(world_dir), name="world", context="input", digest=world_digest(Path(world_dir)))
+        if judge_dir is not None:
+            tracker.log_dataset(Path(judge_dir), name="judge", context="input", digest=artifact_digest(Path(judge_dir)))
+        for name, spec in checkpoints.items():
+            if spec != "expert":
+                tracker.log_dataset(Path(spec), name=f"checkpoint_{name}", context="input",
+                                    digest=artifact_digest(Path(spec)))
         for m in metrics:
             tracker.log_metrics({f"eval/{m.name}/{k}": v for k, v in m.model_dump().items()
                                  if isinstance(v, (int, float)) and not isinstance(v, bool) and v is not None})

@@ -5,7 +5,8 @@
     deepresearch lineage <run_id>
 
 Links followed: a registered model version's `run_id`; a run's dataset inputs (context "input",
-digest in the `sha256` input tag) and the run whose `dataset.digest` tag equals that digest;
+digest in the `sha256` input tag) and the run whose `dataset.digest` (or, for a checkpoint, `model.digest`)
+tag equals that digest;
 a run's parent (`mlflow.parentRunId`), which holds the config params and hash.
 """
 
@@ -66,13 +67,17 @@ def trace(target: str, cfg: TrackingConfig, *, max_depth: int = 12) -> LineageNo
     nodes: dict[str, LineageNode] = {}  # a run reached twice (two datasets it wrote) is one node
 
     def producer(digest: str, experiment_id: str) -> str | None:
-        runs = client.search_runs(
-            [experiment_id],
-            filter_string=f"tags.`dataset.digest` = '{digest}' and attributes.status = 'FINISHED'",
-            order_by=["attributes.start_time DESC"],
-            max_results=1,
-        )
-        return runs[0].info.run_id if runs else None
+        # A dataset's producer tags `dataset.digest`; a model's training run tags `model.digest`.
+        for tag in ("dataset.digest", "model.digest"):
+            runs = client.search_runs(
+                [experiment_id],
+                filter_string=f"tags.`{tag}` = '{digest}' and attributes.status = 'FINISHED'",
+                order_by=["attributes.start_time DESC"],
+                max_results=1,
+            )
+            if runs:
+                return runs[0].info.run_id
+        return None
 
     def node(rid: str, depth: int) -> LineageNode:
         if rid in nodes:
@@ -80,7 +85,7 @@ def trace(target: str, cfg: TrackingConfig, *, max_depth: int = 12) -> LineageNo
         run = client.get_run(rid)
         tags = run.data.tags
         keep = {k: tags[k] for k in ("git_sha", "config_hash", "flyte.execution_id", "flyte.image", "output.path",
-                                      "dataset.digest") if k in tags}
+                                      "dataset.digest", "model.digest") if k in tags}
         n = LineageNode(
             run_id=rid,
             stage=tags.get("stage", run.info.run_name or "?"),

@@ -154,8 +154,10 @@ def run_stage(
     with ctx as run:
         if env.rank == 0:
             run.log_dataset(
-                Path(data), name=f"{stage}_data", context="input", digest=_digest(Path(data)),
+                Path(data), name=f"{stage}_data", context="input", digest=artifact_digest(Path(data)),
             )
+            run.log_dataset(Path(init_model), name="init_model", context="input",
+                            digest=artifact_digest(Path(init_model)))
             if world is not None:
                 from deepresearch.stages import world_digest
 
@@ -169,7 +171,7 @@ def run_stage(
         if env.rank == 0:
             run.log_metrics({f"{stage}/first_loss": result.losses[0], f"{stage}/final_loss": result.final_loss,
                              f"{stage}/tokens_per_s": result.tokens_per_s})
-            run.set_tags({"output.path": str(result.hf_dir), "model.digest": _digest(result.hf_dir)})
+            run.set_tags({"output.path": str(result.hf_dir), "model.digest": artifact_digest(result.hf_dir)})
         return StageRun(
             stage=stage, path=str(result.hf_dir), run_id=getattr(run, "run_id", None) or "", steps=result.steps,
             final_loss=result.final_loss, first_loss=result.losses[0], tokens=result.tokens,
@@ -195,7 +197,7 @@ def _evaluate_judge(cfg: PipelineConfig, hf_dir: Path, data: Path, run) -> dict[
     return metrics
 
 
-def _digest(path: Path) -> str:
+def artifact_digest(path: Path) -> str:
     """sha256 over a directory's manifest (if it has one) or its files' names and sizes."""
     import hashlib
 
