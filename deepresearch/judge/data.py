@@ -36,11 +36,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
 import re
-import shutil
-import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +45,7 @@ from typing import TYPE_CHECKING, Iterable, Sequence
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from deepresearch.io import atomic_dir
 from deepresearch.synthesis.phrasing import (
     REFUTATION_MARKERS,
 )
@@ -444,8 +442,7 @@ def build_judge_dataset(
 
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
-    try:
+    with atomic_dir(out_dir) as tmp:
         write_examples(tmp / "train.jsonl", train)
         write_examples(tmp / "heldout.jsonl", heldout)
         manifest = {
@@ -463,10 +460,4 @@ def build_judge_dataset(
             },
         }
         atomic_write_text(tmp / "manifest.json", json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return manifest

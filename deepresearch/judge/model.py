@@ -20,13 +20,11 @@ torch and transformers are imported inside the functions that need them.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, Sequence
 
+from deepresearch.io import atomic_dir
 from deepresearch.judge.data import JudgeExample
 from deepresearch.judge.reward import report_reward
 from deepresearch.synthesis.schema import LABELS, Label, RubricItem
@@ -335,18 +333,11 @@ class Judge:
         """Write model, tokenizer and judge.json (max_len, labels) to `path`, replacing it atomically."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
-        try:
+        with atomic_dir(path) as tmp:
             self.model.save_pretrained(tmp)
             self.tokenizer.save_pretrained(tmp)
             meta = {"max_len": self.max_len, "labels": list(LABELS)}
             (tmp / JUDGE_META).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-            if path.exists():
-                shutil.rmtree(path)
-            os.replace(tmp, path)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         return path
 
     @classmethod

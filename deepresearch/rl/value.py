@@ -12,14 +12,13 @@ The directory is an ordinary HF checkpoint of the backbone (loadable by `AutoMod
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
+
+from deepresearch.io import atomic_dir
 
 CRITIC_FORMAT = {"format": "deepresearch-critic", "version": 1}
 VALUE_HEAD_FILE = "value_head.safetensors"
@@ -99,18 +98,11 @@ class ValueModel(nn.Module):
 
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
-        try:
+        with atomic_dir(path) as tmp:
             self.backbone.save_pretrained(str(tmp))
             head = {k: v.detach().cpu().contiguous() for k, v in self.value_head.state_dict().items()}
             save_file(head, str(tmp / VALUE_HEAD_FILE))
             (tmp / CRITIC_FILE).write_text(json.dumps(CRITIC_FORMAT, indent=2) + "\n")
-            if path.exists():
-                shutil.rmtree(path)
-            os.replace(tmp, path)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         return path
 
     # -- forward -----------------------------------------------------------------------------

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Iterable
@@ -26,6 +24,7 @@ from deepresearch.agent.policies.scripted import ScriptedExpert
 from deepresearch.agent.schema import Trajectory
 from deepresearch.agent.tools.base import EpisodeContext
 from deepresearch.config import PipelineConfig
+from deepresearch.io import atomic_dir
 from deepresearch.search.backend import SearchBackend, open_backend
 from deepresearch.synthesis.rubrics import grade_report, rubric_score
 from deepresearch.synthesis.schema import DeepSearchTask, ResearchTask
@@ -144,8 +143,7 @@ def synthesize(cfg: PipelineConfig, world_dir: Path, out_dir: Path, *, progress:
                 bar.advance(job)
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
-    try:
+    with atomic_dir(out_dir) as tmp:
         for name, tasks in (("deep_search", ds_tasks), ("deep_research", dr_tasks)):
             (tmp / name).mkdir()
             (tmp / name / "tasks.jsonl").write_text(_dump(tasks))
@@ -170,10 +168,4 @@ def synthesize(cfg: PipelineConfig, world_dir: Path, out_dir: Path, *, progress:
             "digest": dataset_digest(digests),
         }
         atomic_write_text(tmp / "manifest.json", json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return manifest
