@@ -261,6 +261,10 @@ class EvalConfig(Section):
     seed: int = 1000  # held-out tasks use a seed disjoint from synthesis
     elo_bootstrap: int = Field(200, ge=10)
     elo_k: float = Field(16.0, gt=0)
+    # decoding of every evaluated checkpoint: 0 = greedy (the measured policy is its mode, as in most
+    # agent benchmarks); RL rollouts sample at `rl.temperature` for exploration, evaluation does not
+    temperature: float = Field(0.0, ge=0)
+    max_new_tokens: int = Field(512, ge=1)  # per assistant turn; must fit the longest expected turn (a report)
     # promotion: the candidate becomes `champion` only if it beats these
     min_compliance: float = Field(0.0, ge=-10, le=1)
     min_well_formed_rate: float = Field(0.0, ge=0, le=1)

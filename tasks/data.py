@@ -26,6 +26,8 @@ QUALITY_VERSION = "quality-v1"
 # The parent run id changes on every execution; it must not bust the cache.
 _IGNORE_RUN = ("parent_run_id",)
 
+# What every stage task returns: its artifact, its MLflow child run ("" untracked) and its row of the
+# pipeline summary (`deepresearch.summary.stage_record`: stage, wall seconds, what it produced).
 StageOut = typing.NamedTuple("StageOut", [("directory", FlyteDirectory), ("run_id", str), ("summary", str)])
 
 
@@ -49,11 +51,19 @@ def _workdir(name: str) -> Path:
     return p
 
 
-def _summary(res: StageResult) -> str:
-    import json
+def stage_out(stage: str, path: str | Path, run_id: str | None, seconds: float, **facts: typing.Any) -> StageOut:
+    """A stage task's outputs: the directory it wrote, its MLflow run id and its summary record.
 
+    `seconds` and `facts` as in `deepresearch.summary.stage_record`.
+    """
+    from deepresearch.summary import stage_record
+
+    return StageOut(FlyteDirectory(str(path)), run_id or "", stage_record(stage, seconds, **facts))
+
+
+def _data_out(res: StageResult) -> StageOut:
     keep = {k: v for k, v in res.manifest.items() if k in ("counts", "datasets", "digest", "index")}
-    return json.dumps({"stage": res.stage, "seconds": round(res.seconds, 2), **keep}, sort_keys=True)
+    return stage_out(res.stage, res.path, res.run_id, res.seconds, **keep)
 
 
 @task(container_image=DATA_IMAGE, requests=Resources(cpu="1", mem="1Gi"))
@@ -87,7 +97,7 @@ def build_world(config_json: str, parent_run_id: str) -> StageOut:
     """Generate the research world and its search index."""
     cfg = PipelineConfig.from_json(config_json)
     res = world_stage(cfg, _workdir("world"), parent_run_id, _execution_id())
-    return StageOut(FlyteDirectory(res.path), res.run_id, _summary(res))
+    return _data_out(res)
 
 
 @task(
@@ -100,7 +110,7 @@ def synthesize(config_json: str, world: FlyteDirectory, parent_run_id: str) -> S
     """Synthesize deep-search and deep-research tasks and scripted-expert trajectories."""
     cfg = PipelineConfig.from_json(config_json)
     res = synthesis_stage(cfg, Path(world.download()), _workdir("raw"), parent_run_id, _execution_id())
-    return StageOut(FlyteDirectory(res.path), res.run_id, _summary(res))
+    return _data_out(res)
 
 
 @task(
@@ -113,7 +123,7 @@ def quality_gates(config_json: str, raw: FlyteDirectory, parent_run_id: str) -> 
     """Filter trajectories and validate the datasets; a failed expectation suite stops the workflow."""
     cfg = PipelineConfig.from_json(config_json)
     res = quality_stage(cfg, Path(raw.download()), _workdir("datasets"), parent_run_id, _execution_id())
-    return StageOut(FlyteDirectory(res.path), res.run_id, _summary(res))
+    return _data_out(res)
 
 
 @task(container_image=DATA_IMAGE, requests=Resources(cpu="1", mem="1Gi"))
@@ -124,9 +134,11 @@ def summarize(
     datasets: FlyteDirectory,
     stage_summaries: typing.List[str],
     stage_run_ids: typing.List[str],
-    evaluation: str = "",
 ) -> str:
-    """Close the parent run and print what was produced and where; returns the summary as markdown."""
+    """Close the parent run and print what was produced and where; returns the summary as markdown.
+
+    `stage_summaries` and `stage_run_ids` are the `summary` and `run_id` outputs of every stage, in order.
+    """
     from deepresearch.summary import render_summary
 
     cfg = PipelineConfig.from_json(config_json)
@@ -138,12 +150,9 @@ def summarize(
         stage_summaries=stage_summaries,
         stage_run_ids=stage_run_ids,
         execution_id=_execution_id(),
-        evaluation=evaluation,
     )
     finish_run(cfg, parent_run_id)
     return text
-
-
 
 
 @task(container_image=DATA_IMAGE, requests=Resources(cpu="1", mem="1Gi"))

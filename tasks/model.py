@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-import typing
+import time
 from pathlib import Path
 
 from flytekit import Cache, Deck, Resources, task
@@ -17,12 +17,14 @@ from flytekit.types.directory import FlyteDirectory
 
 from containers.images import DATA_IMAGE, EVAL_IMAGE, ROLLOUT_IMAGE, TRAIN_IMAGE
 from deepresearch.config import PipelineConfig
-from tasks.data import _execution_id, _workdir
+from tasks.data import StageOut, _execution_id, _workdir, stage_out
 
-BASE_VERSION = "base-v1"
-JUDGE_DATA_VERSION = "judge-data-v1"
-PPO_VERSION = "ppo-v1"
-EVAL_VERSION = "eval-v1"
+# Bump a stage's version when its code changes the artifact it produces (v2: every task returns a StageOut,
+# and a cached output of the old shape would not load).
+BASE_VERSION = "base-v2"
+JUDGE_DATA_VERSION = "judge-data-v2"
+PPO_VERSION = "ppo-v2"
+EVAL_VERSION = "eval-v2"
 _IGNORE_RUN = ("parent_run_id",)
 
 
@@ -32,20 +34,26 @@ _IGNORE_RUN = ("parent_run_id",)
     retries=2,
     requests=Resources(cpu="2", mem="4Gi"),
 )
-def build_base(config_json: str, world: FlyteDirectory, datasets: FlyteDirectory, parent_run_id: str) -> FlyteDirectory:
+def build_base(config_json: str, world: FlyteDirectory, datasets: FlyteDirectory, parent_run_id: str) -> StageOut:
     """The base checkpoint: tiny (tokenizer trained on the corpus + random init) or a registry model."""
     from deepresearch.modeling.base import build_base as build
+    from deepresearch.stages import world_digest
     from deepresearch.tracking import stage_run
+    from deepresearch.training.stage import artifact_digest
 
     cfg = PipelineConfig.from_json(config_json)
     out = _workdir("base")
+    world_dir, datasets_dir = Path(world.download()), Path(datasets.download())
+    t0 = time.perf_counter()
     with stage_run(cfg, parent_run_id, "base", flyte_execution_id=_execution_id()) as run:
-        info = build(cfg, Path(world.download()), Path(datasets.download()), out)
+        # the tiny tokenizer is trained on both: they are the base model's lineage
+        run.log_dataset(world_dir, name="world", context="input", digest=world_digest(world_dir))
+        run.log_dataset(datasets_dir, name="base_data", context="input", digest=artifact_digest(datasets_dir))
+        info = build(cfg, world_dir, datasets_dir, out)
         run.log_metrics({"base/vocab_size": info["vocab_size"], "base/parameters": info["parameters"]})
-        from deepresearch.training.stage import artifact_digest
-
         run.set_tags({"output.path": str(out), "model.digest": artifact_digest(out)})
-    return FlyteDirectory(str(out))
+    return stage_out("base", out, run.run_id, time.perf_counter() - t0,
+                     produced=f"{info['parameters']:,} parameters, vocabulary {info['vocab_size']:,}")
 
 
 @task(
@@ -54,19 +62,27 @@ def build_base(config_json: str, world: FlyteDirectory, datasets: FlyteDirectory
     retries=2,
     requests=Resources(cpu="2", mem="4Gi"),
 )
-def judge_data(config_json: str, world: FlyteDirectory, parent_run_id: str) -> FlyteDirectory:
+def judge_data(config_json: str, world: FlyteDirectory, parent_run_id: str) -> StageOut:
     """(report, rubric item, label) pairs of controlled quality, labels known by construction; held-out split."""
     from deepresearch.judge.data import build_judge_dataset
+    from deepresearch.stages import world_digest
     from deepresearch.tracking import stage_run
+    from deepresearch.training.stage import artifact_digest
 
     cfg = PipelineConfig.from_json(config_json)
     out = _workdir("judge_data")
+    world_dir = Path(world.download())
+    t0 = time.perf_counter()
     with stage_run(cfg, parent_run_id, "judge_data", flyte_execution_id=_execution_id()) as run:
-        manifest = build_judge_dataset(cfg, Path(world.download()), out)
+        run.log_dataset(world_dir, name="world", context="input", digest=world_digest(world_dir))
+        manifest = build_judge_dataset(cfg, world_dir, out)
         run.log_dict(json.loads(json.dumps(manifest, default=str)), "judge_data_manifest.json")
-        digest = manifest.get("digest") or manifest.get("sha256", {}).get("train.jsonl", "")
-        run.set_tags({"output.path": str(out), "dataset.digest": str(digest)})
-    return FlyteDirectory(str(out))
+        # the digest the judge's training run logs this directory under (run_stage: artifact_digest),
+        # so that `deepresearch lineage` finds this run as its producer
+        run.set_tags({"output.path": str(out), "dataset.digest": artifact_digest(out)})
+    ex = manifest["examples"]
+    return stage_out("judge_data", out, run.run_id, time.perf_counter() - t0,
+                     produced=f"{ex['train']} train / {ex['heldout']} held-out pairs from {manifest['tasks']} tasks")
 
 
 def _ray_config():
@@ -105,7 +121,7 @@ os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
 )
 def ppo(
     config_json: str, policy: FlyteDirectory, judge: FlyteDirectory, world: FlyteDirectory, parent_run_id: str
-) -> FlyteDirectory:
+) -> StageOut:
     """PPO with a learned critic: Ray rollout actors run the agent with its tools; rewards from the judge."""
     from deepresearch.rl.train import run_ppo
 
@@ -119,10 +135,9 @@ def ppo(
         parent_run_id=parent_run_id,
         execution_id=_execution_id(),
     )
-    return FlyteDirectory(res.path)
-
-
-EvalOut = typing.NamedTuple("EvalOut", [("report", FlyteDirectory), ("summary", str)])
+    curve = " → ".join(f"{r:.3f}" for r in res.reward_curve)
+    return stage_out("rl", res.path, res.run_id, res.seconds,
+                     produced=f"{res.steps} PPO steps, {res.episodes} episodes, reward {curve}")
 
 
 @task(
@@ -141,9 +156,11 @@ def evaluate(
     rl: FlyteDirectory,
     judge: FlyteDirectory,
     parent_run_id: str,
-) -> EvalOut:
+) -> StageOut:
     """Every checkpoint on the held-out tasks (plus the scripted expert as a reference); Elo; report as a
-    Flyte Deck and MLflow artifact; the RL policy is registered and promoted to `champion` if it passes."""
+    Flyte Deck and MLflow artifact; the RL policy is registered and promoted to `champion` if it passes.
+
+    The output directory is the report's; its summary record carries every checkpoint's metrics."""
     from deepresearch.evaluation.run import evaluate as run_eval
     from deepresearch.tracking import stage_run
     from deepresearch.tracking.registry import promote_if_better, register_model
@@ -154,13 +171,14 @@ def evaluate(
         "base": base.download(), "mid-trained": mid.download(), "sft": sft.download(), "rl": rl.download(),
         "expert": "expert",
     }
+    produced = f"{len(checkpoints)} checkpoints"
+    t0 = time.perf_counter()
     with stage_run(cfg, parent_run_id, "evaluation", flyte_execution_id=_execution_id()) as run:
         metrics, report = run_eval(cfg, Path(world.download()), checkpoints, out, judge_dir=Path(judge.download()),
                                    tracker=run)
         html = (out / "report.html").read_text()
         Deck("evaluation", html)
         by = {m.name: m for m in metrics}
-        summary = json.dumps({m.name: m.model_dump() for m in metrics}, sort_keys=True)
         if run.run_id:
             version = register_model(cfg.tracking, "policy", run.run_id, Path(rl.path))
             judge_version = register_model(cfg.tracking, "judge", run.run_id, Path(judge.path))
@@ -172,4 +190,6 @@ def evaluate(
             )
             promote_if_better(cfg.tracking, "judge", judge_version, metrics={}, thresholds={})
             run.log_dict(decision.model_dump(mode="json"), "promotion.json")
-    return EvalOut(report=FlyteDirectory(str(out)), summary=summary)
+            produced += f"; policy v{version} {'promoted to champion' if decision.promoted else 'not promoted'}"
+    return stage_out("evaluation", out, run.run_id, time.perf_counter() - t0, produced=produced,
+                     checkpoints={m.name: m.model_dump() for m in metrics})

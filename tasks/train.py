@@ -1,7 +1,9 @@
 """Flyte tasks of the training stages (mid-training 1/2, SFT, judge): torch elastic + DeepSpeed.
 
-    out = train_stage(config_json=cfg, stage="sft", init_model=mid2, data=datasets, parent_run_id=parent)
-    out = train_stage(config_json=cfg, stage="mid1", init_model=base, data=datasets, parent_run_id=parent, world=world)
+    sft = train_stage(config_json=cfg, stage="sft", init_model=mid2.directory, data=datasets, parent_run_id=parent)
+    mid1 = train_stage(config_json=cfg, stage="mid1", init_model=base.directory, data=datasets,
+                       parent_run_id=parent, world=world)
+    # each returns a StageOut: .directory (the HF checkpoint), .run_id, .summary (its row of the summary)
 
 `train_stage` runs as `Elastic(nnodes=1, nproc_per_node=2)`: locally flytekit spawns two worker
 processes on this machine (gloo on CPU); on a cluster the pod runs torch elastic itself, and
@@ -38,6 +40,7 @@ import os
 import re
 import sys
 import tempfile
+import time
 import types
 import typing
 from pathlib import Path
@@ -48,9 +51,13 @@ from flytekitplugins.kfpytorch import Elastic
 
 from containers.images import TRAIN_IMAGE
 from deepresearch.config import TrainStageConfig
+from tasks.data import StageOut, stage_out
 
 # Bump when the training code changes the model it produces (also part of the run directory's name).
 TRAIN_VERSION = "train-v1"
+# The task's cache version: TRAIN_VERSION plus the shape of its outputs (a cached output of another
+# shape would not load), kept apart so that a change of outputs alone leaves the run directories be.
+CACHE_VERSION = f"{TRAIN_VERSION}.stageout"
 TRAIN_DIR_ENV = "DEEPRESEARCH_TRAIN_DIR"
 DEFAULT_SHAPE = (1, 2)  # (nnodes, nproc_per_node) of `train_stage`
 _VARIANT = re.compile(r"train_stage_(\d+)x(\d+)")
@@ -58,7 +65,7 @@ _VARIANT = re.compile(r"train_stage_(\d+)x(\d+)")
 _TASK_KWARGS = dict(
     container_image=TRAIN_IMAGE,
     # a new parent run must not bust the cache
-    cache=Cache(version=TRAIN_VERSION, ignored_inputs=("parent_run_id",)),
+    cache=Cache(version=CACHE_VERSION, ignored_inputs=("parent_run_id",)),
     retries=2,  # a retry resumes from the latest checkpoint in the run directory
     requests=Resources(cpu="2", mem="8Gi"),  # the workflow sizes it from `infra.train`
     shared_memory=True,  # NCCL and DataLoader workers need more /dev/shm than a pod's default 64 MiB
@@ -102,6 +109,14 @@ def run_dir(
     return base / f"{stage}-{key}"
 
 
+def _worker_seconds() -> float:
+    """Wall seconds since this worker process started: a training stage's start-up (interpreter, torch
+    and DeepSpeed imports, rendezvous, downloads) is as much its cost as the training itself."""
+    import psutil  # a DeepSpeed dependency
+
+    return time.time() - psutil.Process().create_time()
+
+
 def _train(
     config_json: str,
     stage: str,
@@ -109,8 +124,8 @@ def _train(
     data: FlyteDirectory,
     parent_run_id: str,
     world: FlyteDirectory | None,
-) -> FlyteDirectory:
-    """The body of every train task variant (runs on every rank)."""
+) -> StageOut:
+    """The body of every train task variant (runs on every rank; rank 0's return is the task's)."""
     from deepresearch.config import PipelineConfig
     from deepresearch.training.distributed import barrier, init_distributed
     from deepresearch.training.stage import run_stage
@@ -132,7 +147,12 @@ def _train(
         parent_run_id=parent_run_id,
         execution_id=_execution_id(),
     )
-    return FlyteDirectory(res.path)
+    seconds = _worker_seconds()
+    produced = f"{res.steps} steps, loss {res.first_loss:.2f} → {res.final_loss:.2f}, {res.tokens:,} tokens"
+    if "judge/heldout_macro_f1" in res.metrics:
+        produced += f", held-out macro-F1 {res.metrics['judge/heldout_macro_f1']:.2f}"
+    produced += f"; {seconds - res.seconds:.0f} s of process start-up"
+    return stage_out(stage, res.path, res.run_id, seconds, produced=produced, stage_seconds=round(res.seconds, 2))
 
 
 @task(
@@ -146,8 +166,9 @@ def train_stage(
     data: FlyteDirectory,
     parent_run_id: str,
     world: typing.Optional[FlyteDirectory] = None,
-) -> FlyteDirectory:
-    """Train one stage ("mid1", "mid2", "sft" or "judge") from `init_model` on `data`; returns the HF directory.
+) -> StageOut:
+    """Train one stage ("mid1", "mid2", "sft" or "judge") from `init_model` on `data`; returns the HF directory
+    (with the stage's MLflow run id and summary record).
 
     `world` is needed by mid1 only (it trains on the world's documents). Two processes on one node;
     other shapes: `train_task_for(stage_cfg)`.

@@ -217,6 +217,26 @@ def test_loss_mask_covers_exactly_assistant_content_and_im_end(tokenizer):
     assert sample.n_targets == sum(b - a for a, b in spans)
 
 
+def test_failed_turns_are_context_not_targets(tokenizer):
+    from deepresearch.modeling.chat import encode_messages, failed_turns
+
+    msgs = [
+        Message(role="user", content="q"),
+        Message(role="assistant", content='<tool_call>{"name": "todo", "arguments": {"action": "lst"}}</tool_call>'),
+        Message(role="tool", name="todo", content="error: unknown action 'lst'", is_error=True),
+        Message(role="assistant", content='<tool_call>{"name": "todo", "arguments": {"action": "list"}}</tool_call>'),
+        Message(role="tool", name="todo", content="[]"),
+        Message(role="assistant", content="<answer>42</answer>"),
+    ]
+    assert failed_turns(msgs) == {1}
+    full = encode_messages(tokenizer, msgs)
+    masked = encode_messages(tokenizer, msgs, mask_failed_turns=True)
+    assert masked.input_ids == full.input_ids  # the same context, fewer targets
+    trained = [tokenizer.decode(masked.input_ids[a:b]) for a, b in _spans(masked.loss_mask)]
+    assert trained == [msgs[3].content + "<|im_end|>", msgs[5].content + "<|im_end|>"]
+    assert len(_spans(full.loss_mask)) == 3
+
+
 def test_generation_prompt_is_not_trained(tokenizer):
     from deepresearch.modeling.chat import encode_messages, to_chat_dicts
 

@@ -19,7 +19,14 @@ from deepresearch.agent.schema import Message, ToolCall
 from deepresearch.agent.tools.base import EpisodeContext
 from deepresearch.config import BudgetConfig, apply_overrides, config_from_dict
 from deepresearch.rl.buffer import iter_minibatches, make_experience, pad_episodes
-from deepresearch.rl.engine import EngineName, Generation, TransformersEngine, make_engine, register_engine
+from deepresearch.rl.engine import (
+    EngineName,
+    Generation,
+    GenRequest,
+    TransformersEngine,
+    make_engine,
+    register_engine,
+)
 from deepresearch.rl.ppo import token_logprobs
 
 SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<tool_call>", "</tool_call>",
@@ -172,6 +179,91 @@ def test_transformers_engine_records_policy_logprobs(model):
     assert cut.token_ids == a.token_ids[:3] and cut.finish_reason == "stop"
     with pytest.raises(ValueError, match="exceeds the model's context"):
         engine.generate(prompt, max_new_tokens=5000)
+
+
+def test_batched_generation_matches_one_prompt_at_a_time(model):
+    engine = TransformersEngine.from_model(model)
+    prompts = [[5, 17, 99, 3], [42] * 9, [7, 8]]  # different lengths: the batch is left-padded
+    reqs = [GenRequest(p, max_new_tokens=10, temperature=t, seed=i) for i, (p, t) in enumerate(zip(prompts, [1.0, 0.0, 1.0]))]
+    batched = engine.generate_many(reqs)
+    for r, b in zip(reqs, batched):
+        alone = engine.generate(r.prompt_ids, max_new_tokens=10, temperature=r.temperature, seed=r.seed)
+        assert b.token_ids == alone.token_ids and b.finish_reason == alone.finish_reason
+        assert torch.allclose(torch.tensor(b.logprobs), torch.tensor(alone.logprobs), atol=1e-4)
+    # rows stop independently: one stops at its third token, the others run to their own budgets
+    stop = batched[0].token_ids[2]
+    mixed = engine.generate_many([GenRequest(prompts[0], 10, 1.0, [stop], 0), GenRequest(prompts[1], 4, 0.0, (), 1)])
+    assert mixed[0].token_ids == batched[0].token_ids[:3] and mixed[0].finish_reason == "stop"
+    assert mixed[1].token_ids == batched[1].token_ids[:4] and mixed[1].finish_reason == "length"
+    with pytest.raises(ValueError, match="max_new_tokens must be >= 1"):
+        engine.generate_many([GenRequest(prompts[0], 0)])
+
+
+def test_prefix_cache_prefills_only_new_tokens_and_changes_nothing(model):
+    cached = TransformersEngine.from_model(model)
+    plain = TransformersEngine.from_model(model)
+    plain.prefix_cache.capacity = 0
+    calls = []
+    hook = model.register_forward_pre_hook(lambda m, args, kw: calls.append(kw["input_ids"].shape[1]), with_kwargs=True)
+    try:
+        prompts = [[5, 17, 99, 3], [42] * 9]
+        turn1 = cached.generate_many([GenRequest(p, 6, 0.0, (), i) for i, p in enumerate(prompts)])
+        # the next turns extend each conversation: its sampled tokens, then an observation
+        nxt = [p + g.token_ids + [7, 8, 9] for p, g in zip(prompts, turn1)]
+        calls.clear()
+        turn2 = cached.generate_many([GenRequest(p, 6, 1.0, (), 10 + i) for i, p in enumerate(nxt)])
+        assert calls[:2] == [4, 4]  # each row prefilled its last sampled token and the observation only
+    finally:
+        hook.remove()
+    for p, g, seed in zip(nxt, turn2, (10, 11)):
+        fresh = plain.generate(p, max_new_tokens=6, temperature=1.0, seed=seed)
+        assert g.token_ids == fresh.token_ids
+        assert torch.allclose(torch.tensor(g.logprobs), torch.tensor(fresh.logprobs), atol=1e-4)
+    cached.load_weights(model.state_dict())  # new weights: nothing cached survives
+    assert cached.prefix_cache.entries == []
+
+
+def test_batching_engine_serves_threads_in_batches_with_their_own_results(model):
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from deepresearch.rl.batching import BatchingEngine
+
+    engine = TransformersEngine.from_model(model)
+    batcher = BatchingEngine(engine, clients=3)
+    turns = {0: 3, 1: 1, 2: 2}  # clients make different numbers of calls, then leave
+    seen = {}
+
+    def client(c: int):
+        with batcher.client():
+            seen[c] = [batcher.generate([c + 5, 11, c + 20][: 1 + t], max_new_tokens=5, seed=10 * c + t)
+                       for t in range(turns[c])]
+
+    with ThreadPoolExecutor(3) as pool:
+        list(pool.map(client, range(3)))
+    assert batcher.batch_sizes == [3, 2, 1]  # every call waited for the unfinished clients
+    for c, gens in seen.items():
+        for t, g in enumerate(gens):
+            alone = engine.generate([c + 5, 11, c + 20][: 1 + t], max_new_tokens=5, seed=10 * c + t)
+            assert g.token_ids == alone.token_ids  # log-probs agree up to the rounding of batched matmuls
+            assert torch.allclose(torch.tensor(g.logprobs), torch.tensor(alone.logprobs), atol=1e-4)
+    # an error in a batch reaches every waiting caller; a client that dies is not waited for
+    bad = BatchingEngine(engine, clients=2)
+    errors = []
+
+    def failing(prompt):
+        with bad.client():
+            try:
+                bad.generate(prompt, max_new_tokens=5000)
+            except ValueError as e:
+                errors.append(str(e))
+
+    threads = [threading.Thread(target=failing, args=([1, 2],)) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert len(errors) == 2 and all("exceeds the model's context" in e for e in errors)
 
 
 def test_engine_registry_refuses_duplicates_and_lists_names(model_dir):

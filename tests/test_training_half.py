@@ -16,7 +16,7 @@ STEPS = [f"training.{s}.max_steps=2" for s in ("mid1", "mid2", "sft")] + [
     f"training.{s}.nproc_per_node=1" for s in ("mid1", "mid2", "sft")
 ] + ["judge.train.max_steps=2", "judge.train.nproc_per_node=1", "judge.max_len=256",
      "training.mid1.seq_len=256", "training.mid2.seq_len=256", "training.sft.seq_len=256",
-     "evaluation.n_deep_search=2", "evaluation.n_deep_research=1", "rl.max_new_tokens=16",
+     "evaluation.n_deep_search=2", "evaluation.n_deep_research=1", "rl.max_new_tokens=16", "evaluation.max_new_tokens=16",
      "agent.budget.max_turns=16", "evaluation.elo_bootstrap=20"]
 
 

@@ -1,4 +1,5 @@
-"""The data half as its own workflow: world → synthesis → quality gates (and their nodes, reused by `full`).
+"""The data half as its own workflow: world → synthesis → quality gates (its nodes and the closing
+summary node are reused by `full`).
 
     pyflyte run workflows/data.py data --config configs/tiny.yaml
 """
@@ -35,6 +36,23 @@ def data_nodes(cfg, parent):
     return world, raw, data
 
 
+def summary_node(cfg, parent, world, datasets, stages):
+    """The node that ends a workflow (compile-time Python): closes the parent run and returns the summary.
+
+    Args:
+        world, datasets: the world and quality-gate nodes (their directories are listed as where things are).
+        stages: every stage node (each returns a `StageOut`) in pipeline order; one summary row each.
+    """
+    return summarize(
+        config_json=cfg,
+        parent_run_id=parent,
+        world=world.directory,
+        datasets=datasets.directory,
+        stage_summaries=[s.summary for s in stages],
+        stage_run_ids=[s.run_id for s in stages],
+    )
+
+
 @workflow(on_failure=mark_failed)
 def data(
     config: str = "configs/tiny.yaml",
@@ -45,13 +63,5 @@ def data(
     cfg = resolve_config(config=config, overrides=overrides, kickoff_time=kickoff_time)
     parent = start_tracking(config_json=cfg)
     world, raw, gated = data_nodes(cfg, parent)
-    summary = summarize(
-        config_json=cfg,
-        parent_run_id=parent,
-        world=world.directory,
-        datasets=gated.directory,
-        stage_summaries=[world.summary, raw.summary, gated.summary],
-        stage_run_ids=[world.run_id, raw.run_id, gated.run_id],
-        evaluation="",
-    )
+    summary = summary_node(cfg, parent, world, gated, [world, raw, gated])
     return DataOutputs(world=world.directory, datasets=gated.directory, summary=summary)

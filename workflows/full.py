@@ -20,10 +20,10 @@ from flytekit import CronSchedule, LaunchPlan, workflow
 from flytekit.types.directory import FlyteDirectory
 
 from deepresearch.config import load_config
-from tasks.data import mark_failed, resolve_config, start_tracking, summarize
+from tasks.data import mark_failed, resolve_config, start_tracking
 from tasks.model import build_base, evaluate, judge_data, ppo
 from tasks.train import train_task_for
-from workflows.data import data_nodes
+from workflows.data import data_nodes, summary_node
 from workflows.infra import compile_config_path, infra
 from workflows.infra import overrides as sized
 
@@ -51,37 +51,32 @@ def full(
     base = build_base(config_json=cfg, world=world.directory, datasets=gated.directory, parent_run_id=parent)
     t = _SHAPES.training
     mid1 = train_task_for(t.mid1)(
-        config_json=cfg, stage="mid1", init_model=base, data=gated.directory, parent_run_id=parent,
+        config_json=cfg, stage="mid1", init_model=base.directory, data=gated.directory, parent_run_id=parent,
         world=world.directory,
     ).with_overrides(**sized("train"))
     mid2 = train_task_for(t.mid2)(
-        config_json=cfg, stage="mid2", init_model=mid1, data=gated.directory, parent_run_id=parent
+        config_json=cfg, stage="mid2", init_model=mid1.directory, data=gated.directory, parent_run_id=parent
     ).with_overrides(**sized("train"))
     sft = train_task_for(t.sft)(
-        config_json=cfg, stage="sft", init_model=mid2, data=gated.directory, parent_run_id=parent
+        config_json=cfg, stage="sft", init_model=mid2.directory, data=gated.directory, parent_run_id=parent
     ).with_overrides(**sized("train"))
 
     pairs = judge_data(config_json=cfg, world=world.directory, parent_run_id=parent).with_overrides(**sized("data"))
     judge = train_task_for(_SHAPES.judge.train)(
-        config_json=cfg, stage="judge", init_model=sft, data=pairs, parent_run_id=parent
+        config_json=cfg, stage="judge", init_model=sft.directory, data=pairs.directory, parent_run_id=parent
     ).with_overrides(**sized("train"))
 
-    policy = ppo(config_json=cfg, policy=sft, judge=judge, world=world.directory, parent_run_id=parent)
+    policy = ppo(config_json=cfg, policy=sft.directory, judge=judge.directory, world=world.directory,
+                 parent_run_id=parent)
     report = evaluate(
-        config_json=cfg, world=world.directory, base=base, mid=mid2, sft=sft, rl=policy, judge=judge,
-        parent_run_id=parent,
+        config_json=cfg, world=world.directory, base=base.directory, mid=mid2.directory, sft=sft.directory,
+        rl=policy.directory, judge=judge.directory, parent_run_id=parent,
     ).with_overrides(**sized("eval"))
-    summary = summarize(
-        config_json=cfg,
-        parent_run_id=parent,
-        world=world.directory,
-        datasets=gated.directory,
-        stage_summaries=[world.summary, raw.summary, gated.summary],
-        stage_run_ids=[world.run_id, raw.run_id, gated.run_id],
-        evaluation=report.summary,
+    summary = summary_node(
+        cfg, parent, world, gated, [world, raw, gated, base, mid1, mid2, sft, pairs, judge, policy, report]
     )
-    return Outputs(world=world.directory, datasets=gated.directory, policy=policy, report=report.report,
-                   summary=summary)
+    return Outputs(world=world.directory, datasets=gated.directory, policy=policy.directory,
+                   report=report.directory, summary=summary)
 
 
 full_weekly = LaunchPlan.get_or_create(

@@ -11,8 +11,10 @@ with bootstrap intervals, and a markdown + HTML report with plots.
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +46,9 @@ class CheckpointMetrics(BaseModel):
     compliance: float
     compliance_binary: float
     judge_compliance: float | None
+    # mean RL reward (rl.train.score_trajectories: judge on reports, exact match on deep search,
+    # the floor without an answer of its own); None without a judge
+    mean_reward: float | None
     mean_tokens: float
     mean_tool_calls: float
     mean_wall_s: float
@@ -58,15 +63,27 @@ def heldout_tasks(cfg: PipelineConfig, world) -> tuple[list, list]:
     return ds, dr
 
 
-def _policy(name: str, spec: Any, cfg: PipelineConfig, world):
-    """A checkpoint directory → HFPolicy; the string "expert" → the scripted expert (a reference baseline)."""
+def _policies(spec: Any, cfg: PipelineConfig, world, n: int) -> tuple[list, Any]:
+    """`n` policies for `n` concurrent episodes, and the batcher they share (None for the expert).
+
+    A checkpoint directory → `n` HFPolicy sharing one model behind a `BatchingEngine` (their turns
+    are decoded together); the string "expert" → scripted experts (a reference baseline).
+    """
     if spec == "expert":
         from deepresearch.agent.policies.scripted import ScriptedExpert
 
-        return ScriptedExpert(cfg.agent, world)
-    from deepresearch.agent.policies.hf import HFPolicy
+        return [ScriptedExpert(cfg.agent, world) for _ in range(n)], None
+    from transformers import AutoTokenizer
 
-    return HFPolicy.from_pretrained(spec, max_new_tokens=cfg.rl.max_new_tokens, temperature=cfg.rl.temperature)
+    from deepresearch.agent.policies.hf import HFPolicy
+    from deepresearch.rl.batching import BatchingEngine
+    from deepresearch.rl.engine import make_engine
+
+    ev = cfg.evaluation
+    tokenizer = AutoTokenizer.from_pretrained(str(spec))
+    batcher = BatchingEngine(make_engine("transformers", spec), clients=n)
+    return [HFPolicy(tokenizer, batcher, max_new_tokens=ev.max_new_tokens, temperature=ev.temperature)
+            for _ in range(n)], batcher
 
 
 def play(cfg: PipelineConfig, policy, task, search, *, seed: str):
@@ -128,12 +145,27 @@ def evaluate(
 
     records: list[EpisodeRecord] = []
     judge_scores: dict[str, list[float]] = {}
+    rewards: dict[str, list[float]] = {}
     with Progress(disable=not progress, transient=True) as bar:
         job = bar.add_task("evaluation", total=len(tasks) * len(checkpoints))
         for name, spec in checkpoints.items():
-            policy = _policy(name, spec, cfg, world)
-            for task in tasks:
-                traj, wall = play(cfg, policy, task, search, seed=f"eval:{cfg.evaluation.seed}:{task.task_id}")
+            policies, batcher = _policies(spec, cfg, world, len(tasks))
+
+            def episode(i: int, policies=policies, batcher=batcher):
+                task = tasks[i]
+                with batcher.client() if batcher is not None else contextlib.nullcontext():
+                    out = play(cfg, policies[i], task, search, seed=f"eval:{cfg.evaluation.seed}:{task.task_id}")
+                bar.advance(job)
+                return out
+
+            # every held-out episode at once, one thread each: their turns are decoded in batches
+            with ThreadPoolExecutor(max_workers=len(tasks), thread_name_prefix=f"eval-{name}") as pool:
+                played = list(pool.map(episode, range(len(tasks))))
+            if judge is not None:
+                from deepresearch.rl.train import score_trajectories
+
+                rewards[name] = score_trajectories(tasks, [traj for traj, _ in played], judge)
+            for task, (traj, wall) in zip(tasks, played):
                 answer = traj.answer if traj.outcome == "answered" else None
                 if isinstance(task, DeepSearchTask):
                     score = token_f1(answer, [task.answer, *task.aliases])
@@ -148,7 +180,6 @@ def evaluate(
                     tool_calls=traj.tool_calls, tool_errors=traj.tool_errors, tokens=traj.tokens,
                     wall_s=round(wall, 3), score=score, answer=answer,
                 ))
-                bar.advance(job)
 
     metrics: list[CheckpointMetrics] = []
     for name in checkpoints:
@@ -170,6 +201,7 @@ def evaluate(
             compliance=sum(r.score for r in drr) / max(1, len(drr)),
             compliance_binary=sum(comp_bin) / max(1, len(comp_bin)),
             judge_compliance=(sum(judge_scores[name]) / len(judge_scores[name])) if name in judge_scores else None,
+            mean_reward=(sum(rewards[name]) / len(rewards[name])) if name in rewards else None,
             mean_tokens=sum(r.tokens for r in mine) / n,
             mean_tool_calls=sum(r.tool_calls for r in mine) / n,
             mean_wall_s=sum(r.wall_s for r in mine) / n,
@@ -191,6 +223,7 @@ def evaluate(
         notes=[f"{m.name}: well-formed {m.well_formed_rate:.0%}, {m.mean_tool_calls:.1f} tool calls, "
                f"{m.mean_tokens:.0f} tokens, {m.mean_wall_s:.1f} s per episode"
                + (f", judge compliance {m.judge_compliance:.3f}" if m.judge_compliance is not None else "")
+               + (f", mean reward {m.mean_reward:.3f}" if m.mean_reward is not None else "")
                for m in metrics],
     )
     report = write_report(results, Path(out_dir))

@@ -5,7 +5,9 @@
 
 `loss_mask` is 1 exactly on the tokens the policy is trained to produce: an assistant turn's content
 and its closing `<|im_end|>`. The turn header `<|im_start|>assistant\\n`, the newline after
-`<|im_end|>`, and every system, user and tool token are 0.
+`<|im_end|>`, and every system, user and tool token are 0. With `mask_failed_turns=True` (SFT and
+mid-training stage 2), an assistant turn whose tool calls came back as errors (a deliberately faulty
+call in synthesized data) is context, not a target: the model learns the recovery, not the mistake.
 
 Encoding goes turn by turn so the mask boundaries are exact, and the concatenated ids equal
 `tokenizer.apply_chat_template(messages, tokenize=True)` (tested on every synthesized trajectory):
@@ -70,8 +72,23 @@ def to_chat_dicts(messages: Sequence[Message]) -> list[dict[str, str]]:
     return [{"role": m.role, "content": m.content} for m in messages]
 
 
-def _turns(messages: Sequence[Message], add_generation_prompt: bool) -> list[_Turn]:
+def failed_turns(messages: Sequence[Message]) -> set[int]:
+    """Indices of assistant messages answered by at least one error observation (before the next assistant turn)."""
+    failed: set[int] = set()
+    last_assistant: int | None = None
+    for i, m in enumerate(messages):
+        if m.role == "assistant":
+            last_assistant = i
+        elif m.role == "tool" and m.is_error and last_assistant is not None:
+            failed.add(last_assistant)
+    return failed
+
+
+def _turns(
+    messages: Sequence[Message], add_generation_prompt: bool, mask_failed_turns: bool = False
+) -> list[_Turn]:
     """Mirror of `CHAT_TEMPLATE` (deepresearch.modeling.tokenizer), one `_Turn` per rendered turn."""
+    failed = failed_turns(messages) if mask_failed_turns else set()
     turns: list[_Turn] = []
     i = 0
     while i < len(messages):
@@ -85,7 +102,7 @@ def _turns(messages: Sequence[Message], add_generation_prompt: bool) -> list[_Tu
             turns.append(_Turn(f"{IM_START}user" + "".join(parts) + f"{IM_END}\n", "", "", False))
             continue
         if m.role == "assistant":
-            turns.append(_Turn(ASSISTANT_HEADER, m.content + IM_END, "\n", True))
+            turns.append(_Turn(ASSISTANT_HEADER, m.content + IM_END, "\n", i not in failed))
         else:
             turns.append(_Turn(f"{IM_START}{m.role}\n{m.content}{IM_END}\n", "", "", False))
         i += 1
@@ -104,6 +121,7 @@ def encode_messages(
     messages: Sequence[Message],
     *,
     add_generation_prompt: bool = False,
+    mask_failed_turns: bool = False,
 ) -> EncodedSample:
     """Token ids and loss mask of a conversation (loss on assistant content and its `<|im_end|>`).
 
@@ -111,10 +129,11 @@ def encode_messages(
         tokenizer: a tokenizer with our special tokens (`train_tokenizer` or `load_base`).
         messages: system / user / assistant / tool messages, in order.
         add_generation_prompt: append `<|im_start|>assistant\\n` (mask 0), as for a rollout prompt.
+        mask_failed_turns: no loss on assistant turns whose tool calls returned an error (`failed_turns`).
     Returns:
         The EncodedSample; its ids equal `apply_chat_template(to_chat_dicts(messages), tokenize=True)`.
     """
-    turns = _turns(messages, add_generation_prompt)
+    turns = _turns(messages, add_generation_prompt, mask_failed_turns)
     # Encode every string at once (one call into the Rust tokenizer), then stitch. A turn with a body
     # is encoded whole and in parts; a turn that is all head (system, user, tool) only once.
     texts: list[str] = []

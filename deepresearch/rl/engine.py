@@ -3,6 +3,7 @@
     engine = make_engine("transformers", "out/policy", EngineOptions(device="cpu"))
     gen = engine.generate(prompt_ids, max_new_tokens=256, temperature=1.0, stop_ids=[im_end], seed=7)
     gen.token_ids, gen.logprobs, gen.finish_reason
+    gens = engine.generate_many([GenRequest(p, max_new_tokens=256, seed=i) for i, p in enumerate(prompts)])
     engine.load_weights(state_dict)      # or a checkpoint directory
 
 Tokens are sampled from softmax(logits / temperature), but the recorded log-probability is that of
@@ -46,11 +47,28 @@ class EngineOptions:
     gpu_memory_utilization: float = 0.5  # vllm: fraction of GPU memory for weights + KV cache
     max_model_len: int | None = None  # vllm: context limit (default: the model's)
     enforce_eager: bool = False  # vllm: skip CUDA-graph capture (faster start, slower decode)
+    # transformers: KV caches of this many recent sequences are kept, so that an episode's next turn
+    # prefills only its new tokens (vllm has its own prefix caching); 0 disables
+    prefix_cache_entries: int = 64
+
+
+@dataclass(frozen=True)
+class GenRequest:
+    """One prompt to continue, with its own budget, temperature, stop ids and seed."""
+
+    prompt_ids: Sequence[int]
+    max_new_tokens: int
+    temperature: float = 1.0  # 0 = greedy
+    stop_ids: Sequence[int] = ()
+    seed: int | None = None
 
 
 class GenerationEngine(Protocol):
     name: str
     max_context_len: int  # prompt + generated tokens may not exceed this
+
+    def generate_many(self, requests: Sequence[GenRequest]) -> list[Generation]:
+        """Continue several prompts in one batch; row i of the result answers `requests[i]`."""
 
     def generate(
         self,
@@ -120,8 +138,46 @@ def read_checkpoint_tensors(path: str | Path) -> dict[str, "torch.Tensor"]:
     return out
 
 
+class _PrefixCache:
+    """KV caches of recently generated sequences, so an agent's next turn prefills only its new tokens.
+
+    An episode's context only grows: turn t+1's prompt is turn t's prompt, its sampled tokens, then
+    the new observations. Each entry is (token ids, per-layer (keys, values) of exactly those ids);
+    a lookup returns the longest entry that is a prefix of the prompt. Least recently used entries
+    are dropped beyond `capacity`.
+    """
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self.entries: list[tuple[list[int], list[tuple[Any, Any]]]] = []  # most recently used last
+
+    def lookup(self, prompt: Sequence[int]) -> tuple[int, list[tuple[Any, Any]] | None]:
+        best = -1
+        for i, (ids, _) in enumerate(self.entries):
+            # a strict prefix: at least the prompt's last token must still be fed for its logits
+            if len(ids) < len(prompt) and (best < 0 or len(ids) > len(self.entries[best][0])):
+                if list(prompt[: len(ids)]) == ids:
+                    best = i
+        if best < 0:
+            return 0, None
+        entry = self.entries.pop(best)
+        self.entries.append(entry)
+        return len(entry[0]), entry[1]
+
+    def store(self, ids: list[int], layers: list[tuple[Any, Any]]) -> None:
+        if self.capacity <= 0 or not ids:
+            return
+        self.entries = [e for e in self.entries if not (len(e[0]) <= len(ids) and ids[: len(e[0])] == e[0])]
+        self.entries.append((ids, layers))
+        del self.entries[: max(0, len(self.entries) - self.capacity)]
+
+    def clear(self) -> None:
+        self.entries.clear()
+
+
 class TransformersEngine:
-    """A HF causal LM on CPU (or one GPU), sampled token by token with a KV cache."""
+    """A HF causal LM on CPU (or one GPU), sampled token by token with a KV cache, batched across
+    requests, and a prefix cache across turns."""
 
     name = "transformers"
 
@@ -133,6 +189,7 @@ class TransformersEngine:
         self.model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=_torch_dtype(options.dtype))
         self.model.to(self.device).eval()
         self.max_context_len = int(self.model.config.max_position_embeddings)
+        self.prefix_cache = _PrefixCache(options.prefix_cache_entries)
 
     @classmethod
     def from_model(cls, model: Any) -> "TransformersEngine":
@@ -141,6 +198,7 @@ class TransformersEngine:
         self.model = model.eval()
         self.device = next(model.parameters()).device
         self.max_context_len = int(model.config.max_position_embeddings)
+        self.prefix_cache = _PrefixCache(EngineOptions().prefix_cache_entries)
         return self
 
     def generate(
@@ -152,43 +210,129 @@ class TransformersEngine:
         stop_ids: Sequence[int] = (),
         seed: int | None = None,
     ) -> Generation:
-        import torch
+        return self.generate_many([GenRequest(prompt_ids, max_new_tokens, temperature, stop_ids, seed)])[0]
 
-        if not prompt_ids:
+    def _check(self, r: GenRequest) -> None:
+        if not r.prompt_ids:
             raise ValueError("generate needs a non-empty prompt")
-        if len(prompt_ids) + max_new_tokens > self.max_context_len:
+        if r.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {r.max_new_tokens}")
+        if len(r.prompt_ids) + r.max_new_tokens > self.max_context_len:
             raise ValueError(
-                f"prompt of {len(prompt_ids)} tokens + max_new_tokens {max_new_tokens} exceeds the model's "
+                f"prompt of {len(r.prompt_ids)} tokens + max_new_tokens {r.max_new_tokens} exceeds the model's "
                 f"context of {self.max_context_len} tokens"
             )
-        gen = torch.Generator(device=self.device)
-        gen.manual_seed(seed if seed is not None else torch.seed())
-        stop = set(stop_ids)
-        out_ids: list[int] = []
-        out_logp: list[float] = []
-        finish: Literal["stop", "length"] = "length"
+
+    def generate_many(self, requests: Sequence[GenRequest]) -> list[Generation]:
+        """Batched decoding. Each prompt is prefilled alone (causal attention, no padding: no (L, L)
+        mask is ever built, which matters at long context on CPU); the KV caches are then left-padded
+        into one batch and decoded together, one forward per token for all rows. Row i draws from its
+        own seeded generator, so its tokens do not depend on which other requests share the batch
+        (up to float rounding of the batched matmuls). A batch of one is exactly the unbatched loop.
+        """
+        import torch
+        from transformers import DynamicCache
+
+        for r in requests:
+            self._check(r)
+        if not requests:
+            return []
+        n = len(requests)
+        gens = []
+        for r in requests:
+            g = torch.Generator(device=self.device)
+            g.manual_seed(r.seed if r.seed is not None else torch.seed())
+            gens.append(g)
+        stops = [set(r.stop_ids) for r in requests]
+        out_ids: list[list[int]] = [[] for _ in range(n)]
+        out_logp: list[list[float]] = [[] for _ in range(n)]
+        finish: list[Literal["stop", "length"]] = ["length"] * n
+        done = [False] * n
+
+        def pick(i: int, logits: torch.Tensor) -> int:  # logits (V,), float32
+            r = requests[i]
+            if r.temperature == 0:
+                token = int(torch.argmax(logits))
+            else:
+                probs = torch.softmax(logits / r.temperature, dim=-1)
+                token = int(torch.multinomial(probs, 1, generator=gens[i]))
+            out_ids[i].append(token)
+            out_logp[i].append(float(torch.log_softmax(logits, dim=-1)[token]))
+            if token in stops[i]:
+                finish[i], done[i] = "stop", True
+            elif len(out_ids[i]) >= r.max_new_tokens:
+                done[i] = True
+            return token
+
         with torch.inference_mode():
-            step_input = torch.tensor([list(prompt_ids)], dtype=torch.long, device=self.device)
-            past = None
-            for _ in range(max_new_tokens):
-                out = self.model(input_ids=step_input, past_key_values=past, use_cache=True)
+            # prefill, one prompt at a time, from the longest cached prefix
+            lens = [len(r.prompt_ids) for r in requests]
+            caches, first = [], []
+            for i, r in enumerate(requests):
+                cached, layers = self.prefix_cache.lookup(r.prompt_ids)
+                ids = torch.tensor([list(r.prompt_ids[cached:])], dtype=torch.long, device=self.device)
+                past = DynamicCache(layers) if layers is not None else None
+                out = self.model(input_ids=ids, past_key_values=past, use_cache=True)
+                caches.append(out.past_key_values)
+                first.append(pick(i, out.logits[0, -1].float()))
+            if n == 1:  # the plain KV-cached loop: no mask, no explicit positions
+                past, token = caches[0], first[0]
+                while not done[0]:
+                    out = self.model(input_ids=torch.tensor([[token]], device=self.device),
+                                     past_key_values=past, use_cache=True)
+                    past = out.past_key_values
+                    token = pick(0, out.logits[0, -1].float())
+                # the KV of prompt + sampled tokens but the last (which was never fed)
+                self._remember(list(requests[0].prompt_ids) + out_ids[0][:-1], past, 0, 0)
+                return [Generation(out_ids[0], out_logp[0], finish[0])]
+            # merge the caches: left-pad every layer's keys/values to the longest prompt
+            width = max(lens)
+            layers = []
+            for layer in range(len(caches[0].layers)):
+                ks, vs = [], []
+                for i, c in enumerate(caches):
+                    k, v = c.layers[layer].keys, c.layers[layer].values  # (1, kv_heads, L_i, head_dim)
+                    pad = width - lens[i]
+                    ks.append(torch.nn.functional.pad(k, (0, 0, pad, 0)))
+                    vs.append(torch.nn.functional.pad(v, (0, 0, pad, 0)))
+                layers.append((torch.cat(ks), torch.cat(vs)))
+            past = DynamicCache(layers)
+            del caches
+            attn = torch.zeros(n, width, dtype=torch.long, device=self.device)
+            for i, length in enumerate(lens):
+                attn[i, width - length:] = 1
+            tokens = first
+            pos = torch.tensor(lens, dtype=torch.long, device=self.device)
+            while not all(done):
+                attn = torch.cat([attn, torch.ones(n, 1, dtype=torch.long, device=self.device)], dim=1)
+                out = self.model(
+                    input_ids=torch.tensor(tokens, device=self.device)[:, None],
+                    attention_mask=attn,
+                    position_ids=pos[:, None],
+                    past_key_values=past,
+                    use_cache=True,
+                )
                 past = out.past_key_values
-                logits = out.logits[0, -1].float()  # (V,)
-                logp = torch.log_softmax(logits, dim=-1)
-                if temperature == 0:
-                    token = int(torch.argmax(logits))
-                else:
-                    probs = torch.softmax(logits / temperature, dim=-1)
-                    token = int(torch.multinomial(probs, 1, generator=gen))
-                out_ids.append(token)
-                out_logp.append(float(logp[token]))
-                if token in stop:
-                    finish = "stop"
-                    break
-                step_input = torch.tensor([[token]], dtype=torch.long, device=self.device)
-        return Generation(out_ids, out_logp, finish)
+                logits = out.logits[:, -1].float()
+                pos = pos + 1
+                # finished rows keep a slot (their extra tokens are never returned)
+                tokens = [tokens[i] if done[i] else pick(i, logits[i]) for i in range(n)]
+            # row i's valid KV: its prompt (after the padding), then the tokens it fed while active
+            for i, r in enumerate(requests):
+                self._remember(list(r.prompt_ids) + out_ids[i][:-1], past, i, width - lens[i])
+        return [Generation(out_ids[i], out_logp[i], finish[i]) for i in range(n)]
+
+    def _remember(self, ids: list[int], past: Any, row: int, start: int) -> None:
+        """Store row `row` of cache `past`, columns [start, start + len(ids)), as the KV of `ids`."""
+        if self.prefix_cache.capacity <= 0:
+            return
+        end = start + len(ids)
+        layers = [(layer.keys[row : row + 1, :, start:end].clone(), layer.values[row : row + 1, :, start:end].clone())
+                  for layer in past.layers]
+        self.prefix_cache.store(ids, layers)
 
     def load_weights(self, weights: "Mapping[str, torch.Tensor] | str | Path") -> None:
+        self.prefix_cache.clear()  # cached keys and values were computed with the old weights
         state = read_checkpoint_tensors(weights) if isinstance(weights, (str, Path)) else dict(weights)
         missing, unexpected = self.model.load_state_dict(state, strict=False)
         # A checkpoint of a model with tied embeddings stores the matrix once (embed_tokens).
@@ -258,25 +402,34 @@ class VLLMEngine:
         stop_ids: Sequence[int] = (),
         seed: int | None = None,
     ) -> Generation:
+        return self.generate_many([GenRequest(prompt_ids, max_new_tokens, temperature, stop_ids, seed)])[0]
+
+    def generate_many(self, requests: Sequence[GenRequest]) -> list[Generation]:
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
-        params = SamplingParams(
-            n=1,
-            temperature=temperature,
-            max_tokens=max_new_tokens,
-            stop_token_ids=list(stop_ids),
-            seed=seed,
-            logprobs=0,  # only the sampled token's log-prob
-            detokenize=False,
-            skip_special_tokens=False,
-        )
-        request = self.llm.generate([TokensPrompt(prompt_token_ids=list(prompt_ids))], params, use_tqdm=False)[0]
-        out = request.outputs[0]
-        token_ids = list(out.token_ids)
-        logprobs = [float(step[tid].logprob) for step, tid in zip(out.logprobs, token_ids)]
-        # "stop": a stop id or the model's EOS was sampled (and is the last of token_ids)
-        return Generation(token_ids, logprobs, "stop" if out.finish_reason == "stop" else "length")
+        params = [
+            SamplingParams(
+                n=1,
+                temperature=r.temperature,
+                max_tokens=r.max_new_tokens,
+                stop_token_ids=list(r.stop_ids),
+                seed=r.seed,
+                logprobs=0,  # only the sampled token's log-prob
+                detokenize=False,
+                skip_special_tokens=False,
+            )
+            for r in requests
+        ]
+        prompts = [TokensPrompt(prompt_token_ids=list(r.prompt_ids)) for r in requests]
+        result = []
+        for request in self.llm.generate(prompts, params, use_tqdm=False):
+            out = request.outputs[0]
+            token_ids = list(out.token_ids)
+            logprobs = [float(step[tid].logprob) for step, tid in zip(out.logprobs, token_ids)]
+            # "stop": a stop id or the model's EOS was sampled (and is the last of token_ids)
+            result.append(Generation(token_ids, logprobs, "stop" if out.finish_reason == "stop" else "length"))
+        return result
 
     def load_weights(self, weights: "Mapping[str, torch.Tensor] | str | Path") -> None:
         if isinstance(weights, (str, Path)):

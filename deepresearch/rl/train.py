@@ -71,6 +71,7 @@ if TYPE_CHECKING:
     import torch
     from deepspeed import DeepSpeedEngine
 
+    from deepresearch.agent.schema import Trajectory
     from deepresearch.judge.model import Judge
     from deepresearch.rl.buffer import Episode, ExperienceBatch
     from deepresearch.synthesis.schema import DeepSearchTask, ResearchTask
@@ -225,20 +226,24 @@ def no_answer_reward(task: Task) -> float:
     return -sum(-it.weight for it in task.rubrics if it.weight < 0) / positive
 
 
-def episode_answer(episode: Episode) -> str | None:
+def final_answer(traj: Trajectory) -> str | None:
     """The answer an episode is scored on: its own final answer (outcome "answered", non-empty), else None."""
-    traj = episode.trajectory
     if traj.outcome != "answered" or not traj.answer or not traj.answer.strip():
         return None
     return traj.answer
 
 
-def score_episodes(tasks: Sequence[Task], episodes: Sequence[Episode], judge: Judge) -> list[float]:
-    """One reward per episode (see the module docstring, step 3); the judge labels all reports in one call.
+def episode_answer(episode: Episode) -> str | None:
+    """`final_answer` of an RL episode's trajectory."""
+    return final_answer(episode.trajectory)
+
+
+def score_trajectories(tasks: Sequence[Task], trajectories: Sequence[Trajectory], judge: Judge) -> list[float]:
+    """One reward per played episode (see the module docstring, step 3); the judge labels all reports in one call.
 
     Args:
-        tasks: the tasks, in the order of `episodes`.
-        episodes: what `collect` returned for them.
+        tasks: the tasks, in the order of `trajectories`.
+        trajectories: the episodes played on them.
         judge: the trained rubric judge.
     Returns:
         Rewards, in episode order.
@@ -247,15 +252,15 @@ def score_episodes(tasks: Sequence[Task], episodes: Sequence[Episode], judge: Ju
     from deepresearch.synthesis.run import deep_search_correct
     from deepresearch.synthesis.schema import DeepSearchTask
 
-    if len(tasks) != len(episodes):
-        raise ValueError(f"{len(tasks)} tasks but {len(episodes)} episodes")
+    if len(tasks) != len(trajectories):
+        raise ValueError(f"{len(tasks)} tasks but {len(trajectories)} episodes")
     rewards: list[float | None] = [None] * len(tasks)
     pairs: list[tuple[str, str]] = []
     judged: list[tuple[int, int, int]] = []  # (episode index, first pair, number of items)
-    for i, (task, ep) in enumerate(zip(tasks, episodes)):
-        if ep.task_id != task.task_id:
-            raise ValueError(f"episode {i} is of task {ep.task_id!r}, expected {task.task_id!r}")
-        answer = episode_answer(ep)
+    for i, (task, traj) in enumerate(zip(tasks, trajectories)):
+        if traj.task_id != task.task_id:
+            raise ValueError(f"episode {i} is of task {traj.task_id!r}, expected {task.task_id!r}")
+        answer = final_answer(traj)
         if answer is None:
             rewards[i] = no_answer_reward(task)
         elif isinstance(task, DeepSearchTask):
@@ -267,6 +272,11 @@ def score_episodes(tasks: Sequence[Task], episodes: Sequence[Episode], judge: Ju
     for i, first, n in judged:
         rewards[i] = report_reward(labels[first : first + n], [it.weight for it in tasks[i].rubrics])
     return [float(r) for r in rewards]
+
+
+def score_episodes(tasks: Sequence[Task], episodes: Sequence[Episode], judge: Judge) -> list[float]:
+    """`score_trajectories` of RL episodes (what `collect` returned for `tasks`)."""
+    return score_trajectories(tasks, [ep.trajectory for ep in episodes], judge)
 
 
 # ---- the learner ---------------------------------------------------------------------------------

@@ -161,10 +161,11 @@ def midtrain2_samples(datasets_dir: str | Path, tokenizer: PreTrainedTokenizerFa
         datasets_dir: the quality-gated datasets.
         tokenizer: the policy's tokenizer.
     Returns:
-        `encode_messages` samples (loss on assistant turns), deep_search first, each in file order.
+        `encode_messages` samples (loss on assistant turns, except those whose calls failed), deep_search
+        first, each in file order.
     """
     return [
-        encode_messages(tokenizer, traj.messages)
+        encode_messages(tokenizer, traj.messages, mask_failed_turns=True)
         for name in DATASET_NAMES
         for traj in read_trajectories(datasets_dir, name)
     ]
@@ -200,7 +201,8 @@ def sft_samples(
     deep_search_ratio: float,
     seed: int,
 ) -> list[EncodedSample]:
-    """SFT data: a Deep Search : Deep Research mix at `deep_search_ratio`, loss on assistant tokens only.
+    """SFT data: a Deep Search : Deep Research mix at `deep_search_ratio`, loss on assistant tokens only
+    (not on turns whose tool calls failed: those stay as context before their recovery).
 
     Which trajectories of the abundant kind are kept is drawn with `seed`; the result lists the kept
     Deep Search trajectories, then the Deep Research ones, each in file order.
@@ -228,7 +230,7 @@ def sft_samples(
     keep_ds = sorted(rng.sample(range(len(ds)), k_ds))
     keep_dr = sorted(rng.sample(range(len(dr)), k_dr))
     chosen = [ds[i] for i in keep_ds] + [dr[i] for i in keep_dr]
-    return [encode_messages(tokenizer, traj.messages) for traj in chosen]
+    return [encode_messages(tokenizer, traj.messages, mask_failed_turns=True) for traj in chosen]
 
 
 # ---- packed, resumable dataset -------------------------------------------------------------------
