@@ -8,7 +8,7 @@ export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
 # local Ray workers use this environment's Python instead of building a uv copy of it
 export RAY_ENABLE_UV_RUN_RUNTIME_ENV := 0
 
-.PHONY: setup system-deps run run-full test test-fast bench-search lint clean images package
+.PHONY: setup system-deps run run-full run-data test test-fast bench-search lint clean images package
 
 system-deps:  ## Debian packages the agent's shell tool needs (tmux, bubblewrap)
 	@if ! command -v tmux >/dev/null || ! command -v bwrap >/dev/null; then \
@@ -23,11 +23,13 @@ $(UV):
 setup: system-deps $(UV)  ## uv + the locked environment
 	@$(UV) sync --locked --quiet
 
-run: setup  ## the data half locally on $(CONFIG): world → synthesis → quality gates (a local Flyte execution)
-	$(UV) run pyflyte run workflows/data.py data --config $(CONFIG)
-
-run-full: setup  ## the whole recipe locally on $(CONFIG), training half included (work in progress, see README)
+run: setup  ## the whole recipe locally on $(CONFIG) (a local Flyte execution), ending with the evaluation table
 	$(UV) run pyflyte run workflows/full.py full --config $(CONFIG)
+
+run-full: run  ## same as `run` (kept for old instructions)
+
+run-data: setup  ## the data half only: world → synthesis → quality gates (~30 s)
+	$(UV) run pyflyte run workflows/data.py data --config $(CONFIG)
 
 test: setup  ## the whole test suite (CPU, a few minutes)
 	$(UV) run pytest

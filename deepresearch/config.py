@@ -267,7 +267,8 @@ class EvalConfig(Section):
     max_new_tokens: int = Field(512, ge=1)  # per assistant turn; must fit the longest expected turn (a report)
     # promotion: the candidate becomes `champion` only if it beats these
     min_compliance: float = Field(0.0, ge=-10, le=1)
-    min_well_formed_rate: float = Field(0.0, ge=0, le=1)
+    # a policy that fails the answer format on half its held-out episodes never becomes champion
+    min_well_formed_rate: float = Field(0.5, ge=0, le=1)
 
 
 class TaskResources(Section):

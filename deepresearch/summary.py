@@ -107,6 +107,8 @@ def render_summary(
         f"browse:   mlflow ui --backend-store-uri {uri}",
     ]
     console = Console()
+    if not console.is_terminal:  # a log file or a pipe: rich would assume 80 columns and squeeze the tables
+        console = Console(width=160)
     console.print(table)
     if evaluation:
         console.print(ev)

@@ -188,6 +188,34 @@ def test_forward_packed_on_a_batch_of_rows(small_model):
                 torch.testing.assert_close(logits[b, pos], alone, atol=1e-5, rtol=0)
 
 
+def test_rows_of_one_document_skip_the_mask_and_give_the_same_logits(small_model):
+    import torch
+
+    from deepresearch.training.packing import (
+        block_causal_mask,
+        collate,
+        forward_packed,
+        pack,
+        single_document_rows,
+    )
+
+    small_model.set_attn_implementation("sdpa")
+    gen = torch.Generator().manual_seed(1)
+    long_doc = torch.randint(0, small_model.config.vocab_size, (30,), generator=gen).tolist()
+    rows = pack([S(long_doc, [1] * 30)], seq_len=16, pad_id=0)  # a 16-token chunk, then 15 + padding
+    assert [r.segment_ids.tolist() for r in rows] == [[1] * 16, [1] * 15 + [0]]
+    batch = collate(rows)
+    assert single_document_rows(batch.segment_ids)
+    assert not single_document_rows(torch.tensor([[1, 1, 2, 0]]))  # two documents
+    assert not single_document_rows(torch.tensor([[0, 1, 1, 1]]))  # not from position 0
+    with torch.no_grad():
+        fast = forward_packed(small_model, batch)  # no mask: causal attention
+        masked = small_model(input_ids=batch.input_ids, position_ids=batch.position_ids,
+                             attention_mask=block_causal_mask(batch.segment_ids)).logits
+    real = batch.segment_ids == 1
+    torch.testing.assert_close(fast[real], masked[real], atol=1e-5, rtol=0)
+
+
 # ---- stage datasets -------------------------------------------------------------------------------
 
 
@@ -240,20 +268,25 @@ def test_midtrain1_is_documents_and_reports_as_text(data_dirs, tokenizer):
     assert "<tool_call>" not in "".join(tokenizer.decode(s.input_ids) for s in samples)
 
 
-def test_midtrain2_is_every_trajectory_with_assistant_loss(data_dirs, tokenizer):
-    from deepresearch.modeling.chat import to_chat_dicts
+def test_midtrain2_is_every_trajectory_trained_on_all_but_the_system_prompt(data_dirs, tokenizer):
+    from deepresearch.modeling.chat import encode_messages, failed_turns, to_chat_dicts
     from deepresearch.training.data import midtrain2_samples, read_trajectories
 
     trajs = read_trajectories(data_dirs[1], "deep_search") + read_trajectories(data_dirs[1], "deep_research")
     samples = midtrain2_samples(data_dirs[1], tokenizer)
     assert len(samples) == len(trajs)
+    im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
     for s, t in zip(samples, trajs):
         assert s.input_ids == tokenizer.apply_chat_template(
             to_chat_dicts(t.messages), tokenize=True, return_dict=False
         )
-        n_assistant = sum(m.role == "assistant" for m in t.messages)
-        im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
-        assert sum(1 for i, m in zip(s.input_ids, s.loss_mask) if m and i == im_end) == n_assistant
+        system = encode_messages(tokenizer, t.messages[:1])
+        assert sum(s.loss_mask[: len(system.input_ids)]) == 0  # the shared system prompt is never a target
+        # every later turn is a target (user, tool results, assistant) except failed assistant turns
+        # (consecutive tool results render as one turn)
+        n_turns = sum(1 for i, m in enumerate(t.messages) if i > 0 and (m.role != "tool" or t.messages[i - 1].role != "tool"))
+        n_trained = n_turns - len(failed_turns(t.messages))
+        assert sum(1 for i, m in zip(s.input_ids, s.loss_mask) if m and i == im_end) == n_trained
 
 
 def test_sft_mix_counts_by_hand():

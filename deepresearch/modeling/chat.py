@@ -85,9 +85,16 @@ def failed_turns(messages: Sequence[Message]) -> set[int]:
 
 
 def _turns(
-    messages: Sequence[Message], add_generation_prompt: bool, mask_failed_turns: bool = False
+    messages: Sequence[Message],
+    add_generation_prompt: bool,
+    mask_failed_turns: bool = False,
+    observation_loss: bool = False,
 ) -> list[_Turn]:
-    """Mirror of `CHAT_TEMPLATE` (deepresearch.modeling.tokenizer), one `_Turn` per rendered turn."""
+    """Mirror of `CHAT_TEMPLATE` (deepresearch.modeling.tokenizer), one `_Turn` per rendered turn.
+
+    A turn without a body (system, user, tool results) is trained whole when `trainable`: user and
+    tool turns are, with `observation_loss`; the system prompt never is.
+    """
     failed = failed_turns(messages) if mask_failed_turns else set()
     turns: list[_Turn] = []
     i = 0
@@ -99,12 +106,13 @@ def _turns(
             while i < len(messages) and messages[i].role == "tool":
                 parts.append(f"\n<tool_response>\n{messages[i].content}\n</tool_response>")
                 i += 1
-            turns.append(_Turn(f"{IM_START}user" + "".join(parts) + f"{IM_END}\n", "", "", False))
+            turns.append(_Turn(f"{IM_START}user" + "".join(parts) + f"{IM_END}\n", "", "", observation_loss))
             continue
         if m.role == "assistant":
             turns.append(_Turn(ASSISTANT_HEADER, m.content + IM_END, "\n", i not in failed))
         else:
-            turns.append(_Turn(f"{IM_START}{m.role}\n{m.content}{IM_END}\n", "", "", False))
+            trainable = observation_loss and m.role == "user"
+            turns.append(_Turn(f"{IM_START}{m.role}\n{m.content}{IM_END}\n", "", "", trainable))
         i += 1
     if add_generation_prompt:
         turns.append(_Turn(ASSISTANT_HEADER, "", "", False))
@@ -122,6 +130,7 @@ def encode_messages(
     *,
     add_generation_prompt: bool = False,
     mask_failed_turns: bool = False,
+    observation_loss: bool = False,
 ) -> EncodedSample:
     """Token ids and loss mask of a conversation (loss on assistant content and its `<|im_end|>`).
 
@@ -130,10 +139,12 @@ def encode_messages(
         messages: system / user / assistant / tool messages, in order.
         add_generation_prompt: append `<|im_start|>assistant\\n` (mask 0), as for a rollout prompt.
         mask_failed_turns: no loss on assistant turns whose tool calls returned an error (`failed_turns`).
+        observation_loss: loss on user and tool-result turns too (mid-training stage 2 models the whole
+            interaction); the system prompt, the same in every episode, is never a target.
     Returns:
         The EncodedSample; its ids equal `apply_chat_template(to_chat_dicts(messages), tokenize=True)`.
     """
-    turns = _turns(messages, add_generation_prompt, mask_failed_turns)
+    turns = _turns(messages, add_generation_prompt, mask_failed_turns, observation_loss)
     # Encode every string at once (one call into the Rust tokenizer), then stitch. A turn with a body
     # is encoded whole and in parts; a turn that is all head (system, user, tool) only once.
     texts: list[str] = []
@@ -146,7 +157,7 @@ def encode_messages(
         if not t.body:
             head = next(encoded)
             input_ids += head
-            loss_mask += [0] * len(head)
+            loss_mask += [int(t.trainable)] * len(head)
             continue
         joint, head, body, tail = next(encoded), next(encoded), next(encoded), next(encoded)
         if joint[: len(head)] == head:

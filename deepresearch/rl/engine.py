@@ -138,6 +138,42 @@ def read_checkpoint_tensors(path: str | Path) -> dict[str, "torch.Tensor"]:
     return out
 
 
+def _preallocated_cache(layers: Sequence[tuple[Any, Any]], capacity: int) -> Any:
+    """A DynamicCache over per-layer (keys, values) of shape (B, kv_heads, L, head_dim) whose decoding
+    steps write into buffers of `capacity` positions instead of concatenating: `DynamicLayer.update`
+    copies the whole cache every token, which at long context costs more than the model itself."""
+    import torch
+    from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer
+
+    class _Preallocated(DynamicLayer):
+        def __init__(self, keys: torch.Tensor, values: torch.Tensor):
+            super().__init__()
+            b, h, n, d = keys.shape
+            self._k = keys.new_empty(b, h, max(capacity, n), d)
+            self._v = values.new_empty(b, h, max(capacity, n), d)
+            self._k[:, :, :n], self._v[:, :, :n] = keys, values
+            self._n = n
+            self.dtype, self.device, self.is_initialized = keys.dtype, keys.device, True
+            self.keys, self.values = self._k[:, :, :n], self._v[:, :, :n]
+
+        def update(self, key_states, value_states, *args, **kwargs):
+            q = key_states.shape[-2]
+            if self._n + q > self._k.shape[-2]:  # past the planned capacity: fall back to growing
+                self._k = torch.cat([self._k[:, :, : self._n], key_states], dim=-2)
+                self._v = torch.cat([self._v[:, :, : self._n], value_states], dim=-2)
+            else:
+                self._k[:, :, self._n : self._n + q] = key_states
+                self._v[:, :, self._n : self._n + q] = value_states
+            self._n += q
+            self.keys, self.values = self._k[:, :, : self._n], self._v[:, :, : self._n]
+            return self.keys, self.values
+
+    cache = DynamicCache()
+    cache.layers = [_Preallocated(k, v) for k, v in layers]
+    return cache
+
+
 class _PrefixCache:
     """KV caches of recently generated sequences, so an agent's next turn prefills only its new tokens.
 
@@ -275,8 +311,10 @@ class TransformersEngine:
                 out = self.model(input_ids=ids, past_key_values=past, use_cache=True)
                 caches.append(out.past_key_values)
                 first.append(pick(i, out.logits[0, -1].float()))
+            budget = max(r.max_new_tokens for r in requests)
             if n == 1:  # the plain KV-cached loop: no mask, no explicit positions
-                past, token = caches[0], first[0]
+                layers = [(layer.keys, layer.values) for layer in caches[0].layers]
+                past, token = _preallocated_cache(layers, lens[0] + budget), first[0]
                 while not done[0]:
                     out = self.model(input_ids=torch.tensor([[token]], device=self.device),
                                      past_key_values=past, use_cache=True)
@@ -296,8 +334,8 @@ class TransformersEngine:
                     ks.append(torch.nn.functional.pad(k, (0, 0, pad, 0)))
                     vs.append(torch.nn.functional.pad(v, (0, 0, pad, 0)))
                 layers.append((torch.cat(ks), torch.cat(vs)))
-            past = DynamicCache(layers)
-            del caches
+            past = _preallocated_cache(layers, width + budget)
+            del caches, layers
             attn = torch.zeros(n, width, dtype=torch.long, device=self.device)
             for i, length in enumerate(lens):
                 attn[i, width - length:] = 1

@@ -161,11 +161,13 @@ def midtrain2_samples(datasets_dir: str | Path, tokenizer: PreTrainedTokenizerFa
         datasets_dir: the quality-gated datasets.
         tokenizer: the policy's tokenizer.
     Returns:
-        `encode_messages` samples (loss on assistant turns, except those whose calls failed), deep_search
-        first, each in file order.
+        `encode_messages` samples, deep_search first, each in file order. Loss on the whole interaction
+        (task, tool calls, tool results), as a language model of agent episodes, except the system
+        prompt (the same in every episode) and the assistant turns whose calls failed; SFT then trains
+        on the assistant turns alone.
     """
     return [
-        encode_messages(tokenizer, traj.messages, mask_failed_turns=True)
+        encode_messages(tokenizer, traj.messages, mask_failed_turns=True, observation_loss=True)
         for name in DATASET_NAMES
         for traj in read_trajectories(datasets_dir, name)
     ]

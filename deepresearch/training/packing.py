@@ -22,7 +22,11 @@ dtype-min = blocked). transformers 5 passes a 4D mask through unchanged (`maskin
 _preprocess_mask_arguments` returns early for 4D tensors); the eager kernel *adds* it to the scores
 and sdpa takes a float mask as additive, so the float form is correct for both (a bool mask would be
 added as 0/1 by eager). Padding is a segment of its own (id 0): real tokens never see it, and each
-padding row attends to earlier padding, so no row is fully masked (no NaN).
+padding row attends to earlier padding, so no row is fully masked (no NaN). When every row of a batch
+holds a single document from its first position (then only padding), plain causal attention is the
+same thing for every real token, so `forward_packed` passes no mask and lets the kernel run causal
+attention without materializing (B, 1, T, T): most rows are like that when long trajectories are cut
+into `seq_len` chunks, and at long context the mask is a large part of the cost on CPU.
 """
 
 from __future__ import annotations
@@ -214,6 +218,15 @@ def block_causal_mask(segment_ids: torch.Tensor, dtype: torch.dtype | None = Non
     return mask.masked_fill(~allowed, torch.finfo(dtype).min)
 
 
+def single_document_rows(segment_ids: torch.Tensor) -> bool:
+    """True when every row is one document starting at position 0, followed by padding only."""
+    return bool(
+        (segment_ids[:, 0] == 1).all()
+        and (segment_ids <= 1).all()
+        and (segment_ids[:, 1:] <= segment_ids[:, :-1]).all()
+    )
+
+
 def forward_packed(model: PreTrainedModel, batch: PackedBatch) -> torch.Tensor:
     """Logits of a packed batch, documents isolated by `block_causal_mask` and per-document positions.
 
@@ -230,8 +243,8 @@ def forward_packed(model: PreTrainedModel, batch: PackedBatch) -> torch.Tensor:
     batch = batch.to(param.device)
     # A DeepSpeed engine forwards attribute lookups to its module; read the config from either.
     config = getattr(model, "config", None) or getattr(getattr(model, "module", None), "config", None)
-    if str(getattr(config, "_attn_implementation", "")).startswith("flash"):
-        mask = None
+    if str(getattr(config, "_attn_implementation", "")).startswith("flash") or single_document_rows(batch.segment_ids):
+        mask = None  # flash: boundaries from position_ids; one document per row: plain causal is exact
     else:
         mask = block_causal_mask(batch.segment_ids, dtype=param.dtype)  # (B, 1, T, T)
     out = model(
