@@ -78,8 +78,11 @@ def test_injected_errors_are_recovered(world, small_cfg, small_world_dir):
 
     search = open_backend(small_cfg.search, small_world_dir)
     tasks = synthesize_deep_search(world, 6, min_hops=2, max_hops=3, seed=5)
-    noisy = ScriptedExpert(small_cfg.agent, world, tool_error_rate=0.5)
-    trajs = [run_task(noisy, t, small_cfg, search, attempt=0) for t in tasks]
+    # an error on every other step roughly doubles the turns: give the episode room for its recoveries
+    budget = small_cfg.agent.budget.model_copy(update={"max_turns": 40})
+    cfg = small_cfg.model_copy(update={"agent": small_cfg.agent.model_copy(update={"budget": budget})})
+    noisy = ScriptedExpert(cfg.agent, world, tool_error_rate=0.5)
+    trajs = [run_task(noisy, t, cfg, search, attempt=0) for t in tasks]
     assert sum(t.tool_errors for t in trajs) > 0
     assert all(t.success for t in trajs)  # every injected error was followed by a recovery
     clean = ScriptedExpert(small_cfg.agent, world, tool_error_rate=0.0)
