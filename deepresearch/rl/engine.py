@@ -174,6 +174,21 @@ def _preallocated_cache(layers: Sequence[tuple[Any, Any]], capacity: int) -> Any
     return cache
 
 
+class _OneFromMany:
+    """`generate` of one prompt as a batch of one: engines implement `generate_many` only."""
+
+    def generate(
+        self,
+        prompt_ids: Sequence[int],
+        *,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        stop_ids: Sequence[int] = (),
+        seed: int | None = None,
+    ) -> Generation:
+        return self.generate_many([GenRequest(prompt_ids, max_new_tokens, temperature, stop_ids, seed)])[0]
+
+
 class _PrefixCache:
     """KV caches of recently generated sequences, so an agent's next turn prefills only its new tokens.
 
@@ -211,7 +226,7 @@ class _PrefixCache:
         self.entries.clear()
 
 
-class TransformersEngine:
+class TransformersEngine(_OneFromMany):
     """A HF causal LM on CPU (or one GPU), sampled token by token with a KV cache, batched across
     requests, and a prefix cache across turns."""
 
@@ -236,17 +251,6 @@ class TransformersEngine:
         self.max_context_len = int(model.config.max_position_embeddings)
         self.prefix_cache = _PrefixCache(EngineOptions().prefix_cache_entries)
         return self
-
-    def generate(
-        self,
-        prompt_ids: Sequence[int],
-        *,
-        max_new_tokens: int,
-        temperature: float = 1.0,
-        stop_ids: Sequence[int] = (),
-        seed: int | None = None,
-    ) -> Generation:
-        return self.generate_many([GenRequest(prompt_ids, max_new_tokens, temperature, stop_ids, seed)])[0]
 
     def _check(self, r: GenRequest) -> None:
         if not r.prompt_ids:
@@ -400,7 +404,7 @@ def _vllm_load_dir(path: str, model: Any) -> None:
     model.load_weights(weights=read_checkpoint_tensors(path).items())
 
 
-class VLLMEngine:
+class VLLMEngine(_OneFromMany):
     """vLLM on a GPU. Sampled tokens come back with log π_θ at temperature 1 (`raw_logprobs`)."""
 
     name = "vllm"
@@ -430,17 +434,6 @@ class VLLMEngine:
         )
         model_config = getattr(self.llm, "model_config", None) or self.llm.llm_engine.model_config
         self.max_context_len = int(model_config.max_model_len)
-
-    def generate(
-        self,
-        prompt_ids: Sequence[int],
-        *,
-        max_new_tokens: int,
-        temperature: float = 1.0,
-        stop_ids: Sequence[int] = (),
-        seed: int | None = None,
-    ) -> Generation:
-        return self.generate_many([GenRequest(prompt_ids, max_new_tokens, temperature, stop_ids, seed)])[0]
 
     def generate_many(self, requests: Sequence[GenRequest]) -> list[Generation]:
         from vllm import SamplingParams
