@@ -39,28 +39,28 @@ def call(tool, ctx: EpisodeContext, **arguments) -> dict:
 
 def test_todo_add_update_list_remove(ctx):
     todo = Todo()
-    plan = call(todo, ctx, action="add", steps=["find the founder", "verify on a second source"])
-    assert plan == {
-        "steps": [
-            {"id": 1, "text": "find the founder", "status": "pending", "note": None},
-            {"id": 2, "text": "verify on a second source", "status": "pending", "note": None},
-        ]
-    }
-    plan = call(todo, ctx, action="update", id=1, status="done", note="Ada Lovelace, per D0000042")
-    assert plan["steps"][0] == {
-        "id": 1,
-        "text": "find the founder",
-        "status": "done",
-        "note": "Ada Lovelace, per D0000042",
-    }
-    call(todo, ctx, action="update", id=2, status="in_progress")
-    assert call(todo, ctx, action="list")["steps"][1]["status"] == "in_progress"
-    plan = call(todo, ctx, action="remove", id=1)
-    assert [s["id"] for s in plan["steps"]] == [2]
+    assert todo({"action": "add", "steps": ["find the founder", "verify on a second source"]}, ctx) == (
+        "added steps 1-2; 0/2 done, next: 1"
+    )
+    assert ctx.state["todo"]["steps"] == [
+        {"id": 1, "text": "find the founder", "status": "pending", "note": None},
+        {"id": 2, "text": "verify on a second source", "status": "pending", "note": None},
+    ]
+    out = todo({"action": "update", "id": 1, "status": "done", "note": "Ada Lovelace, per D0000042"}, ctx)
+    assert out == "step 1: done (Ada Lovelace, per D0000042); 1/2 done, next: 2"
+    assert todo({"action": "update", "id": 2, "status": "in_progress"}, ctx) == "step 2: in_progress; 1/2 done, next: 2"
+    assert todo({"action": "list"}, ctx) == (
+        "1 [done] find the founder (Ada Lovelace, per D0000042)\n2 [in_progress] verify on a second source"
+    )
+    assert todo({"action": "remove", "id": 1}, ctx) == "removed step 1; 0/1 done, next: 2"
     # ids are never reused, so a stale id cannot point at a different step
-    plan = call(todo, ctx, action="add", steps=["write the report"])
-    assert [s["id"] for s in plan["steps"]] == [2, 3]
-    assert ctx.state["todo"]["steps"] == plan["steps"]
+    assert todo({"action": "add", "steps": ["write the report"]}, ctx) == "added step 3; 0/2 done, next: 2"
+    assert [s["id"] for s in ctx.state["todo"]["steps"]] == [2, 3]
+    todo({"action": "update", "id": 2, "status": "done"}, ctx)
+    assert todo({"action": "update", "id": 3, "status": "done"}, ctx) == "step 3: done; 2/2 done"
+    todo({"action": "remove", "id": 2}, ctx)
+    todo({"action": "remove", "id": 3}, ctx)
+    assert todo({"action": "list"}, ctx) == "the plan is empty"
 
 
 @pytest.mark.parametrize(
@@ -79,7 +79,7 @@ def test_todo_add_update_list_remove(ctx):
 )
 def test_todo_errors(ctx, arguments, message):
     todo = Todo()
-    call(todo, ctx, action="add", steps=["only step"])
+    todo({"action": "add", "steps": ["only step"]}, ctx)
     with pytest.raises(ToolError, match=message):
         todo(arguments, ctx)
 

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from deepresearch.agent.tools.base import EpisodeContext
-from deepresearch.agent.tools.web import BatchWebSurfer
+from deepresearch.agent.tools.web import BatchWebSurfer, Hit, parse_hits
 from deepresearch.config import AgentConfig, SearchConfig, WorldConfig
 from deepresearch.errors import ToolError
 from deepresearch.search.embedded import EmbeddedSearch, build_index
@@ -28,55 +26,59 @@ def ctx(tmp_path, backend) -> EpisodeContext:
     return EpisodeContext(workspace=tmp_path, agent=AgentConfig(search_k=3), search=backend)
 
 
-def call(ctx: EpisodeContext, **arguments) -> dict:
-    return json.loads(BatchWebSurfer()(arguments, ctx))
+def call(ctx: EpisodeContext, **arguments) -> str:
+    return BatchWebSurfer()(arguments, ctx)
+
+
+def blocks(text: str) -> list[list[str]]:
+    """The observation's blocks (one per query and per opened page), each as its lines."""
+    return [b.split("\n") for b in text.split("\n\n")]
 
 
 def test_search_and_open_in_one_call(ctx, backend):
     entity = next(iter(backend.world.entities.values()))
     ref = backend.world.primary_doc(entity.id)
     out = call(ctx, search=[entity.description, entity.name], open=[ref.doc_id])
-    assert [s["query"] for s in out["search"]] == [entity.description, entity.name]
-    for s in out["search"]:
-        assert 0 < len(s["results"]) <= ctx.agent.search_k  # k defaults to the agent's search_k
-        for r in s["results"]:
-            assert set(r) == {"doc_id", "title", "domain", "authority", "score", "paragraph"}
-            assert r["score"] == round(r["score"], 3)
-    assert ref.doc_id in [r["doc_id"] for r in out["search"][0]["results"]]
-    (page,) = out["open"]
-    assert page == {
-        "doc_id": ref.doc_id,
-        "url": ref.url,
-        "title": ref.title,
-        "domain": ref.domain,
-        "authority": ref.authority,
-        "year": ref.year,
-        "paragraphs": ref.paragraphs,
-    }
+    first, second, page = blocks(out)
+    assert first[0] == f"search: {entity.description}" and second[0] == f"search: {entity.name}"
+    for block in (first, second):
+        hits = block[1:]
+        assert 0 < len(hits) // 2 <= ctx.agent.search_k and len(hits) % 2 == 0  # header + paragraph per hit
+        for header, paragraph in zip(hits[::2], hits[1::2]):
+            doc = backend.world.documents[header[1:].split("]")[0]]
+            assert header == f"[{doc.doc_id}] {doc.title} | {doc.domain} | authority {doc.authority:g}"
+            assert paragraph in doc.paragraphs
+    hits = parse_hits(out)
+    assert ref.doc_id in [h.doc_id for h in hits if not h.opened][: ctx.agent.search_k]
+    assert page == [
+        f"open: [{ref.doc_id}] {ref.title} | {ref.domain} | authority {ref.authority:g} | {ref.year}",
+        *ref.paragraphs,
+    ]
+    assert hits[-1] == Hit(ref.doc_id, ref.title, ref.domain, ref.authority, True)
     assert ctx.opened_docs == [ref.doc_id]
 
 
 def test_explicit_k_and_search_only(ctx, backend):
     entity = list(backend.world.entities.values())[3]
     out = call(ctx, search=[entity.name], k=1)
-    assert len(out["search"][0]["results"]) == 1 and out["open"] == []
+    assert len(blocks(out)) == 1 and len(parse_hits(out)) == 1 and not parse_hits(out)[0].opened
     assert ctx.opened_docs == []  # searching does not count as opening
 
 
 def test_open_by_url_records_the_doc_id(ctx, backend):
     doc = backend.world.documents["D0000005"]
     out = call(ctx, open=[doc.url, "D0000005"])
-    assert [o["doc_id"] for o in out["open"]] == ["D0000005", "D0000005"]
+    assert [h.doc_id for h in parse_hits(out)] == ["D0000005", "D0000005"]
     assert ctx.opened_docs == ["D0000005"]
 
 
 def test_unknown_doc_id_is_an_error_entry(ctx):
     out = call(ctx, open=["D0000001", "D9999999"])
-    assert out["open"][0]["doc_id"] == "D0000001"
-    assert out["open"][1]["doc_id"] == "D9999999" and "no such document" in out["open"][1]["error"]
+    assert [h.doc_id for h in parse_hits(out)] == ["D0000001"]
+    assert blocks(out)[1] == ["open: [D9999999] error: no such document (open a doc_id from search results)"]
     assert ctx.opened_docs == ["D0000001"]
     out = call(ctx, search=["anything"], open=["D9999999"])  # a search still answers: no exception
-    assert "error" in out["open"][0]
+    assert "no such document" in blocks(out)[-1][0]
 
 
 def test_all_opens_failing_without_search_is_a_tool_error(ctx):

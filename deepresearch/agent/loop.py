@@ -38,23 +38,31 @@ def approx_tokens(text: str) -> int:
     return len(_TOKEN_RE.findall(text))
 
 
-def system_prompt(tools: dict[str, Tool]) -> str:
-    """The agent's system prompt in Qwen2.5's function-calling format."""
-    schemas = "\n".join(json.dumps(t.schema(), ensure_ascii=False, sort_keys=True) for t in tools.values())
+INSTRUCTIONS = (
+    "You are a deep research agent. Plan with todo, search and open pages with batch_web_surfer, and trust "
+    "the most authoritative source (government, academic and institutional pages outrank news, which "
+    "outranks blogs and forums). Write reports with file; use shell when it helps. Give the final answer "
+    "inside <answer></answer>, citing the pages you opened as \\cite{doc_id}."
+)
+
+
+def tools_block(schemas: list[dict]) -> str:
+    """Qwen2.5's function-calling preamble for `schemas`, character for character as its chat template
+    renders `tools=` after the system message (each schema through `tojson`: key order kept)."""
+    listed = "".join("\n" + json.dumps(s, ensure_ascii=False) for s in schemas)
     return (
-        "You are a deep research agent. Plan with the todo tool, search and open sources with "
-        "batch_web_surfer, verify every claim against the most authoritative source you can find "
-        "(government, academic and institutional pages outrank news, which outranks blogs and forums), "
-        "draft and revise your report with the file tool, and use the shell when it helps.\n\n"
-        "# Tools\n\nYou may call one or more functions to assist with the user query.\n\n"
+        "\n\n# Tools\n\nYou may call one or more functions to assist with the user query.\n\n"
         "You are provided with function signatures within <tools></tools> XML tags:\n"
-        f"<tools>\n{schemas}\n</tools>\n\n"
+        f"<tools>{listed}\n</tools>\n\n"
         "For each function call, return a json object with function name and arguments within "
         "<tool_call></tool_call> XML tags:\n"
-        '<tool_call>\n{"name": <function-name>, "arguments": <args-json-object>}\n</tool_call>\n\n'
-        "When you are done, give the final answer inside <answer></answer>. Cite every source you rely "
-        "on as \\cite{doc_id}, using ids of documents you opened."
+        '<tool_call>\n{"name": <function-name>, "arguments": <args-json-object>}\n</tool_call>'
     )
+
+
+def system_prompt(tools: dict[str, Tool]) -> str:
+    """The agent's system message: the instructions, then the tools in Qwen2.5's function-calling format."""
+    return INSTRUCTIONS + tools_block([t.schema() for t in tools.values()])
 
 
 def make_tools(names: list[str] | None = None) -> dict[str, Tool]:

@@ -33,8 +33,9 @@ class ToolCall(BaseModel):
     arguments: dict[str, Any] = Field(default_factory=dict)
 
     def render(self) -> str:
-        body = json.dumps({"name": self.name, "arguments": self.arguments}, ensure_ascii=False, sort_keys=True)
-        return f"<tool_call>{body}</tool_call>"
+        """The call as Qwen2.5's chat template writes a structured tool call (name first, then arguments)."""
+        body = json.dumps({"name": self.name, "arguments": self.arguments}, ensure_ascii=False)
+        return f"<tool_call>\n{body}\n</tool_call>"
 
 
 class Message(BaseModel):

@@ -144,7 +144,41 @@ def encode_messages(
     Returns:
         The EncodedSample; its ids equal `apply_chat_template(to_chat_dicts(messages), tokenize=True)`.
     """
-    turns = _turns(messages, add_generation_prompt, mask_failed_turns, observation_loss)
+    return _encode(tokenizer, _turns(messages, add_generation_prompt, mask_failed_turns, observation_loss))[0]
+
+
+@dataclass(frozen=True)
+class AssistantSpan:
+    """Where one assistant message's content sits in an encoded conversation."""
+
+    message_index: int  # index into the messages
+    start: int  # position of the content's first token in input_ids
+    offsets: list[tuple[int, int]]  # (character start, end) in the content of each content token, in order
+    trainable: bool  # a target in training (not a failed tool-call turn)
+
+
+def encode_assistant_spans(
+    tokenizer: PreTrainedTokenizerFast, messages: Sequence[Message], *, mask_failed_turns: bool = True
+) -> tuple[EncodedSample, list[AssistantSpan]]:
+    """`encode_messages` plus, per assistant message, its token positions and their character offsets,
+    so a span of the text (a tool name, an argument, the answer) can be scored token by token.
+
+    A message whose content tokens cannot be mapped to characters (its tokens differ when the content is
+    tokenized alone, see the module docstring) is left out of the spans.
+    """
+    turns = _turns(messages, False, mask_failed_turns)
+    sample, bodies = _encode(tokenizer, turns)
+    assistant = [i for i, m in enumerate(messages) if m.role == "assistant"]
+    spans = []
+    for index, (start, ids), turn in zip(assistant, bodies, [t for t in turns if t.body]):
+        alone = tokenizer.backend_tokenizer.encode(turn.body, add_special_tokens=False)
+        if alone.ids == ids:
+            spans.append(AssistantSpan(index, start, list(alone.offsets), turn.trainable))
+    return sample, spans
+
+
+def _encode(tokenizer: PreTrainedTokenizerFast, turns: list[_Turn]) -> tuple[EncodedSample, list[tuple[int, list[int]]]]:
+    """Token ids and loss mask of rendered turns, and (start, ids) of each turn's body."""
     # Encode every string at once (one call into the Rust tokenizer), then stitch. A turn with a body
     # is encoded whole and in parts; a turn that is all head (system, user, tool) only once.
     texts: list[str] = []
@@ -153,6 +187,7 @@ def encode_messages(
     encoded = iter([e.ids for e in tokenizer.backend_tokenizer.encode_batch(texts, add_special_tokens=False)])
     input_ids: list[int] = []
     loss_mask: list[int] = []
+    bodies: list[tuple[int, list[int]]] = []
     for t in turns:
         if not t.body:
             head = next(encoded)
@@ -162,9 +197,10 @@ def encode_messages(
         joint, head, body, tail = next(encoded), next(encoded), next(encoded), next(encoded)
         if joint[: len(head)] == head:
             body = joint[len(head) :]  # canonical: the turn tokenized as the template renders it
+        bodies.append((len(input_ids) + len(head), body))
         input_ids += head + body + tail
         loss_mask += [0] * len(head) + [int(t.trainable)] * len(body) + [0] * len(tail)
-    return EncodedSample(input_ids=input_ids, loss_mask=loss_mask)
+    return EncodedSample(input_ids=input_ids, loss_mask=loss_mask), bodies
 
 
 def encode_text(tokenizer: PreTrainedTokenizerFast, text: str) -> EncodedSample:

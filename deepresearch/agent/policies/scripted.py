@@ -19,6 +19,7 @@ from typing import Any, Generator
 
 from deepresearch.agent.policies.base import PolicyName, register_policy
 from deepresearch.agent.schema import Message, ToolCall
+from deepresearch.agent.tools.web import parse_hits
 from deepresearch.config import AgentConfig
 from deepresearch.synthesis.phrasing import attribute_phrase, relation_phrase
 from deepresearch.synthesis.report import draft_lines, plan_report, render_report, revision_lines
@@ -33,6 +34,7 @@ def _call(name: str, **arguments: Any) -> str:
 
 
 def _parse_obs(msg: Message) -> dict[str, Any] | None:
+    """A JSON observation (the file tool's), else None."""
     if msg.is_error:
         return None
     try:
@@ -40,6 +42,11 @@ def _parse_obs(msg: Message) -> dict[str, Any] | None:
     except json.JSONDecodeError:
         return None  # summarized to a file, or not JSON
     return obj if isinstance(obj, dict) else None
+
+
+def _turn(thought: str, *calls: str) -> str:
+    """An assistant turn as Qwen2.5 renders a message with tool calls: the text, then each call on its own lines."""
+    return "\n".join([thought, *calls])
 
 
 class ScriptedExpert:
@@ -103,38 +110,40 @@ class ScriptedExpert:
         self.injected_errors += 1
         variant = self.rng.randrange(3)
         if variant == 0:  # malformed JSON: the closing braces are missing
-            return '<tool_call>{"name": "batch_web_surfer", "arguments": {"search": ["' + kind + '"]</tool_call>'
+            return '<tool_call>\n{"name": "batch_web_surfer", "arguments": {"search": ["' + kind + '"]\n</tool_call>'
         if variant == 1:  # wrong argument name
             return _call("batch_web_surfer", query=[kind])
         return _call("batch_web_surfer", open=["D9999999"])  # a document that does not exist
 
-    def _step(self, thought: str, call: str, kind: str) -> Script:
-        """Yield one action, preceded (sometimes) by a faulty call and a recovery."""
+    def _step(self, thought: str, call: str, kind: str, before: tuple[str, ...] = ()) -> Script:
+        """Yield one action (after the calls `before`, in the same turn), preceded (sometimes) by a
+        faulty call and a recovery turn."""
         bad = self._maybe_error(kind)
         if bad is not None:
-            obs = yield f"{thought}\n{bad}"
-            err = obs[0].content[:160] if obs else "the call failed"
-            thought = f"The previous call failed ({err}). Retrying with a corrected call."
-        return (yield f"{thought}\n{call}")
+            obs = yield _turn(thought, *before, bad)
+            err = next((m.content[:160] for m in obs if m.is_error), "the call failed")
+            thought, before = f"The previous call failed ({err}). Retrying with a corrected call.", ()
+        return (yield _turn(thought, *before, call))
 
-    def _search_and_pick(self, query: str, wanted: list[Document], thought: str) -> Script:
-        """Search, then return the best `wanted` document seen in the results (else the top wanted)."""
-        k = self.cfg.search_k
-        obs = yield from self._step(thought, _call("batch_web_surfer", search=[query], k=k), query)
+    def _search_and_pick(
+        self, query: str, wanted: list[Document], thought: str, before: tuple[str, ...] = ()
+    ) -> Script:
+        """Search, then return the most authoritative `wanted` page among the hits (else the top wanted)."""
+        obs = yield from self._step(thought, _call("batch_web_surfer", search=[query]), query, before)
         wanted_ids = {d.doc_id: d for d in wanted}
         for m in obs:
-            data = _parse_obs(m)
-            for block in (data or {}).get("search", []):
-                hits = [h for h in block.get("results", []) if h.get("doc_id") in wanted_ids]
-                if hits:
-                    best = max(hits, key=lambda h: (h.get("authority", 0), -hits.index(h)))
-                    return wanted_ids[best["doc_id"]]
+            if m.is_error or m.name != "batch_web_surfer":
+                continue
+            hits = [h for h in parse_hits(m.content) if h.doc_id in wanted_ids and not h.opened]
+            if hits:
+                best = max(hits, key=lambda h: (h.authority, -hits.index(h)))
+                return wanted_ids[best.doc_id]
         return wanted[0]
 
     def _detour(self, entity: Entity) -> Script:
         if self.rng.random() < self.detour_rate:
             q = f"{entity.name} news"
-            yield f"Let me also look for recent coverage.\n{_call('batch_web_surfer', search=[q], k=3)}"
+            yield _turn("Let me also look for recent coverage.", _call("batch_web_surfer", search=[q], k=3))
 
     def _forced_answer(self) -> str:
         return "<answer>Budget exhausted before the research was complete.</answer>"
@@ -148,7 +157,7 @@ class ScriptedExpert:
             f"Find the {relation_phrase(rels.get((a.id, b.id), 'related'))} of {('it' if i else 'that ' + a.type.value)}"
             for i, (a, b) in enumerate(zip(path, path[1:]))
         ] + ["Verify the answer against an authoritative source and answer"]
-        yield "I will plan the search first.\n" + _call("todo", action="add", steps=steps)
+        yield _turn("I will plan the search first.", _call("todo", action="add", steps=steps))
 
         cited: list[str] = []
         start = path[0]
@@ -167,9 +176,8 @@ class ScriptedExpert:
             doc = yield from self._search_and_pick(
                 b.name,
                 w.docs_about(b.id),
-                f"{a.name}'s {phrase} is {b.name}. "
-                + _call("todo", action="update", id=i - 1, status="done")
-                + f"\nNext I look up {b.name}.",
+                f"{a.name}'s {phrase} is {b.name}. Next I look up {b.name}.",
+                before=(_call("todo", action="update", id=i - 1, status="done"),),
             )
             yield from self._step(
                 f"Opening the most authoritative page on {b.name}.",
@@ -183,10 +191,10 @@ class ScriptedExpert:
         verify = [d for d in w.docs_about(answer_entity.id) if d.doc_id not in cited][:1]
         if verify:
             obs = yield from self._step(
-                _call("todo", action="update", id=len(path), status="in_progress")
-                + "\nCross-checking with a second source.",
+                "Cross-checking with a second source.",
                 _call("batch_web_surfer", open=[verify[0].doc_id]),
                 verify[0].doc_id,
+                before=(_call("todo", action="update", id=len(path), status="in_progress"),),
             )
             del obs
         ref = w.primary_doc(answer_entity.id)
@@ -214,20 +222,19 @@ class ScriptedExpert:
         w = self.world
         if entity_id is None:
             # Unknown subject: search the prompt and research the entity of the top hit.
-            obs = yield "I will start by searching for the topic.\n" + _call(
-                "batch_web_surfer", search=[prompt[:200]], k=self.cfg.search_k
+            obs = yield _turn(
+                "I will start by searching for the topic.", _call("batch_web_surfer", search=[prompt[:200]])
             )
             for m in obs:
-                for block in (_parse_obs(m) or {}).get("search", []):
-                    for h in block.get("results", []):
-                        d = w.documents.get(h.get("doc_id"))
-                        if d is not None and d.about and entity_id is None:
-                            entity_id = d.about
+                for h in [] if m.is_error else parse_hits(m.content):
+                    d = w.documents.get(h.doc_id)
+                    if d is not None and d.about and entity_id is None:
+                        entity_id = d.about
             if entity_id is None:
                 yield "<answer>I found no sources on this topic in the available corpus.</answer>"
                 return
         e = w.entities[entity_id]
-        yield f"I will research {e.name} and plan the work.\n" + _call(
+        yield _turn(f"I will research {e.name} and plan the work.", _call(
             "todo",
             action="add",
             steps=[
@@ -236,10 +243,8 @@ class ScriptedExpert:
                 "Draft the report",
                 "Revise, verify citations and answer",
             ],
-        )
-        ref = yield from self._search_and_pick(
-            e.name, w.docs_about(e.id), f"Searching for sources on {e.name}."
-        )
+        ))
+        ref = yield from self._search_and_pick(e.name, w.docs_about(e.id), f"Searching for sources on {e.name}.")
         plan = plan_report(w, e.id, ref)
         opened = [ref, *plan.others]
         yield from self._step(
@@ -258,18 +263,20 @@ class ScriptedExpert:
                 else "Checking the authoritative pages of related entities."
             )
             yield from self._step(
-                _call("todo", action="update", id=1, status="done") + "\n" + thought,
+                thought,
                 _call("batch_web_surfer", open=[d.doc_id for d in plan.tail_docs] or [ref.doc_id]),
                 e.name,
+                before=(_call("todo", action="update", id=1, status="done"),),
             )
 
         # Draft: one fact per line, each cited.
         lines = draft_lines(plan)
         draft = "\n".join(lines) + "\n"
         yield from self._step(
-            _call("todo", action="update", id=2, status="done") + "\nWriting the first draft.",
+            "Writing the first draft.",
             _call("file", action="write", path="report.md", content=draft),
             "report.md",
+            before=(_call("todo", action="update", id=2, status="done"),),
         )
 
         # Revise: add the verification section and references with a search/replace patch.
@@ -277,17 +284,18 @@ class ScriptedExpert:
         last = lines[-1]
         patch = f"<<<<<<< SEARCH\n{last}\n=======\n{last}\n" + "\n".join(revision) + "\n>>>>>>> REPLACE"
         yield from self._step(
-            _call("todo", action="update", id=3, status="done") + "\nAdding the verification notes and references.",
+            "Adding the verification notes and references.",
             _call("file", action="patch", path="report.md", patch=patch),
             "report.md",
+            before=(_call("todo", action="update", id=3, status="done"),),
         )
-        yield "Checking the length of the report.\n" + _call("shell", command="wc -w report.md")
+        yield _turn("Checking the length of the report.", _call("shell", command="wc -w report.md"))
         # Read the report back, page by page (the file tool pages long files).
         parts: list[str] = []
         offset: int | None = 0
         while offset is not None:
             args = {"action": "read", "path": "report.md"} | ({"offset": offset} if offset else {})
-            obs = yield ("Reading the final report.\n" if not offset else "Reading the rest.\n") + _call("file", **args)
+            obs = yield _turn("Reading the final report." if not offset else "Reading the rest.", _call("file", **args))
             data = next((d for d in map(_parse_obs, obs) if d and isinstance(d.get("content"), str)), None)
             if data is None:
                 parts = []

@@ -67,10 +67,15 @@ class Tool(ABC):
 
     @classmethod
     def schema(cls) -> dict[str, Any]:
-        """OpenAI/Qwen function schema: {"type": "function", "function": {name, description, parameters}}."""
-        params = cls.Args.model_json_schema()
-        params.pop("title", None)
-        return {"type": "function", "function": {"name": cls.name, "description": cls.description, "parameters": params}}
+        """OpenAI/Qwen function schema: {"type": "function", "function": {name, description, parameters}}.
+
+        The parameters are the `Args` model's JSON schema without what only pydantic needs (titles,
+        `null` alternatives of optional fields, `None` defaults): every episode's prompt carries it.
+        """
+        return {
+            "type": "function",
+            "function": {"name": cls.name, "description": cls.description, "parameters": compact_schema(cls.Args)},
+        }
 
     def __call__(self, arguments: dict[str, Any], ctx: EpisodeContext) -> str:
         try:
@@ -84,6 +89,28 @@ class Tool(ABC):
 
     @abstractmethod
     def run(self, args: Any, ctx: EpisodeContext) -> str: ...
+
+
+def compact_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """A pydantic model's JSON schema as a model should read it: the same types, constraints and
+    descriptions, without titles, `anyOf [X, null]` (optional is what `required` already says) and
+    `default: null`."""
+
+    def simplify(node: Any) -> Any:
+        if isinstance(node, list):
+            return [simplify(x) for x in node]
+        if not isinstance(node, dict):
+            return node
+        node = {k: v for k, v in node.items() if k not in ("title", "additionalProperties")}
+        if "default" in node and node["default"] is None:
+            del node["default"]
+        alts = node.get("anyOf")
+        if isinstance(alts, list) and len(alts) == 2 and {"type": "null"} in alts:
+            (kept,) = [a for a in alts if a != {"type": "null"}]
+            node = {**{k: v for k, v in node.items() if k != "anyOf"}, **kept}
+        return {k: simplify(v) for k, v in node.items()}
+
+    return simplify(model.model_json_schema())
 
 
 TOOLS: dict[str, type[Tool]] = {}

@@ -60,18 +60,17 @@ _ALLOWED: dict[str, set[str]] = {
 
 class FileArgs(ToolArgs):
     action: Literal["read", "write", "append", "list", "patch"] = Field(
-        description="read | write (create/overwrite) | append | list (directory) | patch"
+        description="what to do"
     )
     path: str | None = Field(
-        None, description="path relative to the workspace (list defaults to the workspace root)"
+        None, description="relative to the workspace"
     )
-    content: str | None = Field(None, description="for write/append: the text to write")
-    offset: int | None = Field(None, ge=0, description="for read: number of lines to skip (default 0)")
-    limit: int | None = Field(None, ge=1, description="for read: maximum number of lines to return")
+    content: str | None = Field(None, description="for write/append")
+    offset: int | None = Field(None, ge=0, description="read: lines to skip")
+    limit: int | None = Field(None, ge=1, description="read: at most this many lines")
     patch: str | None = Field(
         None,
-        description="for patch: a unified diff (@@ hunks) or SEARCH/REPLACE blocks "
-        "('<<<<<<< SEARCH', old, '=======', new, '>>>>>>> REPLACE')",
+        description="a unified diff, or '<<<<<<< SEARCH', old, '=======', new, '>>>>>>> REPLACE'",
     )
 
 
@@ -492,11 +491,8 @@ class File(Tool):
 
     name = "file"
     description = (
-        "Work with files in your workspace (paths relative to it; the shell sees it as /workspace). "
-        "Actions: read (path, optional offset = lines to skip, limit = max lines), write (path, content; "
-        "creates or overwrites), append (path, content), list (path, default the root), patch (path, "
-        "patch = a unified diff with @@ hunks, or blocks '<<<<<<< SEARCH' / old / '=======' / new / "
-        "'>>>>>>> REPLACE' where each old text occurs exactly once)."
+        "Files in your workspace (the shell's /workspace). read (path, offset, limit), write or append "
+        "(path, content), list (path), patch (path, patch: a unified diff or SEARCH/REPLACE blocks)."
     )
     Args = FileArgs
 

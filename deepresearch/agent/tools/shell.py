@@ -56,9 +56,9 @@ _LIVENESS_EVERY_S = 0.2
 
 
 class ShellArgs(ToolArgs):
-    command: str = Field(min_length=1, description="bash command line(s), run in the persistent shell")
+    command: str = Field(min_length=1, description="bash command line(s)")
     timeout_s: float | None = Field(
-        None, gt=0, description="seconds before the command is interrupted (capped by the configured limit)"
+        None, gt=0, description="seconds before it is interrupted"
     )
 
 
@@ -386,9 +386,8 @@ class Shell(Tool):
 
     name = "shell"
     description = (
-        "Run a bash command in a persistent shell (cwd, variables and files persist between calls). "
-        "The shell is sandboxed: no network, read-only system, your workspace is /workspace (writable), "
-        "/tmp is scratch space. Returns the exit code and the combined stdout/stderr."
+        "Run bash in a persistent sandboxed shell (state persists between calls; no network; only "
+        "/workspace and /tmp are writable). Returns the exit code and the output."
     )
     Args = ShellArgs
 

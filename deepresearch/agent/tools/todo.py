@@ -2,8 +2,12 @@
 
 Planning is one of the atomic capabilities the recipe trains, so the plan is a real, stateful
 object rather than free text: the agent adds steps, marks them in progress / done / blocked with
-an optional note, and removes steps it no longer needs. Every call answers with the whole plan,
-so the latest state is always the last todo observation in the context.
+an optional note, and removes steps it no longer needs. A call answers with what it changed and
+where the plan stands (`list` shows the whole plan), not with the whole plan again: the steps are
+already in the context, in the call that added them.
+
+    added steps 1-2; 0/2 done, next: 1
+    step 1: done (1998, per D0000042); 1/2 done, next: 2
 
     todo({"action": "add", "steps": ["find the founding year", "verify on a second source"]})
     todo({"action": "update", "id": 1, "status": "done", "note": "1998, per D0000042"})
@@ -18,7 +22,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from deepresearch.agent.tools.base import EpisodeContext, Tool, ToolArgs, dumps_observation, register_tool
+from deepresearch.agent.tools.base import EpisodeContext, Tool, ToolArgs, register_tool
 from deepresearch.errors import ToolError
 
 Status = Literal["pending", "in_progress", "done", "blocked"]
@@ -35,15 +39,14 @@ _ALLOWED: dict[str, set[str]] = {
 
 class TodoArgs(ToolArgs):
     action: Literal["add", "update", "list", "remove"] = Field(
-        description="add: append steps; update: set a step's status (and note); remove: delete a step; "
-        "list: show the plan"
+        description="what to do"
     )
-    steps: list[str] | None = Field(None, description="for add: the new steps, in order")
-    id: int | None = Field(None, description="for update/remove: the step id shown by the plan")
+    steps: list[str] | None = Field(None, description="for add")
+    id: int | None = Field(None, description="for update/remove")
     status: Status | None = Field(
-        None, description="for update (required) or add (initial status, default pending)"
+        None, description="for update"
     )
-    note: str | None = Field(None, description="optional note on the step (e.g. the finding or blocker)")
+    note: str | None = Field(None, description="optional: the finding or blocker")
 
 
 def _plan(ctx: EpisodeContext) -> dict[str, Any]:
@@ -64,9 +67,7 @@ class Todo(Tool):
 
     name = "todo"
     description = (
-        "Keep a plan for this task. Actions: add (steps=[...]), update (id, status in "
-        "pending|in_progress|done|blocked, optional note), remove (id), list. "
-        "Returns the whole plan after the action."
+        "Keep a plan: add (steps), update (id, status, note), remove (id), list."
     )
     Args = TodoArgs
 
@@ -84,6 +85,7 @@ class Todo(Tool):
             steps = [s.strip() for s in (args.steps or [])]
             if not steps or not all(steps):
                 raise ToolError('todo add needs "steps": a non-empty list of non-empty step descriptions')
+            first = plan["next_id"]
             for text in steps:
                 plan["steps"].append(
                     {
@@ -94,6 +96,8 @@ class Todo(Tool):
                     }
                 )
                 plan["next_id"] += 1
+            last = plan["next_id"] - 1
+            changed = f"added step {first}" if first == last else f"added steps {first}-{last}"
         elif args.action == "update":
             if args.id is None:
                 raise ToolError('todo update needs "id" (the step to update)')
@@ -103,8 +107,28 @@ class Todo(Tool):
             step["status"] = args.status
             if args.note is not None:
                 step["note"] = args.note or None  # an empty note clears it
+            changed = f"step {step['id']}: {step['status']}" + (f" ({step['note']})" if step["note"] else "")
         elif args.action == "remove":
             if args.id is None:
                 raise ToolError('todo remove needs "id" (the step to remove)')
             plan["steps"].remove(_find(plan, args.id))
-        return dumps_observation({"steps": [dict(s) for s in plan["steps"]]})
+            changed = f"removed step {args.id}"
+        else:  # list
+            return render_plan(plan["steps"])
+        return f"{changed}; {_progress(plan['steps'])}"
+
+
+def _progress(steps: list[dict[str, Any]]) -> str:
+    """`k/n done, next: i` — how far the plan is, and the first step still open."""
+    done = sum(s["status"] == "done" for s in steps)
+    open_ = [s["id"] for s in steps if s["status"] in ("pending", "in_progress")]
+    return f"{done}/{len(steps)} done" + (f", next: {open_[0]}" if open_ else "")
+
+
+def render_plan(steps: list[dict[str, Any]]) -> str:
+    """The whole plan, a line per step: `1 [done] find the founding year (note)`."""
+    if not steps:
+        return "the plan is empty"
+    return "\n".join(
+        f"{s['id']} [{s['status']}] {s['text']}" + (f" ({s['note']})" if s["note"] else "") for s in steps
+    )
