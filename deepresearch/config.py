@@ -81,11 +81,32 @@ class BudgetConfig(Section):
 
 
 class ShellConfig(Section):
-    """Limits of the sandboxed shell tool."""
+    """Limits of the sandboxed shell tool (README, "The agent's tools", says what they guarantee)."""
 
     timeout_s: float = Field(10.0, gt=0)
+    # the whole sandbox (a memory cgroup): its processes, and what they write to /tmp, /dev/shm
+    # and the workspace; each process is also capped at this much address space
     memory_mb: int = Field(512, ge=16)
     max_output_chars: int = Field(4000, ge=100)
+    max_processes: int = Field(64, ge=8)  # processes and threads in the sandbox at once (pids cgroup)
+    cpus: float = Field(1.0, gt=0)  # CPU time per wall second (cpu cgroup)
+    workspace_mb: int = Field(256, ge=1)  # the workspace is a tmpfs of this size while a shell runs
+    tmp_mb: int = Field(64, ge=1)  # the sandbox's /tmp and /dev/shm, each
+    # the host uid/gid the sandbox runs as when the tool runs as root (65534 = nobody)
+    sandbox_uid: int = Field(65534, ge=1)
+    sandbox_gid: int = Field(65534, ge=1)
+    # Where the machine cannot confine the whole sandbox (no cgroup for memory and processes, or no
+    # workspace quota: typically when not running as root), the tool refuses to start a shell unless
+    # this is true; then it warns and falls back to per-process limits (ulimit), which several
+    # processes together can exceed.
+    allow_weak_limits: bool = False
+
+
+class FileToolConfig(Section):
+    """Limits of the file tool, which runs in the host process."""
+
+    max_bytes: int = Field(8 << 20, ge=1024)  # larger files are refused (read them with the shell)
+    timeout_s: float = Field(10.0, gt=0)  # for reading or patching one file
 
 
 class OpenAIPolicyConfig(Section):
@@ -113,6 +134,7 @@ class AgentConfig(Section):
 
     budget: BudgetConfig = BudgetConfig()
     shell: ShellConfig = ShellConfig()
+    file: FileToolConfig = FileToolConfig()
     openai: OpenAIPolicyConfig = OpenAIPolicyConfig()
     hf: HFPolicyConfig = HFPolicyConfig()
     search_k: int = Field(5, ge=1, le=50)
