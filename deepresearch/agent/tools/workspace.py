@@ -32,6 +32,7 @@ from deepresearch.errors import ToolError
 
 SHELL_WORKSPACE = PurePosixPath("/workspace")  # where the sandboxed shell mounts the workspace
 MAX_LINKS = 40  # symlinks followed in one path, as the kernel's ELOOP limit
+MAX_COMPONENTS = 256  # each directory on the way is held open
 _O_DIR = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
 _CHUNK = 1 << 20
 
@@ -132,6 +133,8 @@ class WorkspaceTree:
             ToolError: too many symlinks. FileNotFoundError / NotADirectoryError: as the OS says.
         """
         todo = deque(p for p in relative_form(path).split("/"))
+        if len(todo) > MAX_COMPONENTS:
+            raise ToolError(f"file: path {path[:100]!r}... has more than {MAX_COMPONENTS} components")
         stack = [self.root_fd]
         links = 0
         while todo:
@@ -308,61 +311,108 @@ def _read_regular(fd: int, rel: str, max_bytes: int, deadline: float) -> bytes:
 
 # --------------------------------------------------------------------------- whole trees
 
+MAX_TREE_DEPTH = 128  # directories nested deeper are not copied (the sandbox can nest thousands)
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _copy_file(src: int, dst: int, size: int) -> None:
+    """Copy only the data regions (SEEK_DATA/SEEK_HOLE): a 10 GB sparse file must not become 10 GB on disk."""
+    pos = 0
+    while pos < size:
+        try:
+            start = os.lseek(src, pos, os.SEEK_DATA)
+        except OSError:  # ENXIO: only a hole is left
+            break
+        end = os.lseek(src, start, os.SEEK_HOLE)
+        os.lseek(src, start, os.SEEK_SET)
+        os.lseek(dst, start, os.SEEK_SET)
+        left = end - start
+        while left > 0:
+            chunk = os.read(src, min(_CHUNK, left))
+            if not chunk:
+                break
+            os.write(dst, chunk)
+            left -= len(chunk)
+        pos = end
+    os.ftruncate(dst, size)
+
 
 def copy_tree(src_fd: int, dst_fd: int, *, owner: tuple[int, int] | None = None, deadline: float | None = None) -> None:
-    """Copy the contents of directory `src_fd` into directory `dst_fd`: regular files, directories and
-    symlinks (as links, never followed); FIFOs, sockets and devices are skipped.
+    """Copy the contents of directory `src_fd` into directory `dst_fd`: regular files (sparse stays
+    sparse), directories and symlinks (as links, never followed); FIFOs, sockets, devices and
+    directories nested deeper than MAX_TREE_DEPTH are skipped.
 
     Args:
         owner: (uid, gid) to give every created entry (when root copies for another user).
+        deadline: time.monotonic() by which the copy must end (TimeoutError).
     """
-    with os.scandir(src_fd) as it:
-        entries = list(it)
-    for e in entries:
-        if deadline is not None and time.monotonic() > deadline:
-            raise TimeoutError(f"copying the workspace took too long (at {e.name!r})")
-        st = e.stat(follow_symlinks=False)
-        if stat.S_ISLNK(st.st_mode):
-            os.symlink(os.readlink(e.name, dir_fd=src_fd), e.name, dir_fd=dst_fd)
-        elif stat.S_ISDIR(st.st_mode):
-            os.mkdir(e.name, stat.S_IMODE(st.st_mode) | 0o700, dir_fd=dst_fd)
-            s = os.open(e.name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=src_fd)
-            d = os.open(e.name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dst_fd)
+    # iterative: the tree's depth is the sandbox's choice, the host's stack is not
+    todo: list[tuple[int, int, int]] = [(os.dup(src_fd), os.dup(dst_fd), 1)]
+    try:
+        while todo:
+            s_dir, d_dir, depth = todo.pop()
             try:
-                copy_tree(s, d, owner=owner, deadline=deadline)
+                with os.scandir(s_dir) as it:
+                    entries = [(e.name, e.stat(follow_symlinks=False)) for e in it]
+                for name, st in entries:
+                    if deadline is not None and time.monotonic() > deadline:
+                        raise TimeoutError(f"copying the workspace took too long (at {name!r})")
+                    mode = stat.S_IMODE(st.st_mode)
+                    if stat.S_ISLNK(st.st_mode):
+                        os.symlink(os.readlink(name, dir_fd=s_dir), name, dir_fd=d_dir)
+                    elif stat.S_ISDIR(st.st_mode):
+                        if depth >= MAX_TREE_DEPTH:
+                            continue
+                        os.mkdir(name, mode | 0o700, dir_fd=d_dir)
+                        todo.append((os.open(name, _DIR_FLAGS, dir_fd=s_dir), os.open(name, _DIR_FLAGS, dir_fd=d_dir),
+                                     depth + 1))
+                    elif stat.S_ISREG(st.st_mode):
+                        s = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=s_dir)
+                        try:
+                            d = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                                        mode, dir_fd=d_dir)
+                            try:
+                                _copy_file(s, d, st.st_size)
+                                os.fchmod(d, mode)
+                            finally:
+                                os.close(d)
+                        finally:
+                            os.close(s)
+                    else:
+                        continue
+                    if owner is not None:
+                        os.chown(name, *owner, dir_fd=d_dir, follow_symlinks=False)
             finally:
-                os.close(s)
-                os.close(d)
-        elif stat.S_ISREG(st.st_mode):
-            s = os.open(e.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=src_fd)
-            try:
-                d = os.open(e.name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                            stat.S_IMODE(st.st_mode), dir_fd=dst_fd)
-                try:
-                    while chunk := os.read(s, _CHUNK):
-                        os.write(d, chunk)
-                    os.fchmod(d, stat.S_IMODE(st.st_mode))
-                finally:
-                    os.close(d)
-            finally:
-                os.close(s)
-        else:
-            continue
-        if owner is not None:
-            os.chown(e.name, *owner, dir_fd=dst_fd, follow_symlinks=False)
+                os.close(s_dir)
+                os.close(d_dir)
+    finally:
+        for s_dir, d_dir, _ in todo:
+            os.close(s_dir)
+            os.close(d_dir)
 
 
 def clear_dir(dir_fd: int) -> None:
-    """Remove everything inside directory `dir_fd` (never following links)."""
-    with os.scandir(dir_fd) as it:
-        entries = list(it)
-    for e in entries:
-        if e.is_dir(follow_symlinks=False):
-            sub = os.open(e.name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
-            try:
-                clear_dir(sub)
-            finally:
-                os.close(sub)
-            os.rmdir(e.name, dir_fd=dir_fd)
-        else:
-            os.unlink(e.name, dir_fd=dir_fd)
+    """Remove everything inside directory `dir_fd` (never following links), however deep."""
+    # a stack of (fd, names still to remove); a directory is removed once it is empty
+    stack: list[tuple[int, str | None]] = [(os.dup(dir_fd), None)]
+    try:
+        while stack:
+            fd, _ = stack[-1]
+            descended = False
+            with os.scandir(fd) as it:
+                entries = [(e.name, e.is_dir(follow_symlinks=False)) for e in it]
+            for name, is_dir in entries:
+                if is_dir:
+                    stack.append((os.open(name, _DIR_FLAGS, dir_fd=fd), name))
+                    descended = True
+                    break
+                os.unlink(name, dir_fd=fd)
+            if descended:
+                continue
+            fd, name = stack.pop()
+            os.close(fd)
+            if name is not None:
+                os.rmdir(name, dir_fd=stack[-1][0])
+    finally:
+        for fd, _ in stack:
+            os.close(fd)
