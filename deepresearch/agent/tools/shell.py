@@ -294,8 +294,10 @@ class ShellSession:
             ws.mkdir(mode=0o755)
             mount(f"/proc/self/fd/{quota.top_fd}", str(ws), None, MS_BIND)
             self._res.bind = ws
+            self._quota_path: Path | None = quota.path
         else:
             ws = workspace.resolve()
+            self._quota_path = None
         if support.cgroup:
             self._res.cgroup = Cgroup.create(cfg.memory_mb << 20, cfg.max_processes, cfg.cpus)
         self.cgroup = self._res.cgroup
@@ -361,8 +363,9 @@ class ShellSession:
         the sandbox and its cgroup and mounts behind. A background loop, started before the pane
         joins the cgroup, polls the host's pid each second; once the host is gone (and the pane is
         still there, so the session was not closed), it kills the pane (bwrap, and with it the
-        sandbox's pid namespace) and the tmux server, then removes the cgroup, the bind mount and
-        the control files. The workspace tmpfs, whose files only the host can copy back, is left.
+        sandbox's pid namespace) and the tmux server, then removes the cgroup, the mounts and the
+        control files. The workspace tmpfs goes too: with the host gone, nobody would copy its files
+        back, and it would hold up to `workspace_mb` of RAM for good.
         """
         q = shlex.quote
         cleanup = [f"rmdir {q(str(d))} 2>/dev/null" for d in (self.cgroup.dirs if self.cgroup else [])]
@@ -371,6 +374,8 @@ class ShellSession:
             cleanup.append(f"mountpoint -q {q(str(self._res.bind))} || rm -rf {q(str(self.base))}")
         else:
             cleanup.append(f"rm -rf {q(str(self.base))}")
+        if self._quota_path is not None:
+            cleanup.append(f"umount -l {q(str(self._quota_path))} 2>/dev/null")
         return (
             f"pane=$$; tmux_server=$PPID; ( while kill -0 {os.getpid()} && kill -0 $pane; do sleep 1; done\n"
             f"  if ! kill -0 {os.getpid()}; then kill -9 $pane $tmux_server\n"
