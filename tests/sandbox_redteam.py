@@ -261,7 +261,7 @@ b = bytearray({each} << 20)
 for i in range(0, len(b), 4096):
     b[i] = 1
 print("alloc-ok", flush=True)
-time.sleep(1.5)
+time.sleep(0.8)
 """)
     out = sh(ctx, "for i in 1 2 3 4; do python3 alloc.py & done; wait; true", timeout_s=20)
     held = out["output"].count("alloc-ok")

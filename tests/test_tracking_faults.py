@@ -1,4 +1,5 @@
-"""Tracking faults fail fast and leave things tidy: a dead store, an outage mid-training, a resumed stage.
+"""Tracking faults fail fast and leave things tidy: a dead store, an outage mid-training, a resumed stage,
+stale entries of Flyte's local cache.
 
 The outage is real: an MLflow tracking server (MLflow's own Flask app, on a SQLite store) runs in a
 thread of this process, and is shut down and started again on the same port while a DeepSpeed
@@ -10,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -18,10 +20,14 @@ import time
 from pathlib import Path
 
 import pytest
+from flytekit import Cache, task, workflow
+from flytekit.types.directory import FlyteDirectory
 
 from deepresearch.config import load_config
-from deepresearch.errors import TrackingError
+from deepresearch.errors import StaleCacheError, TrackingError
 from deepresearch.tracking import BufferedTracker, stage_run, start_parent_run
+from tasks.cache import CLEAR_COMMAND, check_local_cache, clear, stale_entries
+from tasks.data import StageOut, stage_out
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -69,8 +75,16 @@ class Server:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    srv = Server(tmp_path_factory.mktemp("mlflow-server"))
+    import shutil
+
+    from mlflow import MlflowClient
+
+    root = tmp_path_factory.mktemp("mlflow-server")
+    srv = Server(root)
     srv.start()
+    MlflowClient(tracking_uri=srv.uri).search_experiments()  # the server creates its store's tables
+    shutil.copy(root / "server.db", root / "empty.db")  # a store as `rm mlflow.db` and a new run leave it
+    srv.empty_uri = f"sqlite:///{root}/empty.db"
     yield srv
     srv.close()
 
@@ -163,10 +177,10 @@ def client_status(uri: str, run_id: str) -> str:
     return MlflowClient(tracking_uri=uri).get_run(run_id).info.status
 
 
-def test_a_resumed_stage_continues_the_killed_attempts_run(tmp_path):
+def test_a_resumed_stage_continues_the_killed_attempts_run(server, tmp_path):
     from mlflow import MlflowClient
 
-    cfg = _cfg(f"sqlite:///{tmp_path}/mlflow.db", "resume")
+    cfg = _cfg(server.uri, "resume")
     run_file = tmp_path / "run" / "mlflow_run.json"
     # attempt 1 is killed mid-stage: its context never exits, so its run stays RUNNING (as after SIGKILL)
     killed = stage_run(cfg, "", "sft", resume_file=run_file)
@@ -184,9 +198,75 @@ def test_a_resumed_stage_continues_the_killed_attempts_run(tmp_path):
     assert run.info.status == "FINISHED" and run.data.tags["resumed"] == "1"
     assert [m.step for m in client.get_metric_history(first.run_id, "sft/loss")] == [1, 2, 3, 4, 5, 6]
     runs = client.search_runs([run.info.experiment_id])
-    assert len(runs) == 1  # no orphan RUNNING run beside it
+    assert [r.info.run_id for r in runs] == [first.run_id]  # no orphan RUNNING run beside it
     # a run file naming a run this store does not have (the store was reset) starts a new run
     run_file.write_text(json.dumps({"run_id": "0" * 32}))
     with stage_run(cfg, "", "sft", resume_file=run_file) as third:
         pass
     assert third.run_id != first.run_id and json.loads(run_file.read_text())["run_id"] == third.run_id
+
+
+# ---- stale entries of Flyte's local cache (tasks/cache.py) ----------------------------------------
+
+
+@task(cache=Cache(version="stale-test-v1"))
+def cached_stage(out_dir: str, tracking_uri: str) -> StageOut:
+    """A stage-shaped task: writes a directory, opens an MLflow run, returns both (as the stage tasks do)."""
+    from mlflow import MlflowClient
+
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    (Path(out_dir) / "data.txt").write_text("x")
+    client = MlflowClient(tracking_uri=tracking_uri)
+    exp = client.get_experiment_by_name("stale")
+    run = client.create_run(exp.experiment_id if exp else client.create_experiment("stale"))
+    return stage_out("probe", out_dir, run.info.run_id, 0.1)
+
+
+@workflow
+def probe_wf(out_dir: str, tracking_uri: str) -> FlyteDirectory:
+    return cached_stage(out_dir=out_dir, tracking_uri=tracking_uri).directory
+
+
+@pytest.fixture
+def flyte_cache(tmp_path):
+    import flytekit.core.local_cache as lc
+
+    saved = lc.CACHE_LOCATION
+    lc.CACHE_LOCATION = str(tmp_path / "cache")
+    lc.LocalTaskCache._initialized = False
+    yield
+    lc.CACHE_LOCATION = saved
+    lc.LocalTaskCache._initialized = False
+
+
+def test_stale_cache_entries_are_named_with_the_command_that_clears_them(server, flyte_cache, tmp_path):
+    """A real cached task in a local Flyte execution; then its output directory is deleted, or the store
+    is swapped for an empty one, as `rm -rf` would do."""
+    prefix = (cached_stage.name.rsplit(".", 1)[0] + ".",)
+    cfg = _cfg(server.uri)
+    out = tmp_path / "stage-out"
+    probe_wf(out_dir=str(out), tracking_uri=server.uri)
+    probe_wf(out_dir=str(out), tracking_uri=server.uri)  # a cache hit
+    assert stale_entries(cfg, prefix) == []
+    check_local_cache(cfg, prefix)
+
+    # the store is reset: the cached run id means nothing to the new one
+    [entry] = stale_entries(_cfg(server.empty_uri), prefix)
+    assert entry.key.startswith(cached_stage.name) and "is not in the store" in str(entry)
+
+    # the output directory is deleted: without the check, the next run fails deep inside flytekit
+    shutil.rmtree(out)
+    with pytest.raises(Exception) as obscure:
+        probe_wf(out_dir=str(out), tracking_uri=server.uri)
+    assert CLEAR_COMMAND not in str(obscure.value)
+    with pytest.raises(StaleCacheError) as err:
+        check_local_cache(cfg, prefix)
+    msg = str(err.value)
+    assert "\n" not in msg and entry.key in msg and f"{out} no longer exists" in msg and CLEAR_COMMAND in msg
+
+    # clearing only the stale entries removes exactly this one; the next run recomputes
+    assert clear(cfg, stale_only=True, prefixes=prefix) == [entry.key]
+    assert stale_entries(cfg, prefix) == [] and clear(prefixes=prefix) == []
+    assert Path(probe_wf(out_dir=str(out), tracking_uri=server.uri).path, "data.txt").read_text() == "x"
+    # `make clean-cache` clears only this project's tasks (tasks., workflows.), not this test module's
+    assert clear() == [] and clear(prefixes=prefix) != []
