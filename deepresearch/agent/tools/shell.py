@@ -376,9 +376,14 @@ class ShellSession:
             cleanup.append(f"rm -rf {q(str(self.base))}")
         if self._quota_path is not None:
             cleanup.append(f"umount -l {q(str(self._quota_path))} 2>/dev/null")
+        # A pid is only killed if its command line still names this session's files: once the pane or
+        # the tmux server is gone, its pid may be reused by an unrelated process.
+        ours = f"tr '\\0' ' ' </proc/$1/cmdline 2>/dev/null | grep -qF {q(str(self.base))}"
         return (
+            f"ours() {{ {ours}; }}\n"
             f"pane=$$; tmux_server=$PPID; ( while kill -0 {os.getpid()} && kill -0 $pane; do sleep 1; done\n"
-            f"  if ! kill -0 {os.getpid()}; then kill -9 $pane $tmux_server\n"
+            f"  if ! kill -0 {os.getpid()} && ours $pane; then\n"
+            f"    kill -9 $pane; ours $tmux_server && kill -9 $tmux_server\n"
             f"    for i in 1 2 3 4 5 6 7 8 9 10; do sleep 0.2; {'; '.join(cleanup)}; done; fi\n"
             ") </dev/null >/dev/null 2>&1 &\n"
         )
