@@ -229,10 +229,6 @@ class WorkspaceTree:
                 os.close(fd)
         raise ToolError(f"file: {rel} keeps changing between a file and a symlink; try again later")
 
-    def stat_final(self, path: str) -> Location:
-        """The location `path` resolves to (following links inside the tree), for existence checks."""
-        return self.locate(path)
-
     def write_bytes(self, path: str, data: bytes) -> bool:
         """Replace (or create) the file `path` atomically; returns whether it was created.
 
