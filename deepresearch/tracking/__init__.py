@@ -252,8 +252,8 @@ def get_tracker(cfg: PipelineConfig, run_id: str) -> Tracker:
     return MlflowTracker(client, run_id)
 
 
-def _recorded_run(client: Any, resume_file: Path | None, stage: str) -> str | None:
-    """The run id a previous attempt of this stage recorded in `resume_file`, if the store still has it."""
+def _recorded_run(client: Any, resume_file: Path | None, stage: str, config_hash: str) -> str | None:
+    """The run id a previous attempt of this stage (same config) recorded in `resume_file`, if the store still has it."""
     if resume_file is None or not resume_file.is_file():
         return None
     try:
@@ -262,7 +262,8 @@ def _recorded_run(client: Any, resume_file: Path | None, stage: str) -> str | No
     except Exception:  # noqa: BLE001 - unreadable file, or a run the store no longer has: start afresh
         log.warning("tracking: %s names no run of the current store; starting a new run for %s", resume_file, stage)
         return None
-    return run_id if run.data.tags.get("stage") == stage else None
+    tags = run.data.tags
+    return run_id if tags.get("stage") == stage and tags.get("config_hash") == config_hash else None
 
 
 def _terminate(client: Any, run_id: str, status: str) -> None:
@@ -295,7 +296,7 @@ def stage_run(
         yield NoopTracker()
         return
     client, exp_id = _client(cfg.tracking)
-    run_id = _recorded_run(client, resume_file, stage)
+    run_id = _recorded_run(client, resume_file, stage, cfg.hash)
     if run_id is not None:
         client.update_run(run_id, status="RUNNING")
         tracker = MlflowTracker(client, run_id)
