@@ -264,8 +264,9 @@ class ShellSession:
         self.pane_pid: int | None = None
         # base/host/ (mode 0700) holds the tmux socket, its config and the launch script: tmux commands
         # run on the host, so none of it may be reachable from the sandbox. base/ctl/ is what the
-        # sandbox sees, read-only. As root, base is 0711 so that bubblewrap, already running as the
-        # unprivileged sandbox user, can reach ctl/ and ws/ by path (it resolves its bind sources).
+        # sandbox sees, read-only. As root, base is 0710 with the sandbox's group, so that bubblewrap,
+        # already running as the unprivileged sandbox user, can reach ctl/ and ws/ by path (it resolves
+        # its bind sources).
         self.base = Path(tempfile.mkdtemp(prefix="deepresearch-shell-"))
         self._res = _Resources(base=self.base)
         self._finalizer = weakref.finalize(self, _teardown, self._res)
@@ -281,8 +282,10 @@ class ShellSession:
         self.ctl.mkdir(mode=0o755)
         os.chmod(self.ctl, 0o755)  # regardless of the umask: the sandbox user must read it
         if self.root:
-            os.chmod(self.base, 0o711)
             self.uid, self.gid = cfg.sandbox_uid, cfg.sandbox_gid
+            # traversable by the sandbox's group only: other local users must not reach ctl/ or ws/
+            os.chown(self.base, 0, self.gid)
+            os.chmod(self.base, 0o710)
         else:
             self.uid, self.gid = os.getuid(), os.getgid()
         # The workspace as bubblewrap binds it: as root, the sized tmpfs bind-mounted under base/, since
