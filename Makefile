@@ -8,7 +8,7 @@ export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
 # local Ray workers use this environment's Python instead of building a uv copy of it
 export RAY_ENABLE_UV_RUN_RUNTIME_ENV := 0
 
-.PHONY: setup system-deps run run-full run-data test test-fast bench-search lint clean images package
+.PHONY: setup system-deps run run-full run-data test test-fast bench-search lint clean clean-cache images package
 
 system-deps:  ## Debian packages the agent's shell tool needs (tmux, bubblewrap)
 	@if ! command -v tmux >/dev/null || ! command -v bwrap >/dev/null; then \
@@ -52,5 +52,9 @@ package: setup  ## the registrable Flyte archive for $(CONFIG) (no cluster, no i
 lint: setup
 	$(UV) run ruff check deepresearch tasks workflows tests benchmarks
 
-clean:
+clean: clean-cache
 	rm -rf out runs dist mlflow.db mlartifacts .pytest_cache
+
+clean-cache:  ## this project's entries in Flyte's local cache (~/.flyte/local-cache), which outlive mlflow.db and temp dirs
+	@if [ -x .venv/bin/python ]; then .venv/bin/python -m tasks.cache clear; \
+	else echo "no .venv: nothing to clear with (run make setup first)"; fi

@@ -81,11 +81,32 @@ class BudgetConfig(Section):
 
 
 class ShellConfig(Section):
-    """Limits of the sandboxed shell tool."""
+    """Limits of the sandboxed shell tool (README, "The agent's tools", says what they guarantee)."""
 
     timeout_s: float = Field(10.0, gt=0)
+    # the whole sandbox (a memory cgroup): its processes, and what they write to /tmp, /dev/shm
+    # and the workspace; each process is also capped at this much address space
     memory_mb: int = Field(512, ge=16)
     max_output_chars: int = Field(4000, ge=100)
+    max_processes: int = Field(64, ge=8)  # processes and threads in the sandbox at once (pids cgroup)
+    cpus: float = Field(1.0, gt=0)  # CPU time per wall second (cpu cgroup)
+    workspace_mb: int = Field(256, ge=1)  # the workspace is a tmpfs of this size while a shell runs
+    tmp_mb: int = Field(64, ge=1)  # the sandbox's /tmp and /dev/shm, each
+    # the host uid/gid the sandbox runs as when the tool runs as root (65534 = nobody)
+    sandbox_uid: int = Field(65534, ge=1)
+    sandbox_gid: int = Field(65534, ge=1)
+    # Where the machine cannot confine the whole sandbox (no cgroup for memory and processes, or no
+    # workspace quota: typically when not running as root), the tool refuses to start a shell unless
+    # this is true; then it warns and falls back to per-process limits (ulimit), which several
+    # processes together can exceed.
+    allow_weak_limits: bool = False
+
+
+class FileToolConfig(Section):
+    """Limits of the file tool, which runs in the host process."""
+
+    max_bytes: int = Field(8 << 20, ge=1024)  # larger files are refused (read them with the shell)
+    timeout_s: float = Field(10.0, gt=0)  # for reading or patching one file
 
 
 class OpenAIPolicyConfig(Section):
@@ -113,6 +134,7 @@ class AgentConfig(Section):
 
     budget: BudgetConfig = BudgetConfig()
     shell: ShellConfig = ShellConfig()
+    file: FileToolConfig = FileToolConfig()
     openai: OpenAIPolicyConfig = OpenAIPolicyConfig()
     hf: HFPolicyConfig = HFPolicyConfig()
     search_k: int = Field(5, ge=1, le=50)
@@ -468,6 +490,26 @@ def config_from_dict(data: dict[str, Any], source: str = "<dict>") -> PipelineCo
         raise ConfigError(_format_validation_error(e, source)) from None
 
 
+class _DuplicateKey(yaml.YAMLError):
+    pass
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """yaml.safe_load, except that a key given twice in one mapping is an error, not "last one wins"."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<:` merges may override on purpose
+                continue
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise _DuplicateKey(f"key {key!r} appears twice in one mapping (lines {seen[key]} and {line})")
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> PipelineConfig:
     """Load a YAML config (default: configs/tiny.yaml) and apply dotted overrides.
 
@@ -477,7 +519,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     Returns:
         The validated, frozen PipelineConfig.
     Raises:
-        ConfigError: missing file, malformed YAML, unknown key or bad value (file and field named).
+        ConfigError: missing or empty file, malformed YAML, a key given twice, unknown key or bad value
+            (file and field named).
     """
     p = Path(path) if path is not None else DEFAULT_CONFIG
     if not p.exists() and not p.is_absolute() and (REPO_ROOT / p).exists():
@@ -485,9 +528,17 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     if not p.is_file():
         raise ConfigError(f"config file not found: {p} (pass --config configs/tiny.yaml or a path to a YAML file)")
     try:
-        data = yaml.safe_load(p.read_text()) or {}
+        data = yaml.load(p.read_text(), Loader=_StrictLoader)
+    except _DuplicateKey as e:
+        raise ConfigError(f"config file {p}: {e}; keep one (YAML would silently use the last)") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"config file {p} is not valid YAML: {e}") from e
+    if data is None:
+        # an empty file would silently mean every built-in default, a different pipeline than intended
+        raise ConfigError(
+            f"config file {p} is empty; give the settings to change (e.g. start from configs/tiny.yaml), "
+            "or pass --config configs/tiny.yaml"
+        )
     if not isinstance(data, dict):
         raise ConfigError(f"config file {p} must hold a mapping at the top level, got {type(data).__name__}")
     overrides = list(overrides or [])

@@ -23,3 +23,11 @@ class DataQualityError(DeepResearchError):
     def __init__(self, message: str, failed: list[str] | None = None):
         super().__init__(message)
         self.failed = failed or []
+
+
+class TrackingError(DeepResearchError):
+    """The MLflow tracking store is unreachable or inconsistent (names the URI and what to do)."""
+
+
+class StaleCacheError(DeepResearchError):
+    """A cached stage output points at a directory or MLflow run that no longer exists (names the entry)."""

@@ -16,7 +16,7 @@ from flytekit.types.error import FlyteError
 from containers.images import DATA_IMAGE
 from deepresearch.config import PipelineConfig, load_config
 from deepresearch.stages import StageResult, quality_stage, synthesis_stage, world_stage
-from deepresearch.tracking import fail_open_runs, finish_run, start_parent_run
+from deepresearch.tracking import fail_open_runs, finish_run, preflight, start_parent_run
 
 # Bump a stage's version when its code changes the artifact it produces.
 WORLD_VERSION = "world-v1"
@@ -82,8 +82,14 @@ def resolve_config(
 
 @task(container_image=DATA_IMAGE, requests=Resources(cpu="1", mem="1Gi"))
 def start_tracking(config_json: str) -> str:
-    """Open the MLflow parent run of this execution; returns its run id."""
+    """Check the tracking store and Flyte's local cache, then open the MLflow parent run of this execution;
+    returns its run id. A stale cache entry (its output directory gone, or its MLflow run missing from
+    the store) stops the workflow here, with one line naming it, before a cache hit could use it."""
+    from tasks.cache import check_local_cache
+
     cfg = PipelineConfig.from_json(config_json)
+    preflight(cfg)
+    check_local_cache(cfg)
     return start_parent_run(cfg, "full", tags={"flyte.execution_id": _execution_id()})
 
 

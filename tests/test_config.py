@@ -59,6 +59,34 @@ def test_malformed_yaml_and_missing_file(tmp_path):
         load_config("configs/tiny.yaml", ["world.seed"])
 
 
+def test_empty_config_and_duplicate_keys_are_errors(tmp_path):
+    empty = tmp_path / "empty.yaml"
+    for text in ("", "# only a comment\n"):
+        empty.write_text(text)
+        with pytest.raises(ConfigError) as e:
+            load_config(empty)
+        assert str(e.value) == (
+            f"config file {empty} is empty; give the settings to change (e.g. start from configs/tiny.yaml), "
+            "or pass --config configs/tiny.yaml"
+        )
+    dup = tmp_path / "dup.yaml"
+    dup.write_text("synthesis:\n  n_deep_search: 8\nworld:\n  seed: 1\nsynthesis:\n  n_deep_research: 2\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(dup)
+    assert str(e.value) == (
+        f"config file {dup}: key 'synthesis' appears twice in one mapping (lines 1 and 5); "
+        "keep one (YAML would silently use the last)"
+    )
+    dup.write_text("world:\n  seed: 1\n  seed: 2\n")
+    with pytest.raises(ConfigError, match=r"key 'seed' appears twice in one mapping \(lines 2 and 3\)"):
+        load_config(dup)
+    # merge keys are not duplicates
+    merged = tmp_path / "merged.yaml"
+    merged.write_text("x: &b {seed: 1}\nworld:\n  <<: *b\n  seed: 2\n")
+    with pytest.raises(ConfigError, match="unknown key"):  # only because `x` is not a section
+        load_config(merged)
+
+
 def test_frozen_sections():
     cfg = load_config("configs/tiny.yaml")
     from pydantic import ValidationError

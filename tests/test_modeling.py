@@ -396,6 +396,35 @@ def test_load_checkpoint_errors(saved, tmp_path):
         load_checkpoint(no_weights)
 
 
+def test_damaged_weights_and_an_edited_vocab_size_are_named_in_one_line(saved, tmp_path):
+    from deepresearch.modeling import ModelError
+    from deepresearch.modeling.checkpoint import load_checkpoint
+
+    truncated = _copy(saved, tmp_path / "truncated")
+    weights = truncated / "model.safetensors"
+    size = weights.stat().st_size
+    with open(weights, "r+b") as f:
+        f.truncate(size // 2)  # a copy or a save interrupted half way
+    with pytest.raises(ModelError) as e:
+        load_checkpoint(truncated)
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith(f"{weights} is truncated: {size // 2:,} bytes where its header describes {size:,}")
+    assert f"delete {truncated} and re-run the stage that wrote it" in msg
+
+    rows = json.loads((saved / "config.json").read_text())["vocab_size"]
+    for edited in (rows - 5, rows + 5):  # fewer rows than the tokenizer's tokens, or more than stored
+        ckpt = _copy(saved, tmp_path / f"vocab{edited}")
+        config = json.loads((ckpt / "config.json").read_text())
+        config["vocab_size"] = edited
+        (ckpt / "config.json").write_text(json.dumps(config))
+        with pytest.raises(ModelError) as e:
+            load_checkpoint(ckpt)
+        assert str(e.value) == (
+            f"{ckpt / 'config.json'} says vocab_size={edited} but model.safetensors holds an embedding of {rows} rows: "
+            f"config.json was edited or belongs to another model; set vocab_size to {rows}"
+        )
+
+
 def test_load_checkpoint_refuses_a_tokenizer_larger_than_the_embedding(model, tokenizer, tmp_path):
     from deepresearch.modeling import ModelError
     from deepresearch.modeling.checkpoint import load_checkpoint, save_checkpoint

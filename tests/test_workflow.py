@@ -115,3 +115,19 @@ def test_lineage_walks_from_a_registered_model_back_to_the_world(env):
     world = next(link for link in raw.produced_by.inputs if link.name == "world")
     assert world.produced_by is not None and world.produced_by.stage == "world"
     assert len(world.digest) == 64 and root.tags["config_hash"] == cfg.hash
+
+
+def test_a_reset_store_makes_the_cache_stale_and_the_workflow_says_so_first(env, tmp_path):
+    """After `rm mlflow.db`, cached stages would hand out run ids the new store lacks: the workflow stops
+    before the first stage, naming the stale entries and `make clean-cache`."""
+    import time
+
+    from workflows.data import data as full
+
+    overrides = env["overrides"] + [f"tracking.uri=sqlite:///{tmp_path}/new.db"]
+    t0 = time.monotonic()
+    with pytest.raises(Exception) as e:
+        full(config="configs/tiny.yaml", overrides=overrides)
+    msg = str(e.value)
+    assert "stale entr" in msg and "tasks.data.build_world" in msg and "make clean-cache" in msg
+    assert "is not in the store" in msg and time.monotonic() - t0 < 60

@@ -6,7 +6,9 @@
 
 Running out of budget forces one last policy call asking for the final answer; a tool error
 (bad arguments, unknown tool, malformed JSON, timeout) becomes an error observation. Neither
-ever ends the episode with an exception.
+ever ends the episode with an exception. A policy that raises, or breaks its contract by returning
+something other than text, ends the episode with outcome "policy_error" and a message naming it.
+Every text that enters the trajectory is cleaned of lone surrogates, so it always serializes.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import re
 from typing import Callable
 
 from deepresearch.agent.policies.base import Policy
-from deepresearch.agent.schema import Message, Trajectory, extract_citations, parse_assistant
+from deepresearch.agent.schema import Message, Trajectory, clean_text, extract_citations, parse_assistant
 from deepresearch.agent.tools.base import EpisodeContext, Tool, all_tools
 from deepresearch.config import BudgetConfig
 from deepresearch.errors import ToolError
@@ -77,6 +79,22 @@ def make_tools(names: list[str] | None = None) -> dict[str, Tool]:
     return out
 
 
+def _act(policy: Policy, messages: list[Message], schemas: list[dict]) -> str:
+    """The policy's next turn; a non-str reply is the policy's bug, reported as such."""
+    text = policy.act(messages, schemas)
+    if not isinstance(text, str):
+        raise TypeError(
+            f"policy {_policy_name(policy)!r} ({type(policy).__name__}) returned {type(text).__name__} "
+            f"instead of the assistant turn's text (a str): {text!r:.200}"
+        )
+    return clean_text(text)
+
+
+def _policy_name(policy: Policy) -> str:
+    name = getattr(policy, "name", None)
+    return clean_text(name) if isinstance(name, str) else type(policy).__name__
+
+
 def _context_tokens(messages: list[Message], count: Callable[[str], int]) -> int:
     return sum(count(m.content) + 4 for m in messages)  # +4: role and separator tokens
 
@@ -108,7 +126,7 @@ def run_episode(
 
     tools = make_tools() if tools is None else tools
     schemas = [t.schema() for t in tools.values()]
-    messages = [Message(role="system", content=system_prompt(tools)), Message(role="user", content=prompt)]
+    messages = [Message(role="system", content=system_prompt(tools)), Message(role="user", content=clean_text(prompt))]
     turns = n_calls = n_errors = 0
     answer: str | None = None
     outcome = "answered"
@@ -117,7 +135,7 @@ def run_episode(
     def observe(name: str | None, content: str, is_error: bool) -> None:
         nonlocal n_errors
         n_errors += int(is_error)
-        messages.append(Message(role="tool", name=name, content=content, is_error=is_error))
+        messages.append(Message(role="tool", name=name, content=clean_text(content), is_error=is_error))
 
     while True:
         tokens = _context_tokens(messages, count_tokens)
@@ -132,9 +150,9 @@ def run_episode(
             metadata["budget_reason"] = reason
             messages.append(Message(role="user", content=FORCE_ANSWER.format(reason=reason)))
             try:
-                text = policy.act(messages, schemas)
+                text = _act(policy, messages, schemas)
             except Exception as e:  # noqa: BLE001 - a failing policy ends the episode, not the run
-                metadata["policy_error"] = f"{type(e).__name__}: {e}"
+                metadata["policy_error"] = clean_text(f"{type(e).__name__}: {e}")
                 outcome = "policy_error"
                 break
             turns += 1
@@ -145,9 +163,9 @@ def run_episode(
             break
 
         try:
-            text = policy.act(messages, schemas)
+            text = _act(policy, messages, schemas)
         except Exception as e:  # noqa: BLE001
-            metadata["policy_error"] = f"{type(e).__name__}: {e}"
+            metadata["policy_error"] = clean_text(f"{type(e).__name__}: {e}")
             outcome = "policy_error"
             break
         turns += 1
@@ -172,20 +190,23 @@ def run_episode(
                 continue
             try:
                 out = tool(call.arguments, ctx)
+                if not isinstance(out, str):
+                    raise TypeError(f"the tool returned {type(out).__name__}, not text")
+                out = store_long_output(ctx, call.name, clean_text(out))
             except ToolError as e:
                 observe(call.name, f"error: {e}", True)
                 continue
-            except Exception as e:  # noqa: BLE001 - a tool bug must not end the episode
+            except Exception as e:  # noqa: BLE001 - a tool bug (or RecursionError, MemoryError...) must not end the episode
                 observe(call.name, f"error: {call.name} failed: {type(e).__name__}: {e}", True)
                 continue
-            observe(call.name, store_long_output(ctx, call.name, out), False)
+            observe(call.name, out, False)
 
     citations = extract_citations(answer or "")
     return Trajectory(
-        trajectory_id=trajectory_id or f"{task_id}:{policy.name}",
+        trajectory_id=trajectory_id or f"{task_id}:{_policy_name(policy)}",
         task_id=task_id,
         capability=capability,
-        policy=policy.name,
+        policy=_policy_name(policy),
         messages=messages,
         outcome=outcome,
         answer=answer,

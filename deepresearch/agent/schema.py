@@ -18,9 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 TRAJECTORY_SCHEMA_VERSION = 1
 
-TOOL_CALL_RE = re.compile(r"<tool_call>\s*(.*?)\s*</tool_call>", re.DOTALL)
 ANSWER_RE = re.compile(r"<answer>(.*?)(?:</answer>|\Z)", re.DOTALL)
 CITE_RE = re.compile(r"\\cite\{([^}]*)\}")
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
 
 Role = Literal["system", "user", "assistant", "tool"]
 Outcome = Literal["answered", "budget_exhausted", "policy_error"]
@@ -56,42 +56,121 @@ class ParsedTurn(BaseModel):
     errors: list[str]  # malformed tool-call blocks, each described for an error observation
 
 
+MAX_ARGUMENT_DEPTH = 32  # nesting of a tool call's arguments; deeper is refused before any tool sees it
+_OPEN, _CLOSE = "<tool_call>", "</tool_call>"
+
+
+def clean_text(text: str) -> str:
+    """`text` with lone surrogates replaced by U+FFFD: no UTF-8 file or strict JSON encoder accepts them.
+
+    (A policy's text can hold them, and so can JSON strings it writes: json.loads('"\\ud800"').)
+    """
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return _SURROGATE_RE.sub("\ufffd", text)
+
+
+def _clean_arguments(obj: Any) -> tuple[Any, int]:
+    """(obj with every string cleaned, its nesting depth), iteratively: deep nesting must not recurse."""
+    root: list[Any] = [obj]
+    stack: list[tuple[Any, Any, int]] = [(root, 0, 1)]  # (container, key, depth of the value)
+    depth = 0
+    while stack:
+        container, key, d = stack.pop()
+        value = container[key]
+        depth = max(depth, d)
+        if depth > MAX_ARGUMENT_DEPTH:
+            return obj, depth
+        if isinstance(value, str):
+            container[key] = clean_text(value)
+        elif isinstance(value, list):
+            stack.extend((value, i, d + 1) for i in range(len(value)))
+        elif isinstance(value, dict):
+            cleaned = {clean_text(k): v for k, v in value.items()}
+            container[key] = cleaned
+            stack.extend((cleaned, k, d + 1) for k in cleaned)
+    return root[0], depth
+
+
+def _loads(raw: str) -> tuple[Any, str | None]:
+    """json.loads, or the reason it failed in words the model can act on."""
+    try:
+        return json.loads(raw), None
+    except json.JSONDecodeError as e:
+        return None, f"is not valid JSON ({e.msg} at char {e.pos})"
+    except RecursionError:
+        return None, "is nested too deeply to parse"
+    except ValueError as e:  # e.g. an integer of more than 4,300 digits
+        return None, f"cannot be parsed ({str(e)[:120]})"
+
+
+def _blocks(text: str) -> tuple[list[str], str, bool]:
+    """(contents of the closed <tool_call> blocks, the text outside them, whether one is left unclosed).
+
+    A linear scan (a regex with a lazy body is quadratic in the number of unclosed tags). Each block
+    ends at the first </tool_call> after its opening tag, as a non-greedy regex would.
+    """
+    blocks, outside, pos, unclosed = [], [], 0, False
+    while True:
+        start = text.find(_OPEN, pos)
+        if start == -1:
+            break
+        end = text.find(_CLOSE, start + len(_OPEN))
+        if end == -1:
+            unclosed = True
+            break
+        outside.append(text[pos:start])
+        blocks.append(text[start + len(_OPEN) : end].strip())
+        pos = end + len(_CLOSE)
+    outside.append(text[pos:])
+    return blocks, "".join(outside), unclosed
+
+
 def parse_assistant(text: str) -> ParsedTurn:
     """Parse an assistant turn into tool calls and/or a final answer.
 
-    A block that is not valid JSON, or lacks a string `name` / object `arguments`, becomes an entry
-    in `errors` (the loop turns it into an error observation) instead of raising.
+    A block that is not valid JSON (or too deeply nested, or holding an over-long number), lacks a
+    string `name` / object `arguments`, or nests its arguments deeper than MAX_ARGUMENT_DEPTH becomes
+    an entry in `errors` (the loop turns it into an error observation) instead of raising. Only an
+    <answer> outside the tool calls counts: text inside a call's arguments (say, a report being
+    written to a file) never ends the episode.
     """
+    text = clean_text(text)
     calls: list[ToolCall] = []
     errors: list[str] = []
-    for i, m in enumerate(TOOL_CALL_RE.finditer(text)):
-        raw = m.group(1)
-        try:
-            obj = json.loads(raw)
-        except json.JSONDecodeError as e:
-            errors.append(f"tool call #{i + 1} is not valid JSON ({e.msg} at char {e.pos}): {raw[:200]!r}")
+    blocks, outside, unclosed = _blocks(text)
+    for i, raw in enumerate(blocks):
+        obj, why = _loads(raw)
+        if why is not None:
+            errors.append(f"tool call #{i + 1} {why}: {raw[:200]!r}")
             continue
         if not isinstance(obj, dict) or not isinstance(obj.get("name"), str):
             errors.append(f'tool call #{i + 1} must be an object with a string "name": {raw[:200]!r}')
             continue
+        name = clean_text(obj["name"])
         args = obj.get("arguments", {})
         if isinstance(args, str):  # some models emit arguments as a JSON string
-            try:
-                args = json.loads(args)
-            except json.JSONDecodeError:
-                pass
+            parsed, why = _loads(args)
+            if why is None:
+                args = parsed
         if not isinstance(args, dict):
-            errors.append(f'tool call #{i + 1} ({obj["name"]}): "arguments" must be a JSON object')
+            errors.append(f'tool call #{i + 1} ({name[:100]}): "arguments" must be a JSON object')
             continue
-        calls.append(ToolCall(name=obj["name"], arguments=args))
+        args, depth = _clean_arguments(args)
+        if depth > MAX_ARGUMENT_DEPTH:
+            errors.append(f"tool call #{i + 1} ({name[:100]}): arguments nested deeper than {MAX_ARGUMENT_DEPTH} levels")
+            continue
+        calls.append(ToolCall(name=name, arguments=args))
     # An unterminated <tool_call> is a malformed call too (the model stopped mid-JSON).
-    n_open = text.count("<tool_call>")
-    n_closed = len(TOOL_CALL_RE.findall(text))
-    if n_open > n_closed:
+    if unclosed or text.count(_OPEN) > len(blocks):
         errors.append("a <tool_call> block is not closed with </tool_call>")
-    answer_match = ANSWER_RE.search(text) if "<answer>" in text else None
+    # Whatever follows an unclosed <tool_call> belongs to that broken call, not to an answer.
+    answer_zone = outside.split(_OPEN, 1)[0]
+    answer_match = ANSWER_RE.search(answer_zone) if "<answer>" in answer_zone else None
     answer = answer_match.group(1).strip() if answer_match else None
-    thought = ANSWER_RE.sub("", TOOL_CALL_RE.sub("", text)).strip()
+    thought = ANSWER_RE.sub("", outside).strip()
     return ParsedTurn(thought=thought, tool_calls=calls, answer=answer, errors=errors)
 
 

@@ -131,6 +131,45 @@ def _config_vocab_size(path: Path) -> int | None:
     return vocab if isinstance(vocab, int) else None
 
 
+def _safetensors_header(path: Path) -> dict[str, Any]:
+    """The tensor table of a .safetensors file, after checking the file holds every byte it announces.
+
+    Raises:
+        ModelError: the file is shorter (or longer) than its header says, or the header is unreadable:
+            one line naming the file and what to do.
+    """
+    import struct
+
+    fix = f"the write was interrupted or the file was damaged; delete {path.parent} and re-run the stage that wrote it"
+    size = path.stat().st_size
+    try:
+        with open(path, "rb") as f:
+            (n,) = struct.unpack("<Q", f.read(8))
+            if n > size - 8:
+                raise ValueError(f"the header says {n} bytes of metadata but the file has {size}")
+            header = json.loads(f.read(n))
+        end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+    except (struct.error, ValueError, KeyError, TypeError, IndexError) as e:
+        raise ModelError(f"{path} is not a readable safetensors file ({e}); {fix}") from None
+    if 8 + n + end != size:
+        raise ModelError(
+            f"{path} is truncated: {size:,} bytes where its header describes {8 + n + end:,}; {fix}"
+            if size < 8 + n + end
+            else f"{path} has {size - 8 - n - end:,} bytes more than its header describes; {fix}"
+        )
+    return header
+
+
+def _embedding_rows(path: Path) -> tuple[int, Path] | None:
+    """(rows of the input embedding, the file holding it) from the safetensors headers, without loading weights."""
+    found = None
+    for file in sorted(path.glob("*.safetensors")):  # every shard is checked, not only the embedding's
+        for name, t in _safetensors_header(file).items():
+            if found is None and name.endswith(("embed_tokens.weight", "wte.weight", "word_embeddings.weight")):
+                found = (int(t["shape"][0]), file)
+    return found
+
+
 def load_checkpoint(
     path: str | Path,
     *,
@@ -147,8 +186,9 @@ def load_checkpoint(
     Returns:
         (model in eval mode, tokenizer).
     Raises:
-        ModelError: the directory, config.json, the weights or the tokenizer is missing, or the tokenizer
-            has more tokens than the model has embedding rows.
+        ModelError: the directory, config.json, the weights or the tokenizer is missing, a weights file is
+            truncated, config.json's vocab_size disagrees with the stored embedding, or the tokenizer
+            has more tokens than the model has embedding rows (one line each, naming the file and the fix).
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -168,6 +208,16 @@ def load_checkpoint(
         raise ModelError(
             f"checkpoint {path} has no tokenizer (tokenizer.json / tokenizer_config.json missing)"
         )
+    # The weights' own headers first (cheap, no tensor is read): a truncated file, or a config.json
+    # whose vocab_size disagrees with the embedding actually stored, is named as such, not left to
+    # surface as a tokenizer mismatch or a long traceback from deep inside transformers.
+    stored = _embedding_rows(path)
+    declared = _config_vocab_size(path)
+    if stored is not None and declared is not None and stored[0] != declared:
+        raise ModelError(
+            f"{path / 'config.json'} says vocab_size={declared} but {stored[1].name} holds an embedding of "
+            f"{stored[0]} rows: config.json was edited or belongs to another model; set vocab_size to {stored[0]}"
+        )
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(path))
     except (OSError, ValueError) as e:
@@ -181,13 +231,16 @@ def load_checkpoint(
                 "embeddings (model.resize_token_embeddings) before saving"
             )
 
-    rows = _config_vocab_size(path)
+    rows = stored[0] if stored is not None else declared
     if rows is not None:
         check_vocab(rows)  # before reading the weights, which may be large
     cls = model_cls or AutoModelForCausalLM
     try:
         model = cls.from_pretrained(str(path), dtype=dtype)
-    except (OSError, ValueError) as e:
-        raise ModelError(f"checkpoint {path}: the model does not load: {e}") from e
+    except Exception as e:  # noqa: BLE001 - SafetensorError, RuntimeError (size mismatch), OSError, ...
+        raise ModelError(
+            f"checkpoint {path}: the model does not load ({type(e).__name__}: {str(e).splitlines()[0][:300]}); "
+            "re-run the stage that wrote it"
+        ) from e
     check_vocab(model.get_input_embeddings().weight.shape[0])
     return model.eval(), tokenizer

@@ -610,7 +610,7 @@ def run_ppo(
     from deepresearch.rl.value import ValueModel
     from deepresearch.rl.weights import push_weights
     from deepresearch.stages import world_digest
-    from deepresearch.tracking import stage_run
+    from deepresearch.tracking import BufferedTracker, stage_run
     from deepresearch.training.stage import artifact_digest as _digest
     from deepresearch.world.schema import World, atomic_write_text
 
@@ -646,7 +646,9 @@ def run_ppo(
     }
     metrics: dict[str, float] = {}
     policy_engine = critic_engine = pool = None
-    with stage_run(cfg, parent_run_id, "rl", flyte_execution_id=execution_id) as run:
+    # per-step metrics go through a background-retried buffer: a tracking outage never stalls PPO
+    with stage_run(cfg, parent_run_id, "rl", flyte_execution_id=execution_id) as run, \
+            BufferedTracker(run, spill=out / "unlogged_tracking.jsonl") as step_log:
         try:
             run.log_dataset(policy_dir, name="policy", context="input", digest=_digest(policy_dir))
             run.log_dataset(judge_dir, name="judge", context="input", digest=_digest(judge_dir))
@@ -734,7 +736,7 @@ def run_ppo(
                     if kl_ref is not None:
                         metrics["rl/kl_ref"] = kl_ref
                     metrics = {k: v for k, v in metrics.items() if not math.isnan(v)}
-                    run.log_metrics(metrics, step=step + 1)
+                    step_log.log_metrics(metrics, step=step + 1)
                     bar.update(job, advance=1, reward=f"{curve[-1]:.3f}")
 
             # ---- save

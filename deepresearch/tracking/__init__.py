@@ -9,19 +9,46 @@ metrics are named `stage/metric`. Nothing happens at import time.
     with stage_run(cfg, parent, "synthesis", flyte_execution_id=...) as run:
         run.log_metrics({"synthesis/success_rate": 0.97})
         run.log_dataset(path, name="deep_search", context="raw", digest=sha)
+
+Faults fail fast and leave things tidy:
+- Every client checks the store first: an HTTP store that does not answer fails in seconds with
+  one line naming the URI (MLflow's own retries would take minutes). Unless set in the
+  environment, MLflow's HTTP retries are bounded (`MLFLOW_HTTP_REQUEST_MAX_RETRIES` etc.).
+- `BufferedTracker` queues metrics and tags and sends them from a background thread, retrying
+  while the store is away: a training loop never waits on, or dies of, a logging failure; what
+  could not be sent by the end is saved to a file next to the run's outputs.
+- `stage_run(..., resume_file=)` continues the run recorded there (a stage resumed after a kill
+  goes on with the killed attempt's run, not a second history), and a run whose body raises is
+  closed FAILED; if the store is down by then, the body's error still surfaces.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import logging
 import os
+import socket
 import subprocess
+import threading
+import time
 from pathlib import Path
 from typing import Any, Iterator, Protocol
+from urllib.parse import urlparse
 
 from deepresearch.config import REPO_ROOT, PipelineConfig, TrackingConfig
+from deepresearch.errors import TrackingError
+
+log = logging.getLogger(__name__)
+CHECK_TIMEOUT_S = 3.0  # for the store to accept a connection and answer /health
+# MLflow's defaults (7 retries, backoff factor 2, 120 s per request) turn a dead server into minutes
+# of waiting; these apply unless the environment sets them.
+_HTTP_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+}
 
 DEFAULT_DB = REPO_ROOT / "mlflow.db"
 DEFAULT_ARTIFACTS = REPO_ROOT / "mlartifacts"
@@ -124,12 +151,51 @@ def _quiet() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
+def check_store(uri: str) -> None:
+    """Fail in seconds, with one line, when an HTTP tracking store does not answer.
+
+    Raises:
+        TrackingError: nothing listens at the URI's host and port, or it does not answer /health.
+    """
+    parsed = urlparse(uri)
+    if parsed.scheme not in ("http", "https"):
+        return  # a local store (sqlite, a directory) is opened, not reached
+    host, port = parsed.hostname or "localhost", parsed.port or (443 if parsed.scheme == "https" else 80)
+    fix = (
+        "start the MLflow server, or point MLFLOW_TRACKING_URI / tracking.uri at a reachable store "
+        "(or set tracking.enabled=false)"
+    )
+    try:
+        with socket.create_connection((host, port), timeout=CHECK_TIMEOUT_S):
+            pass
+    except OSError as e:
+        raise TrackingError(f"MLflow tracking store {uri} is unreachable ({e.strerror or e}); {fix}") from None
+    import requests
+
+    try:
+        res = requests.get(uri.rstrip("/") + "/health", timeout=CHECK_TIMEOUT_S)
+    except requests.RequestException as e:
+        raise TrackingError(f"MLflow tracking store {uri} does not answer ({type(e).__name__}); {fix}") from None
+    if res.status_code >= 500:
+        raise TrackingError(f"MLflow tracking store {uri} answers /health with HTTP {res.status_code}; {fix}")
+
+
+def preflight(cfg: PipelineConfig) -> None:
+    """Check the tracking store before a stage does any work (no-op when tracking is off)."""
+    if cfg.tracking.enabled:
+        check_store(tracking_uri(cfg.tracking))
+
+
 def _client(cfg: TrackingConfig) -> tuple[Any, str]:
-    """An MLflow client and the experiment id (created on first use)."""
+    """An MLflow client and the experiment id (created on first use), after checking the store answers."""
     from mlflow import MlflowClient
 
     _quiet()
     uri = tracking_uri(cfg)
+    check_store(uri)
+    if urlparse(uri).scheme in ("http", "https"):
+        for key, value in _HTTP_DEFAULTS.items():
+            os.environ.setdefault(key, value)
     client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name(cfg.experiment)
     if exp is not None:
@@ -186,6 +252,28 @@ def get_tracker(cfg: PipelineConfig, run_id: str) -> Tracker:
     return MlflowTracker(client, run_id)
 
 
+def _recorded_run(client: Any, resume_file: Path | None, stage: str, config_hash: str) -> str | None:
+    """The run id a previous attempt of this stage (same config) recorded in `resume_file`, if the store still has it."""
+    if resume_file is None or not resume_file.is_file():
+        return None
+    try:
+        run_id = json.loads(resume_file.read_text())["run_id"]
+        run = client.get_run(run_id)
+    except Exception:  # noqa: BLE001 - unreadable file, or a run the store no longer has: start afresh
+        log.warning("tracking: %s names no run of the current store; starting a new run for %s", resume_file, stage)
+        return None
+    tags = run.data.tags
+    return run_id if tags.get("stage") == stage and tags.get("config_hash") == config_hash else None
+
+
+def _terminate(client: Any, run_id: str, status: str) -> None:
+    """Close a run; a store that is down by now is logged, never raised over the stage's own outcome."""
+    try:
+        client.set_terminated(run_id, status=status)
+    except Exception as e:  # noqa: BLE001
+        log.warning("tracking: could not mark run %s %s (%s: %s)", run_id, status, type(e).__name__, str(e)[:300])
+
+
 @contextlib.contextmanager
 def stage_run(
     cfg: PipelineConfig,
@@ -194,30 +282,165 @@ def stage_run(
     *,
     flyte_execution_id: str = "local",
     extra_tags: dict[str, str] | None = None,
+    resume_file: Path | None = None,
 ) -> Iterator[Tracker]:
-    """A child run for one stage; FAILED (with the error as a tag) if the body raises."""
+    """A child run for one stage; FAILED (with the error as a tag) if the body raises.
+
+    Args:
+        resume_file: where a resumable stage records its run id ({"run_id": ...}, in its run
+            directory). When it names a run of this stage in the store, that run is reopened and
+            continued (a resumed training stage logs on from its checkpoint's step into the same
+            history) instead of leaving the killed attempt's run RUNNING beside a new one.
+    """
     if not cfg.tracking.enabled:
         yield NoopTracker()
         return
     client, exp_id = _client(cfg.tracking)
-    tags = {
-        "stage": stage,
-        "config_hash": cfg.hash,
-        "git_sha": git_sha(),
-        "flyte.execution_id": flyte_execution_id,
-        # the container image a cluster task runs in (Flyte sets it); "local" outside a pod
-        "flyte.image": os.environ.get("FLYTE_INTERNAL_IMAGE", "local"),
-        **(extra_tags or {}),
-    }
-    if parent_run_id:
-        tags["mlflow.parentRunId"] = parent_run_id
-    run = client.create_run(exp_id, run_name=stage, tags=tags)
-    tracker = MlflowTracker(client, run.info.run_id)
-    tracker.log_params({**cfg.flat(), "config_hash": cfg.hash})
+    run_id = _recorded_run(client, resume_file, stage, cfg.hash)
+    if run_id is not None:
+        client.update_run(run_id, status="RUNNING")
+        tracker = MlflowTracker(client, run_id)
+        attempts = int(client.get_run(run_id).data.tags.get("resumed", "0")) + 1
+        tracker.set_tags({"resumed": str(attempts), f"resumed.{attempts}.flyte.execution_id": flyte_execution_id})
+    else:
+        tags = {
+            "stage": stage,
+            "config_hash": cfg.hash,
+            "git_sha": git_sha(),
+            "flyte.execution_id": flyte_execution_id,
+            # the container image a cluster task runs in (Flyte sets it); "local" outside a pod
+            "flyte.image": os.environ.get("FLYTE_INTERNAL_IMAGE", "local"),
+            **(extra_tags or {}),
+        }
+        if parent_run_id:
+            tags["mlflow.parentRunId"] = parent_run_id
+        run = client.create_run(exp_id, run_name=stage, tags=tags)
+        run_id = run.info.run_id
+        tracker = MlflowTracker(client, run_id)
+        tracker.log_params({**cfg.flat(), "config_hash": cfg.hash})
+        if resume_file is not None:
+            from deepresearch.world.schema import atomic_write_text
+
+            atomic_write_text(resume_file, json.dumps({"run_id": run_id}) + "\n")
     try:
         yield tracker
     except BaseException as e:
-        tracker.set_tags({"error": f"{type(e).__name__}: {e}"[:5000]})
-        client.set_terminated(run.info.run_id, status="FAILED")
+        with contextlib.suppress(Exception):  # the store may be the reason; the body's error must surface
+            tracker.set_tags({"error": f"{type(e).__name__}: {e}"[:5000]})
+        _terminate(client, run_id, "FAILED")
         raise
-    client.set_terminated(run.info.run_id, status="FINISHED")
+    _terminate(client, run_id, "FINISHED")
+
+
+class BufferedTracker:
+    """A Tracker whose metrics and tags go through a queue that a background thread sends.
+
+    While the store is away, sends are retried with backoff (1 s doubling to 30 s) and nothing
+    blocks the caller; at most `max_items` entries are kept (the oldest dropped first, counted).
+    `close` waits up to `timeout_s` for the queue to drain, then writes what is left to `spill`
+    (JSON lines) and warns. Datasets, dicts and artifacts go straight to the wrapped tracker.
+
+        with BufferedTracker(run, spill=out / "unlogged_metrics.jsonl") as t:
+            train(..., tracker=t)
+    """
+
+    def __init__(self, inner: Tracker, *, spill: Path | None = None, max_items: int = 100_000):
+        self.inner = inner
+        self.run_id = getattr(inner, "run_id", None)
+        self.spill = spill
+        self.max_items = max_items
+        self.dropped = 0
+        self.failures = 0
+        self._queue: list[tuple[str, Any, int | None]] = []  # ("metrics" | "tags", dict, step)
+        self._cond = threading.Condition()
+        self._closing = False
+        self._thread = threading.Thread(target=self._run, name="tracking-buffer", daemon=True)
+        self._thread.start()
+
+    def __enter__(self) -> BufferedTracker:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _put(self, kind: str, data: dict, step: int | None) -> None:
+        with self._cond:
+            self._queue.append((kind, dict(data), step))
+            if len(self._queue) > self.max_items:
+                del self._queue[0]
+                self.dropped += 1
+            self._cond.notify()
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        self._put("metrics", metrics, step)
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        self._put("tags", tags, None)
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        self.inner.log_params(params)
+
+    def log_dataset(self, path: Path, **kwargs: Any) -> None:
+        self.inner.log_dataset(path, **kwargs)
+
+    def log_dict(self, data: dict, artifact_file: str) -> None:
+        self.inner.log_dict(data, artifact_file)
+
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        self.inner.log_artifact(path, artifact_path)
+
+    def _run(self) -> None:
+        delay = 1.0
+        while True:
+            with self._cond:
+                while not self._queue and not self._closing:
+                    self._cond.wait()
+                if not self._queue:
+                    return
+                kind, data, step = self._queue[0]
+            try:
+                if kind == "metrics":
+                    self.inner.log_metrics(data, step=step)
+                else:
+                    self.inner.set_tags(data)
+            except Exception as e:  # noqa: BLE001 - the store is away: keep it, try again later
+                self.failures += 1
+                if self.failures == 1:
+                    log.warning("tracking: logging failed (%s: %s); buffering and retrying in the background",
+                                type(e).__name__, str(e)[:200])
+                with self._cond:
+                    self._cond.wait(timeout=delay)
+                delay = min(delay * 2, 30.0)
+                continue
+            delay = 1.0
+            with self._cond:
+                if self._queue and self._queue[0][1] is data:
+                    self._queue.pop(0)
+                self._cond.notify_all()
+
+    def close(self, timeout_s: float = 30.0) -> None:
+        """Send what is queued (waiting at most `timeout_s`); spill the rest to a file."""
+        deadline = time.monotonic() + timeout_s
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+            while self._queue and time.monotonic() < deadline:
+                self._cond.wait(timeout=min(0.5, max(deadline - time.monotonic(), 0.01)))
+            left = list(self._queue)
+            self._queue.clear()
+            self._cond.notify_all()
+        if self.dropped:
+            log.warning("tracking: %d buffered entries were dropped (more than %d queued)", self.dropped, self.max_items)
+        if not left:
+            return
+        where = "not saved (no spill file)"
+        if self.spill is not None:
+            try:
+                with open(self.spill, "a") as f:
+                    for kind, data, step in left:
+                        f.write(json.dumps({"run_id": self.run_id, "kind": kind, "step": step, "data": data}) + "\n")
+                where = f"saved to {self.spill}"
+            except OSError as e:
+                where = f"not saved ({e})"
+        log.warning("tracking: the store did not take %d buffered metric/tag entries of run %s by the end; %s",
+                    len(left), self.run_id, where)

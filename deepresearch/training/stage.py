@@ -24,6 +24,8 @@ from deepresearch.config import PipelineConfig, TrainStageConfig
 from deepresearch.errors import DeepResearchError
 
 LM_STAGES = ("mid1", "mid2", "sft")
+RUN_FILE = "mlflow_run.json"  # in the run directory: the stage's MLflow run, continued on resume
+UNLOGGED_FILE = "unlogged_tracking.jsonl"  # metrics/tags the store did not take by the stage's end
 STAGES = (*LM_STAGES, "judge")
 
 
@@ -109,15 +111,17 @@ def run_stage(
     Args:
         init_model: HF checkpoint directory to start from (the base model for mid1).
         data: the quality-gated datasets (LM stages) or a judge dataset directory (judge).
-        out: run directory (checkpoints/ for resume, hf/ for the result); a rerun resumes from it.
+        out: run directory (checkpoints/ for resume, hf/ for the result, mlflow_run.json for the
+            stage's MLflow run); a rerun resumes from it, continuing the same run.
         world: the world directory (needed by mid1).
     """
     from deepresearch.modeling.checkpoint import load_checkpoint, save_checkpoint
-    from deepresearch.tracking import NoopTracker, stage_run
+    from deepresearch.tracking import BufferedTracker, NoopTracker, preflight, stage_run
     from deepresearch.training.distributed import init_distributed
     from deepresearch.training.loop import train
 
     scfg = stage_config(cfg, stage)
+    preflight(cfg)  # seconds, before loading models and data, not minutes of MLflow retries after
     env = init_distributed()
     t0 = time.perf_counter()
     out = Path(out)
@@ -147,11 +151,12 @@ def run_stage(
             save_checkpoint(m, tokenizer, directory, metadata=meta)
 
     ctx = (
-        stage_run(cfg, parent_run_id, stage, flyte_execution_id=execution_id)
+        # the run id is kept in the run directory, so a resumed stage continues the killed attempt's run
+        stage_run(cfg, parent_run_id, stage, flyte_execution_id=execution_id, resume_file=out / RUN_FILE)
         if env.rank == 0
         else contextlib.nullcontext(NoopTracker())
     )
-    with ctx as run:
+    with ctx as run, BufferedTracker(run, spill=out / UNLOGGED_FILE) as tracked:
         if env.rank == 0:
             run.log_dataset(
                 Path(data), name=f"{stage}_data", context="input", digest=artifact_digest(Path(data)),
@@ -163,15 +168,17 @@ def run_stage(
 
                 run.log_dataset(Path(world), name="world", context="input", digest=world_digest(Path(world)))
         kwargs = {"loss_fn": loss_fn} if loss_fn is not None else {}
-        result = train(model, dataset, scfg, out, tracker=run if env.rank == 0 else None, stage=stage,
+        # metrics and tags go through a buffer: a tracking outage during training is retried in the
+        # background, never a stall or the reason the stage dies
+        result = train(model, dataset, scfg, out, tracker=tracked if env.rank == 0 else None, stage=stage,
                        save_fn=save, progress=progress and env.rank == 0, **kwargs)
         metrics = {}
         if stage == "judge" and env.rank == 0:
-            metrics = _evaluate_judge(cfg, result.hf_dir, Path(data), run)
+            metrics = _evaluate_judge(cfg, result.hf_dir, Path(data), tracked)
         if env.rank == 0:
-            run.log_metrics({f"{stage}/first_loss": result.losses[0], f"{stage}/final_loss": result.final_loss,
-                             f"{stage}/tokens_per_s": result.tokens_per_s})
-            run.set_tags({"output.path": str(result.hf_dir), "model.digest": artifact_digest(result.hf_dir)})
+            tracked.log_metrics({f"{stage}/first_loss": result.losses[0], f"{stage}/final_loss": result.final_loss,
+                                 f"{stage}/tokens_per_s": result.tokens_per_s})
+            tracked.set_tags({"output.path": str(result.hf_dir), "model.digest": artifact_digest(result.hf_dir)})
         return StageRun(
             stage=stage, path=str(result.hf_dir), run_id=getattr(run, "run_id", None) or "", steps=result.steps,
             final_loss=result.final_loss, first_loss=result.losses[0], tokens=result.tokens,

@@ -19,9 +19,11 @@ or one or more search/replace blocks (each SEARCH text must occur exactly once):
     >>>>>>> REPLACE
 
 Every path is relative to the workspace (`/workspace/...`, the name the shell uses, is accepted
-too); absolute paths, `..` escapes and symlinks resolving outside the workspace are refused.
-Writes go to a temp file in the same directory and are renamed into place, so a failed call
-never leaves a half-written file.
+too); absolute paths, `..` escapes and symlinks resolving outside the workspace are refused, at
+the moment of opening, so a link the sandboxed shell swaps in mid-call cannot redirect the host
+(see workspace.py). Only regular files are read, up to `agent.file.max_bytes` and within
+`agent.file.timeout_s`. Writes go to a temp file in the same directory and are renamed into
+place, so a failed call never leaves a half-written file.
 
 `store_long_output(ctx, tool_name, text)` is used by the agent loop for every tool: an output
 longer than `agent.max_observation_chars` is saved to `outputs/NNN_<tool>.txt` and only a head
@@ -30,21 +32,19 @@ excerpt plus a pointer enters the context; the agent reads the rest with this to
 
 from __future__ import annotations
 
+import bisect
 import json
-import os
 import re
-import stat
-import tempfile
+import time
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 from pydantic import Field
 
 from deepresearch.agent.tools.base import EpisodeContext, Tool, ToolArgs, dumps_observation, register_tool
+from deepresearch.agent.tools.workspace import WorkspaceTree, display, relative_form
 from deepresearch.errors import ToolError
 
-SHELL_WORKSPACE = PurePosixPath("/workspace")  # where the sandboxed shell mounts the workspace
 OUTPUTS_DIR = "outputs"
 _MAX_SHOWN_LINES = 20  # lines of expected/actual text quoted in a failed-hunk error
 
@@ -74,71 +74,33 @@ class FileArgs(ToolArgs):
     )
 
 
-# --------------------------------------------------------------------------- paths and writes
+# --------------------------------------------------------------------------- reads and writes
 
 
-def resolve_path(ctx: EpisodeContext, path: str) -> Path:
-    """Resolve `path` inside the workspace, following symlinks; refuse anything that ends up outside.
-
-    Raises:
-        ToolError: empty path, absolute path (other than under /workspace), or a path whose
-            resolved location (through `..` or symlinks) is outside the workspace.
-    """
-    root = ctx.workspace.resolve()
-    raw = path.strip()
-    if not raw or "\x00" in raw:
-        raise ToolError(f"file: invalid path {path!r}; give a path relative to the workspace, e.g. notes.md")
-    p = PurePosixPath(raw)
-    if p.is_absolute():
-        # The shell sees the workspace as /workspace, so accept that spelling for the same files.
-        if p == SHELL_WORKSPACE or SHELL_WORKSPACE in p.parents:
-            p = p.relative_to(SHELL_WORKSPACE)
-        else:
-            raise ToolError(
-                f"file: path {path!r} is outside the workspace; use a path relative to the workspace "
-                f"(e.g. notes.md or {SHELL_WORKSPACE}/notes.md)"
-            )
-    target = (root / p).resolve()
-    if not target.is_relative_to(root):
-        raise ToolError(
-            f"file: path {path!r} resolves to a location outside the workspace (via '..' or a symlink); "
-            "use a path inside the workspace"
-        )
-    return target
-
-
-def _rel(ctx: EpisodeContext, target: Path) -> str:
-    rel = target.relative_to(ctx.workspace.resolve()).as_posix()
-    return rel or "."
-
-
-def atomic_write_text(target: Path, text: str) -> None:
-    """Write `text` (UTF-8, newlines untouched) to `target` via a temp file and rename.
-
-    Keeps the permission bits of an existing file, so a patched script stays executable.
-    """
-    target.parent.mkdir(parents=True, exist_ok=True)
-    mode = stat.S_IMODE(target.stat().st_mode) if target.exists() else 0o644
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(text.encode("utf-8"))
-        os.chmod(tmp, mode)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _read_text(target: Path, rel: str) -> str:
-    if not target.exists():
-        raise ToolError(f"file: {rel} does not exist; use action=list to see the workspace")
-    if target.is_dir():
-        raise ToolError(f"file: {rel} is a directory; use action=list")
-    data = target.read_bytes()
+def _decode(data: bytes, rel: str) -> str:
     if b"\x00" in data[:8192]:
         raise ToolError(f"file: {rel} is a binary file ({len(data)} bytes); inspect it with the shell tool")
     return data.decode("utf-8", errors="replace")
+
+
+def _read_text(ctx: EpisodeContext, tree: WorkspaceTree, path: str) -> str:
+    """The text of the regular file `path`, within the file tool's size and time limits."""
+    rel = display(relative_form(path))
+    cfg = ctx.agent.file
+    try:
+        data = tree.read_bytes(path, max_bytes=cfg.max_bytes, deadline=time.monotonic() + cfg.timeout_s)
+    except FileNotFoundError:
+        raise ToolError(f"file: {rel} does not exist; use action=list to see the workspace") from None
+    except IsADirectoryError:
+        raise ToolError(f"file: {rel} is a directory; use action=list") from None
+    return _decode(data, rel)
+
+
+def _exists(tree: WorkspaceTree, path: str) -> bool:
+    try:
+        return tree.locate(path).st is not None
+    except FileNotFoundError:
+        return False
 
 
 def _split_lines(text: str) -> list[str]:
@@ -262,18 +224,54 @@ def _parse_unified(diff: str) -> list[_Hunk]:
     return hunks
 
 
-def _locate(lines: list[str], block: list[str], lo: int, expected: int) -> int | None:
-    """Index ≥ lo where `block` occurs, nearest to `expected`.
+class _LineIndex:
+    """Where each line occurs in a file, so a hunk is found in time linear in the file, not quadratic."""
 
-    An exact match wins; failing that, one that ignores trailing whitespace (models often drop it).
-    """
-    n = len(block)
-    for norm in (lambda s: s, lambda s: s.rstrip()):
-        want = [norm(s) for s in block]
-        hits = [i for i in range(lo, len(lines) - n + 1) if [norm(s) for s in lines[i : i + n]] == want]
-        if hits:
-            return min(hits, key=lambda i: (abs(i - expected), i))
-    return None
+    def __init__(self, lines: list[str]):
+        self.lines = lines
+        self._exact: dict[str, list[int]] | None = None
+        self._stripped: dict[str, list[int]] | None = None
+
+    def _index(self, strip: bool) -> dict[str, list[int]]:
+        attr = "_stripped" if strip else "_exact"
+        if getattr(self, attr) is None:
+            index: dict[str, list[int]] = {}
+            for i, line in enumerate(self.lines):
+                index.setdefault(line.rstrip() if strip else line, []).append(i)
+            setattr(self, attr, index)
+        return getattr(self, attr)
+
+    def locate(self, block: list[str], lo: int, expected: int) -> int | None:
+        """Index ≥ lo where `block` occurs, nearest to `expected` (ties: the earlier).
+
+        An exact match wins; failing that, one that ignores trailing whitespace (models often drop it).
+        Candidates come from the block's rarest line, visited outwards from `expected`; the first
+        that matches whole is the nearest.
+        """
+        n = len(block)
+        for strip in (False, True):
+            index = self._index(strip)
+            want = [s.rstrip() for s in block] if strip else block
+            anchor = min(range(n), key=lambda k: len(index.get(want[k], ())))
+            occurrences = index.get(want[anchor])
+            if not occurrences:
+                continue
+            # a block starts `anchor` lines before an occurrence; keep starts in [lo, len - n]
+            first = bisect.bisect_left(occurrences, lo + anchor)
+            end = bisect.bisect_right(occurrences, len(self.lines) - n + anchor)
+            right = max(bisect.bisect_left(occurrences, expected + anchor), first)
+            left = right - 1
+            while left >= first or right < end:
+                dl = expected - (occurrences[left] - anchor) if left >= first else None
+                dr = occurrences[right] - anchor - expected if right < end else None
+                if dr is None or (dl is not None and dl <= dr):
+                    i, left = occurrences[left] - anchor, left - 1
+                else:
+                    i, right = occurrences[right] - anchor, right + 1
+                seg = self.lines[i : i + n]
+                if (seg if not strip else [s.rstrip() for s in seg]) == want:
+                    return i
+        return None
 
 
 def apply_unified_diff(text: str, diff: str, rel: str = "file") -> tuple[str, int]:
@@ -289,6 +287,7 @@ def apply_unified_diff(text: str, diff: str, rel: str = "file") -> tuple[str, in
     """
     hunks = _parse_unified(diff)
     src = _Lines.parse(text)
+    index = _LineIndex(src.lines)
     out: list[str] = []
     pos = 0  # lines of src before this index are already copied to out
     drift = 0  # how far matched hunks were from their header line numbers
@@ -300,7 +299,7 @@ def apply_unified_diff(text: str, diff: str, rel: str = "file") -> tuple[str, in
         if not old:
             at = min(max(expected, pos), len(src.lines))
         else:
-            found = _locate(src.lines, old, pos, expected)
+            found = index.locate(old, pos, expected)
             if found is None:
                 start = min(max(expected, pos), len(src.lines))
                 raise ToolError(
@@ -475,8 +474,9 @@ def store_long_output(ctx: EpisodeContext, tool_name: str, text: str) -> str:
     if cut >= len(head) // 2:  # end the excerpt on a line break when one is near
         head = head[:cut]
     try:
-        atomic_write_text(ctx.workspace / rel, body)
-    except OSError as e:
+        with WorkspaceTree(ctx.workspace) as tree:
+            tree.write_bytes(rel, body.encode("utf-8", errors="replace"))
+    except (OSError, ToolError) as e:
         return f"{head}\n...\n[output truncated: {len(text)} chars; the full output could not be saved: {e}]"
     ctx.state["stored_outputs"] = n
     return f"{head}\n...\n[full output: {len(body)} chars, saved to {rel}; read it with the file tool]"
@@ -506,59 +506,52 @@ class File(Tool):
                 f"(it takes: {', '.join(sorted(_ALLOWED[args.action]))})"
             )
         try:
-            if args.action == "list":
-                return self._list(ctx, args.path or ".")
-            if args.path is None:
-                raise ToolError(f'file action {args.action!r} needs "path"')
-            target = resolve_path(ctx, args.path)
-            rel = _rel(ctx, target)
-            if args.action == "read":
-                return self._read(ctx, target, rel, args.offset or 0, args.limit)
-            if args.action == "patch":
-                return self._patch(target, rel, args.patch)
-            return self._write(target, rel, args.content, append=args.action == "append")
+            with WorkspaceTree(ctx.workspace) as tree:
+                if args.action == "list":
+                    return self._list(ctx, tree, args.path or ".")
+                if args.path is None:
+                    raise ToolError(f'file action {args.action!r} needs "path"')
+                rel = display(relative_form(args.path))
+                if args.action == "read":
+                    return self._read(ctx, tree, args.path, rel, args.offset or 0, args.limit)
+                if args.action == "patch":
+                    return self._patch(ctx, tree, args.path, rel, args.patch)
+                return self._write(ctx, tree, args.path, rel, args.content, append=args.action == "append")
         except OSError as e:  # e.g. a path component that is a file, or a full disk
             raise ToolError(f"file {args.action} {args.path or '.'!r} failed: {e.strerror or e}") from None
 
     @staticmethod
-    def _write(target: Path, rel: str, content: str | None, append: bool) -> str:
+    def _write(ctx: EpisodeContext, tree: WorkspaceTree, path: str, rel: str, content: str | None, append: bool) -> str:
         action = "append" if append else "write"
         if content is None:
             raise ToolError(f'file action {action!r} needs "content"')
-        if target.is_dir():
-            raise ToolError(f"file: {rel} is a directory; give a file path")
-        existed = target.exists()
-        new = (_read_text(target, rel) if existed and append else "") + content
-        atomic_write_text(target, new)
+        existed = _exists(tree, path)
+        new = (_read_text(ctx, tree, path) if existed and append else "") + content
+        data = new.encode("utf-8", errors="replace")
+        created = tree.write_bytes(path, data)
         return dumps_observation(
-            {
-                "action": action,
-                "path": rel,
-                "created": not existed,
-                "bytes": len(new.encode("utf-8")),
-                "lines": _count_lines(new),
-            }
+            {"action": action, "path": rel, "created": created, "bytes": len(data), "lines": _count_lines(new)}
         )
 
     @staticmethod
-    def _patch(target: Path, rel: str, patch: str | None) -> str:
+    def _patch(ctx: EpisodeContext, tree: WorkspaceTree, path: str, rel: str, patch: str | None) -> str:
         if patch is None or not patch.strip():
             raise ToolError('file action "patch" needs "patch": a unified diff or SEARCH/REPLACE blocks')
-        if target.exists():
-            text = _read_text(target, rel)
+        if _exists(tree, path):
+            text = _read_text(ctx, tree, path)
         elif _only_adds(patch):  # e.g. a "--- /dev/null" diff creating the file
             text = ""
         else:
             raise ToolError(f"file: {rel} does not exist; use action=write to create it")
         new, fmt, n = apply_patch(text, patch, rel)
-        atomic_write_text(target, new)
+        tree.write_bytes(path, new.encode("utf-8", errors="replace"))
         return dumps_observation(
             {"action": "patch", "path": rel, "format": fmt, "applied": n, "lines": _count_lines(new)}
         )
 
     @staticmethod
-    def _read(ctx: EpisodeContext, target: Path, rel: str, offset: int, limit: int | None) -> str:
-        lines = _split_lines(_read_text(target, rel))
+    def _read(ctx: EpisodeContext, tree: WorkspaceTree, path: str, rel: str, offset: int, limit: int | None) -> str:
+        lines = _split_lines(_read_text(ctx, tree, path))
         total = len(lines)
         if offset and offset >= total:
             raise ToolError(f"file: offset {offset} is past the end of {rel} ({total} lines)")
@@ -603,24 +596,18 @@ class File(Tool):
         return dumps_observation(obs)
 
     @staticmethod
-    def _list(ctx: EpisodeContext, path: str) -> str:
-        target = resolve_path(ctx, path)
-        rel = _rel(ctx, target)
-        if not target.exists():
-            raise ToolError(f"file: {rel} does not exist")
-        if not target.is_dir():
-            raise ToolError(f"file: {rel} is a file, not a directory; use action=read")
+    def _list(ctx: EpisodeContext, tree: WorkspaceTree, path: str) -> str:
+        rel = display(relative_form(path))
+        try:
+            children = tree.list_dir(path)
+        except FileNotFoundError:
+            raise ToolError(f"file: {rel} does not exist") from None
+        except NotADirectoryError:
+            raise ToolError(f"file: {rel} is a file, not a directory; use action=read") from None
         entries: list[dict[str, Any]] = []
         budget = ctx.agent.max_observation_chars - 120
         used = 0
-        children = sorted(target.iterdir(), key=lambda p: p.name)
-        for child in children:
-            if child.is_symlink():
-                entry: dict[str, Any] = {"name": child.name, "type": "symlink"}
-            elif child.is_dir():
-                entry = {"name": child.name + "/", "type": "dir"}
-            else:
-                entry = {"name": child.name, "type": "file", "size": child.stat().st_size}
+        for entry in children:
             cost = len(dumps_observation(entry)) + 1
             if used + cost > budget:
                 break
