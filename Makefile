@@ -8,7 +8,7 @@ export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
 # local Ray workers use this environment's Python instead of building a uv copy of it
 export RAY_ENABLE_UV_RUN_RUNTIME_ENV := 0
 
-.PHONY: setup system-deps run run-full run-data test test-fast bench-search lint clean clean-cache images package
+.PHONY: setup system-deps run run-full run-data test test-fast base-model bench-search lint clean clean-cache images package
 
 system-deps:  ## Debian packages the agent's shell tool needs (tmux, bubblewrap)
 	@if ! command -v tmux >/dev/null || ! command -v bwrap >/dev/null; then \
@@ -36,6 +36,9 @@ test: setup  ## the whole test suite (CPU, a few minutes)
 
 test-fast: setup  ## skip the end-to-end Flyte runs
 	$(UV) run pytest -m "not slow"
+
+base-model: setup  ## re-pretrain the shipped tiny base model (registry/models/tiny-base) from generated text (CPU: ~15 min)
+	$(UV) run python -m deepresearch.modeling.pretrain --out registry/models/tiny-base
 
 bench-search: setup  ## index ≥1M paragraphs and measure query latency (several minutes)
 	$(UV) run python benchmarks/search_bench.py

@@ -217,6 +217,9 @@ class TrainStageConfig(Section):
     """One run of the shared DeepSpeed training loop (mid-training 1/2, SFT, judge)."""
 
     seq_len: int = Field(512, ge=16)  # packed sequence length (paper: 32K stage 1, 128K stage 2)
+    # False: one document (episode) per row, trimmed to its length: for episodes of varied length, where a
+    # shared row pays attention over the whole row; True: first-fit packing of short documents
+    pack_documents: bool = True
     micro_batch_size: int = Field(4, ge=1)  # sequences per process per micro-step
     grad_accum_steps: int = Field(1, ge=1)
     max_steps: int = Field(100, ge=1)

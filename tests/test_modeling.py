@@ -453,13 +453,62 @@ def test_repo_registry_validates_and_names_the_paper_models():
     assert reg.models["qwen2.5-32b-base"].path.startswith("s3://")
 
 
+def test_shipped_tiny_base_loads_and_reads():
+    """The committed base (make base-model) loads through the registry, speaks the chat format, and has
+    learned to read: it copies an entity name it never saw out of a page, from a fresh world."""
+    import random
+
+    import torch
+
+    from deepresearch.config import WorldConfig, load_config
+    from deepresearch.modeling.pretrain import AUX_SEED, world_texts
+    from deepresearch.modeling.tokenizer import ALL_ADDED_TOKENS, check_tokenizer, load_base
+    from deepresearch.world.generator import generate_world
+
+    cfg = load_config("configs/tiny.yaml")
+    assert cfg.model.base == "tiny-base"
+    model, tok = load_base(cfg.model)
+    check_tokenizer(tok)
+    assert tok.chat_template and all(t in tok.get_vocab() for t in ALL_ADDED_TOKENS)
+    world = generate_world(WorldConfig(seed=AUX_SEED - 1, entities_per_type=10))  # a seed no corpus used
+    rng = random.Random(0)
+    questions = [t for t in world_texts(world, rng) if "\nQ: What is the " in t and "\n\n" not in t][:20]
+    hits = 0
+    with torch.no_grad():
+        for text in questions:
+            prompt, answer = text.rsplit("\nA: ", 1)
+            p_ids = tok.encode(prompt + "\nA:", add_special_tokens=False)
+            a_ids = tok.encode(" " + answer, add_special_tokens=False)
+            pred = model(input_ids=torch.tensor([p_ids + a_ids])).logits[0].argmax(-1)
+            hits += all(int(pred[len(p_ids) - 1 + j]) == a for j, a in enumerate(a_ids))
+    assert hits >= len(questions) // 2, f"the shipped base answered {hits}/{len(questions)} reading questions"
+
+
+def test_pretrain_writes_a_loadable_base(tmp_path):
+    from deepresearch.config import TrainStageConfig
+    from deepresearch.modeling.checkpoint import load_checkpoint
+    from deepresearch.modeling.pretrain import pretrain, pretrain_corpus
+
+    corpus = pretrain_corpus(1, 4)
+    assert corpus == pretrain_corpus(1, 4) and len(corpus) > 20
+    assert {t.split(" ", 1)[0] for t in corpus} <= {"open:", "search:"}
+    mc = ModelConfig(vocab_size=600, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                     num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=1024)
+    tc = TrainStageConfig(seq_len=256, micro_batch_size=2, max_steps=2, warmup_steps=0, save_every=2,
+                          zero_stage=0, nproc_per_node=1)
+    info = pretrain(mc, tc, tmp_path / "base", n_worlds=1, entities_per_type=4, n_format_tasks=2, progress=False)
+    assert info["steps"] == 2 and info["texts"] == len(corpus)
+    model, tok = load_checkpoint(tmp_path / "base")
+    assert model.config.hidden_size == 32 and len(tok) <= 600
+
+
 def test_registry_errors(tmp_path):
     from deepresearch.modeling import ModelError
     from deepresearch.modeling.tokenizer import load_base, load_base_registry
 
     with pytest.raises(ModelError, match="is built, not loaded"):
         load_base(ModelConfig(base="tiny"))
-    with pytest.raises(ModelError, match="known: qwen2.5-0.5b, qwen2.5-32b-base, tiny"):
+    with pytest.raises(ModelError, match="known: qwen2.5-0.5b, qwen2.5-32b-base, tiny, tiny-base"):
         load_base(ModelConfig(base="gpt-2"))
     bad = tmp_path / "bad.yaml"
     bad.write_text("schema_version: 1\nmodels:\n  m:\n    source: path\n")

@@ -255,13 +255,21 @@ def test_tokenizer_corpus_is_documents_then_rendered_trajectories(data_dirs):
     assert corpus[0].startswith(docs[0].title + "\n\n" + docs[0].paragraphs[0])
 
 
-def test_midtrain1_is_documents_and_reports_as_text(data_dirs, tokenizer):
+def test_midtrain1_is_pages_read_and_reports_as_text(data_dirs, tokenizer):
+    from deepresearch.agent.tools.web import render_page
     from deepresearch.training.data import final_report, iter_documents, midtrain1_samples, read_trajectories
 
     samples = midtrain1_samples(*data_dirs, tokenizer)
-    docs = list(iter_documents(data_dirs[0]))
+    assert [s.input_ids for s in samples] == [s.input_ids for s in midtrain1_samples(*data_dirs, tokenizer)]
+    docs = [d for d in iter_documents(data_dirs[0]) if d.about is not None]
     reports = [final_report(t) for t in read_trajectories(data_dirs[1], "deep_research")]
     assert len(samples) == len(docs) + len(reports) and all(reports)
+    texts = [tokenizer.decode(s.input_ids[:-1]) for s in samples[: len(docs)]]
+    # every page is read once (whole, as the web tool renders it, or as a search hit to pick), and most
+    # texts end with a question answered from them
+    for d, text in zip(docs, texts):
+        assert text.startswith(render_page(d)) or (text.startswith("search: ") and f"[{d.doc_id}]" in text)
+    assert sum("\nQ: " in t for t in texts) > len(docs) / 2
     eot = tokenizer.convert_tokens_to_ids("<|endoftext|>")
     assert all(s.input_ids[-1] == eot and all(s.loss_mask) for s in samples)
     assert tokenizer.decode(samples[-1].input_ids) == reports[-1] + "<|endoftext|>"
@@ -404,4 +412,26 @@ def test_batch_at_is_the_same_schedule_for_the_training_loop():
                 b = data.batch(
                     step, rank=rank, world_size=2, micro_batch_size=2, grad_accum_steps=G, micro_step=m
                 )
+                b = b.trimmed()  # batch_at leaves out the columns that are padding in every row
                 assert torch.equal(a.input_ids, b.input_ids) and torch.equal(a.labels, b.labels)
+
+
+def test_unpacked_rows_are_trimmed_to_their_document_and_score_the_same():
+    """pack_documents=False gives one document per row; batch_at cuts the padding every row shares, and
+    the loss over the cut batch equals the loss over the padded one (padding is never a target)."""
+    import torch
+
+    from deepresearch.training.data import PackedDataset
+    from deepresearch.training.loop import lm_loss_sum
+
+    samples = [S(list(range(1, n + 1)), [1] * n) for n in (5, 9, 3)]
+    data = PackedDataset.from_samples(samples, seq_len=12, pad_id=0, seed=0, micro_batch_size=1,
+                                      pack_documents=False)
+    assert len(data) == 3 and bool((data.segment_ids.max(dim=1).values == 1).all())  # one document per row
+    widths = sorted(data.batch_at(i, 0, 1).input_ids.shape[1] for i in range(3))
+    assert widths == [3, 5, 9]
+    full = data.batch(0, rank=0, world_size=1, micro_batch_size=1)
+    cut = data.batch_at(0, 0, 1)
+    torch.manual_seed(0)
+    logits = torch.randn(1, full.input_ids.shape[1], 16)
+    assert torch.allclose(lm_loss_sum(logits, full)[0], lm_loss_sum(logits[:, : cut.input_ids.shape[1]], cut)[0])

@@ -25,13 +25,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from deepresearch.agent.schema import ANSWER_RE, TOOL_CALL_RE
+from deepresearch.agent.schema import ANSWER_RE
 
 if TYPE_CHECKING:
     from deepresearch.agent.schema import Trajectory
 
 KINDS = ("thought", "tool", "plan", "todo", "search", "open", "file", "shell", "answer", "turn")
 _NAME_RE = re.compile(r'^\{"name": "([^"]*)", "arguments": ')
+# Calls as `ToolCall.render` writes them; only expert turns (well-formed by construction) are scanned.
+_CALL_RE = re.compile(r"<tool_call>\n(.*?)\n</tool_call>", re.DOTALL)
 
 
 @dataclass(frozen=True)
@@ -50,12 +52,12 @@ class ProbeScore:
 def turn_spans(text: str) -> list[tuple[str, int, int]]:
     """(kind, start, end) character spans of one assistant turn worth scoring (see the module docstring)."""
     spans: list[tuple[str, int, int]] = []
-    first = min([m.start() for m in TOOL_CALL_RE.finditer(text)] + [m.start() for m in ANSWER_RE.finditer(text)]
+    first = min([m.start() for m in _CALL_RE.finditer(text)] + [m.start() for m in ANSWER_RE.finditer(text)]
                 + [len(text)])
     thought = text[:first].rstrip()
     if thought.strip():
         spans.append(("thought", len(text[:first]) - len(text[:first].lstrip()), len(thought)))
-    for m in TOOL_CALL_RE.finditer(text):
+    for m in _CALL_RE.finditer(text):
         body, at = m.group(1), m.start(1)
         named = _NAME_RE.match(body)
         if named is None or not body.endswith("}"):

@@ -1,7 +1,7 @@
 """Training data of the three language-model stages, and a resumable packed dataset.
 
     corpus = tokenizer_corpus(world_dir, datasets_dir)                  # texts the BPE is trained on
-    mid1 = midtrain1_samples(world_dir, datasets_dir, tok)              # documents + reports, no tools
+    mid1 = midtrain1_samples(world_dir, datasets_dir, tok)              # pages read actively + reports, no tools
     mid2 = midtrain2_samples(datasets_dir, tok)                         # whole tool-call trajectories
     sft = sft_samples(datasets_dir, tok, deep_search_ratio=0.5, seed=0) # Deep Search : Deep Research mix
     data = PackedDataset.from_samples(sft, seq_len=512, pad_id=tok.pad_token_id, seed=0, micro_batch_size=4)
@@ -135,18 +135,30 @@ def tokenizer_corpus(world_dir: str | Path, datasets_dir: str | Path) -> Iterato
 
 
 def midtrain1_samples(
-    world_dir: str | Path, datasets_dir: str | Path, tokenizer: PreTrainedTokenizerFast
+    world_dir: str | Path, datasets_dir: str | Path, tokenizer: PreTrainedTokenizerFast, *, seed: int = 0
 ) -> list[EncodedSample]:
-    """Mid-training stage 1 (no tools): world documents and the Deep Research final reports as text.
+    """Mid-training stage 1 (no tools): the world's pages read actively, and the Deep Research reports.
+
+    Every page of the world once, as the web tool renders it, either alone or followed by a reading
+    question answered from it (a fact, the result a description points to, a two-hop chain): the
+    `deepresearch.modeling.pretrain.world_texts` mix, here over the pipeline's own world, so the model
+    learns this world's pages the way it will meet them and keeps reading rather than guessing.
 
     Args:
         world_dir: a world directory.
         datasets_dir: the quality-gated datasets (only deep_research is read).
         tokenizer: the policy's tokenizer.
+        seed: which reading question each page gets.
     Returns:
-        One `encode_text` sample per document, then per non-empty report (loss on every token).
+        One `encode_text` sample per page, then per non-empty report (loss on every token).
     """
-    samples = [encode_text(tokenizer, document_text(doc)) for doc in iter_documents(world_dir)]
+    import random as _random
+
+    from deepresearch.modeling.pretrain import world_texts
+    from deepresearch.world.schema import World
+
+    world = World.load(Path(world_dir))
+    samples = [encode_text(tokenizer, text) for text in world_texts(world, _random.Random(f"mid1:{seed}"))]
     for traj in read_trajectories(datasets_dir, DEEP_RESEARCH):
         report = final_report(traj)
         if report.strip():
@@ -284,9 +296,11 @@ class PackedDataset:
         pad_id: int,
         seed: int,
         micro_batch_size: int = 1,
+        pack_documents: bool = True,
     ) -> "PackedDataset":
-        """Pack `samples` (`packing.pack`) and hold the rows (arguments as in `__init__`)."""
-        return cls(pack(samples, seq_len, pad_id), seed, micro_batch_size=micro_batch_size)
+        """Pack `samples` (`packing.pack`) and hold the rows (arguments as in `__init__` and `pack`)."""
+        return cls(pack(samples, seq_len, pad_id, pack_documents=pack_documents), seed,
+                   micro_batch_size=micro_batch_size)
 
     def __len__(self) -> int:
         return self.input_ids.shape[0]
@@ -375,9 +389,12 @@ class PackedDataset:
         """Micro-batch `index` (0, 1, 2, ... over the whole run) of `rank`: the training loop's protocol.
 
         Equal to `batch(index // G, micro_step=index % G, ...)` for any grad_accum_steps G, because the
-        stream position of a micro-batch depends only on index * world_size + rank.
+        stream position of a micro-batch depends only on index * world_size + rank, less the trailing
+        columns that are padding in every row (`PackedBatch.trimmed`).
         """
-        return self.batch(index, rank=rank, world_size=world_size, micro_batch_size=self.micro_batch_size)
+        return self.batch(
+            index, rank=rank, world_size=world_size, micro_batch_size=self.micro_batch_size
+        ).trimmed()  # columns that are padding in every row cost attention and teach nothing
 
     def micro_batches(
         self, step: int, *, rank: int, world_size: int, micro_batch_size: int, grad_accum_steps: int = 1

@@ -340,8 +340,12 @@ def _save_final(
 
 
 def _progress(enabled: bool, stage: str, total: int, start: int):
+    """A live bar on a terminal; on a log (a pipe, a Flyte task's output) a plain line every tenth of the run."""
+    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+    if enabled and not Console().is_terminal:
+        return _LogProgress(stage, total, start), None
     progress = Progress(
         TextColumn(f"[bold]{stage}"),
         BarColumn(),
@@ -352,6 +356,26 @@ def _progress(enabled: bool, stage: str, total: int, start: int):
     )
     task = progress.add_task(stage, total=total, completed=start, loss="-")
     return progress, task
+
+
+class _LogProgress:
+    """`rich.progress.Progress`'s part the loop uses, printing `stage: step i/n, loss x, s elapsed` lines."""
+
+    def __init__(self, stage: str, total: int, start: int = 0):
+        self.stage, self.total, self.every = stage, total, max(1, total // 10)
+        self.step, self.t0 = start, time.perf_counter()
+
+    def __enter__(self) -> "_LogProgress":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
+
+    def update(self, task: Any, advance: int = 1, loss: str = "-") -> None:
+        self.step += advance
+        if self.step % self.every == 0 or self.step == self.total:
+            print(f"{self.stage}: step {self.step}/{self.total}, loss {loss}, {time.perf_counter() - self.t0:.0f} s",
+                  flush=True)
 
 
 def train(

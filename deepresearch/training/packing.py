@@ -76,6 +76,19 @@ class PackedBatch:
             *(t.to(device) for t in (self.input_ids, self.labels, self.position_ids, self.segment_ids))
         )
 
+    def trimmed(self) -> "PackedBatch":
+        """The batch without the columns that are padding in every row (trailing ones only).
+
+        Rows of one document each (`pack(..., pack_documents=False)`) then cost their own length, not
+        `seq_len`: attention is quadratic, so padding to a fixed length is the dearest compute there is.
+        Logits and losses of the kept positions are unchanged (padding is never attended to or scored).
+        """
+        used = (self.segment_ids != 0).any(dim=0)  # (T,)
+        n = int(used.nonzero().max()) + 1 if bool(used.any()) else 1
+        if n == self.input_ids.shape[1]:
+            return self
+        return PackedBatch(*(t[:, :n] for t in (self.input_ids, self.labels, self.position_ids, self.segment_ids)))
+
 
 def split_long(sample: EncodedSample, seq_len: int) -> list[EncodedSample]:
     """Cut a sample into chunks of at most `seq_len` tokens overlapping by one token.
@@ -151,7 +164,9 @@ def _row(docs: list[EncodedSample], seq_len: int, pad_id: int) -> PackedSequence
     )
 
 
-def pack(samples: Sequence[EncodedSample], seq_len: int, pad_id: int) -> list[PackedSequence]:
+def pack(
+    samples: Sequence[EncodedSample], seq_len: int, pad_id: int, *, pack_documents: bool = True
+) -> list[PackedSequence]:
     """Pack samples into rows of exactly `seq_len` tokens, first-fit-decreasing.
 
     Samples longer than `seq_len` are split first (`split_long`); chunks without a single loss target
@@ -161,12 +176,16 @@ def pack(samples: Sequence[EncodedSample], seq_len: int, pad_id: int) -> list[Pa
         samples: encoded documents, in a deterministic order.
         seq_len: tokens per row (>= 2).
         pad_id: token id of padding (its labels are IGNORE_INDEX whatever it is).
+        pack_documents: False puts every chunk in a row of its own (padded; see `PackedBatch.trimmed`):
+            for long documents of varied length, where a shared row would pay full-length attention.
     Returns:
         The rows, in the order their bins were opened; within a row, documents in placement order.
     """
     if seq_len < 2:
         raise ValueError(f"pack: seq_len must be >= 2 (one token and its target), got {seq_len}")
     chunks = [c for s in samples for c in split_long(s, seq_len) if c.n_targets > 0]
+    if not pack_documents:
+        return [_row([c], seq_len, pad_id) for c in chunks]
     order = sorted(range(len(chunks)), key=lambda i: (-len(chunks[i]), i))
     bins = _FirstFit(len(chunks), seq_len)
     rows: list[list[EncodedSample]] = []

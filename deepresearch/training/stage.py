@@ -90,7 +90,8 @@ def _lm_dataset(cfg: PipelineConfig, stage: str, tokenizer, data: Path, world: P
     else:
         samples = D.sft_samples(data, tokenizer, deep_search_ratio=cfg.training.sft_deep_search_ratio, seed=scfg.seed)
     return D.PackedDataset.from_samples(
-        samples, seq_len=scfg.seq_len, pad_id=tokenizer.pad_token_id, seed=scfg.seed, micro_batch_size=scfg.micro_batch_size
+        samples, seq_len=scfg.seq_len, pad_id=tokenizer.pad_token_id, seed=scfg.seed,
+        micro_batch_size=scfg.micro_batch_size, pack_documents=scfg.pack_documents,
     )
 
 

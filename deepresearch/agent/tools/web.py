@@ -26,12 +26,17 @@ doc id is an error entry, not a failure, unless nothing at all could be served.
 from __future__ import annotations
 
 import re
-from typing import NamedTuple
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, NamedTuple
 
 from pydantic import Field, model_validator
 
 from deepresearch.agent.tools.base import EpisodeContext, Tool, ToolArgs, register_tool
 from deepresearch.errors import ToolError
+
+if TYPE_CHECKING:
+    from deepresearch.search.backend import SearchHit
+    from deepresearch.world.schema import Document
 
 MAX_QUERIES = 8
 MAX_OPENS = 8
@@ -64,22 +69,17 @@ class BatchWebSurfer(Tool):
     Args = BatchWebSurferArgs
 
     def run(self, args: BatchWebSurferArgs, ctx: EpisodeContext) -> str:
-        """Run the searches, then open the pages; returns the JSON observation."""
+        """Run the searches, then open the pages; returns the observation text."""
         if ctx.search is None:
             raise ToolError("batch_web_surfer is unavailable: this episode has no search backend")
         if not args.search and not args.open:
             raise ToolError("batch_web_surfer needs at least one query in `search` or one doc id in `open`")
         k = args.k if args.k is not None else ctx.agent.search_k
 
-        blocks: list[str] = []
-        for query, hits in zip(args.search, ctx.search.search_batch(list(args.search), k) if args.search else []):
-            lines = [f"search: {query}"]
-            for h in hits:
-                lines += [_header(h.doc_id, h.title, h.domain, h.authority), h.paragraph]
-            if not hits:
-                lines.append("(no results)")
-            blocks.append("\n".join(lines))
-
+        blocks = [
+            render_search(query, hits)
+            for query, hits in zip(args.search, ctx.search.search_batch(list(args.search), k) if args.search else [])
+        ]
         n_missing = 0
         for ref in args.open:
             doc = ctx.search.get_document(ref)
@@ -88,16 +88,28 @@ class BatchWebSurfer(Tool):
                 blocks.append(f"open: [{ref}] error: no such document (open a doc_id from search results)")
                 continue
             ctx.note_opened(doc.doc_id)
-            blocks.append(
-                "open: " + _header(doc.doc_id, doc.title, doc.domain, doc.authority, doc.year) + "\n"
-                + "\n".join(doc.paragraphs)
-            )
+            blocks.append(render_page(doc))
         if args.open and not args.search and n_missing == len(args.open):
             raise ToolError(
                 f"none of the requested pages exist: {', '.join(repr(r) for r in args.open)}; "
                 "open doc_ids or URLs taken from search results"
             )
         return "\n\n".join(blocks)
+
+
+def render_search(query: str, hits: Sequence[SearchHit]) -> str:
+    """One query's block: `search: query`, then a header line and the matching paragraph per hit."""
+    lines = [f"search: {query}"]
+    for h in hits:
+        lines += [_header(h.doc_id, h.title, h.domain, h.authority), h.paragraph]
+    if not hits:
+        lines.append("(no results)")
+    return "\n".join(lines)
+
+
+def render_page(doc: Document) -> str:
+    """An opened page's block: `open: ` + its header line (with the year), then every paragraph."""
+    return "open: " + _header(doc.doc_id, doc.title, doc.domain, doc.authority, doc.year) + "\n" + "\n".join(doc.paragraphs)
 
 
 def _header(doc_id: str, title: str, domain: str, authority: float, year: int | None = None) -> str:
