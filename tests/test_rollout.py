@@ -280,7 +280,8 @@ def test_engine_load_weights_from_state_dict_and_directory(model_dir, tokenizer,
     other = build_model(len(tokenizer), seed=1)
     engine.load_weights(other.state_dict())
     after = engine.generate(prompt, max_new_tokens=8, seed=1)
-    assert after.token_ids != before.token_ids
+    # near-uniform random models often sample the same ids from the same seed: compare probabilities
+    assert not torch.allclose(torch.tensor(after.logprobs), torch.tensor(before.logprobs), atol=1e-3)
     assert torch.allclose(forward_logprobs(other, prompt + after.token_ids)[3:], torch.tensor(after.logprobs), atol=1e-4)
     engine.load_weights(model_dir)  # back to the checkpoint (tied lm_head is not stored in the file)
     assert engine.generate(prompt, max_new_tokens=8, seed=1) == before
