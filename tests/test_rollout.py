@@ -9,6 +9,7 @@ forces an answer), which is all the rollout machinery needs.
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -549,7 +550,7 @@ def test_ppo_update_moves_the_policy_toward_the_rewarded_episode(model, tokenize
     import copy
 
     from deepresearch.config import RLConfig
-    from deepresearch.rl.learner import ppo_step, ppo_update
+    from deepresearch.rl.learner import ppo_step, ppo_update, torch_learner
     from deepresearch.rl.ppo import masked_mean
     from deepresearch.rl.value import ValueModel
 
@@ -570,17 +571,16 @@ def test_ppo_update_moves_the_policy_toward_the_rewarded_episode(model, tokenize
     with torch.no_grad():
         values = critic.token_values(padded.input_ids, padded.attention_mask)
     batch = make_experience(padded, torch.tensor([1.0, -1.0]), values, gamma=1.0, lam=1.0)
-    cfg = RLConfig(ppo_epochs=2, minibatch_size=1)
-    popt = torch.optim.Adam(actor.parameters(), lr=1e-3)
-    copt = torch.optim.Adam(critic.parameters(), lr=1e-3)
-    first = ppo_step(actor, critic, batch, cfg, policy_optimizer=popt, critic_optimizer=copt)
+    cfg = RLConfig(ppo_epochs=2, minibatch_size=1, actor_lr=1e-3, critic_lr=1e-3)
+    learner = torch_learner(actor, critic, cfg)
+    first = ppo_step(learner, batch, cfg)
     # On-policy: the learner's log-probs are the rollout's, so ratio = 1, nothing is clipped and the
     # loss is minus the mean advantage; V = 0 at the start, so the value loss is 0.5 * mean(R^2) = 0.5.
-    assert abs(first["rl/approx_kl"]) < 1e-4 and first["rl/clip_frac"] == 0.0
+    assert abs(first["rl/kl"]) < 1e-4 and first["rl/clip_frac"] == 0.0
     assert first["rl/policy_loss"] == pytest.approx(-masked_mean(batch.advantages, batch.action_mask).item(), abs=1e-5)
     assert first["rl/value_loss"] == pytest.approx(0.5, abs=1e-5)
-    history = ppo_update(actor, critic, batch, cfg, policy_optimizer=popt, critic_optimizer=copt,
-                         generator=torch.Generator().manual_seed(0))
+    assert 0 < first["rl/entropy"] <= math.log(len(tokenizer)) + 1e-4  # nats, at most uniform's
+    history = ppo_update(learner, batch, cfg, generator=torch.Generator().manual_seed(0))
     assert len(history) == 4 and all(set(h) == set(first) for h in history)
     with torch.no_grad():
         logp = token_logprobs(actor(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits,
