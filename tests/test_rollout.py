@@ -136,10 +136,10 @@ def tasks(small_world_dir):
             + synthesize_research(world, 1, seed=0))
 
 
-def forward_logprobs(model, ids: list[int]) -> torch.Tensor:
+def forward_logprobs(model, ids: list[int], temperature: float = 1.0) -> torch.Tensor:
     x = torch.tensor([ids])
     with torch.no_grad():
-        return token_logprobs(model(x).logits, x)[0]
+        return token_logprobs(model(x).logits, x, temperature)[0]
 
 
 def check_episode_alignment(ep, model, tokenizer, turns=None):
@@ -171,10 +171,16 @@ def test_transformers_engine_records_policy_logprobs(model):
     assert a == b and len(a.token_ids) == 12 and a.finish_reason == "length"
     full = forward_logprobs(model, prompt + a.token_ids)[len(prompt):]
     assert torch.allclose(full, torch.tensor(a.logprobs), atol=1e-4)
-    # Sampling at temperature 2 still records log π at temperature 1.
+    # Sampling at temperature 2 records log π of the distribution sampled from: softmax(logits / 2).
     hot = engine.generate(prompt, max_new_tokens=6, temperature=2.0, seed=4)
-    assert torch.allclose(forward_logprobs(model, prompt + hot.token_ids)[len(prompt):], torch.tensor(hot.logprobs),
-                          atol=1e-4)
+    assert torch.allclose(forward_logprobs(model, prompt + hot.token_ids, 2.0)[len(prompt):],
+                          torch.tensor(hot.logprobs), atol=1e-4)
+    assert not torch.allclose(forward_logprobs(model, prompt + hot.token_ids)[len(prompt):],
+                              torch.tensor(hot.logprobs), atol=1e-4)
+    # greedy decoding records log π at temperature 1
+    greedy = engine.generate(prompt, max_new_tokens=4, temperature=0.0)
+    assert torch.allclose(forward_logprobs(model, prompt + greedy.token_ids)[len(prompt):],
+                          torch.tensor(greedy.logprobs), atol=1e-4)
     stop = a.token_ids[2]
     cut = engine.generate(prompt, max_new_tokens=12, temperature=1.0, stop_ids=[stop], seed=3)
     assert cut.token_ids == a.token_ids[:3] and cut.finish_reason == "stop"
@@ -302,8 +308,9 @@ def test_vllm_engine_records_policy_logprobs_and_loads_weights(model_dir, model,
     gen = engine.generate(prompt, max_new_tokens=12, temperature=1.0, seed=3)
     assert len(gen.token_ids) == len(gen.logprobs) >= 1
     assert torch.allclose(forward_logprobs(model, prompt + gen.token_ids)[4:], torch.tensor(gen.logprobs), atol=1e-3)
-    hot = engine.generate(prompt, max_new_tokens=12, temperature=2.0, seed=3)  # log-probs stay at temperature 1
-    assert torch.allclose(forward_logprobs(model, prompt + hot.token_ids)[4:], torch.tensor(hot.logprobs), atol=1e-3)
+    hot = engine.generate(prompt, max_new_tokens=12, temperature=2.0, seed=3)  # log-probs at temperature 2
+    assert torch.allclose(forward_logprobs(model, prompt + hot.token_ids, 2.0)[4:], torch.tensor(hot.logprobs),
+                          atol=1e-3)
     stop = gen.token_ids[0]
     assert engine.generate(prompt, max_new_tokens=12, stop_ids=[stop], seed=3).finish_reason == "stop"
     other = build_model(len(tokenizer), seed=1)

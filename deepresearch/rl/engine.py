@@ -6,14 +6,14 @@
     gens = engine.generate_many([GenRequest(p, max_new_tokens=256, seed=i) for i, p in enumerate(prompts)])
     engine.load_weights(state_dict)      # or a checkpoint directory
 
-Tokens are sampled from softmax(logits / temperature), but the recorded log-probability is that of
-the policy itself, log softmax(logits)[token] (temperature 1): PPO's ratio π_θ/π_old compares the
-policy's own probabilities, which is also what the learner recomputes. With temperature = 1 (the
-RL default) the two coincide and the rollout is exactly on-policy.
+Tokens are sampled from softmax(logits / temperature), and the recorded log-probability is that of
+the same distribution, log softmax(logits / temperature)[token]: the probability of the action under
+the policy that took it, which is what PPO's ratio π_θ/π_old needs (the learner recomputes log π_θ at
+`rl.temperature` too). Greedy decoding (temperature 0) records log softmax(logits)[token].
 
 Engines: "transformers" (CPU or one GPU: a KV-cached sampling loop over a HF causal LM) and "vllm"
-(GPU only: `vllm.LLM` with `SamplingParams(logprobs=0)` and `logprobs_mode="raw_logprobs"`,
-imported lazily; needs the `gpu` extra).
+(GPU only: `vllm.LLM` with `SamplingParams(logprobs=0)` and `logprobs_mode="processed_logprobs"`, the
+log-probs after temperature scaling, imported lazily; needs the `gpu` extra).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ class Generation:
     """One sampled continuation."""
 
     token_ids: list[int]  # (N,) sampled ids; ends with the stop id when finish_reason == "stop"
-    logprobs: list[float]  # (N,) log π_θ(token_i | prompt, tokens_<i) at temperature 1
+    logprobs: list[float]  # (N,) log π_θ(token_i | prompt, tokens_<i) at the sampling temperature (1 if greedy)
     finish_reason: Literal["stop", "length"]
 
 
@@ -293,11 +293,13 @@ class TransformersEngine(_OneFromMany):
             r = requests[i]
             if r.temperature == 0:
                 token = int(torch.argmax(logits))
+                logp = torch.log_softmax(logits, dim=-1)
             else:
                 probs = torch.softmax(logits / r.temperature, dim=-1)
                 token = int(torch.multinomial(probs, 1, generator=gens[i]))
+                logp = torch.log_softmax(logits / r.temperature, dim=-1)
             out_ids[i].append(token)
-            out_logp[i].append(float(torch.log_softmax(logits, dim=-1)[token]))
+            out_logp[i].append(float(logp[token]))
             if token in stops[i]:
                 finish[i], done[i] = "stop", True
             elif len(out_ids[i]) >= r.max_new_tokens:
@@ -405,7 +407,7 @@ def _vllm_load_dir(path: str, model: Any) -> None:
 
 
 class VLLMEngine(_OneFromMany):
-    """vLLM on a GPU. Sampled tokens come back with log π_θ at temperature 1 (`raw_logprobs`)."""
+    """vLLM on a GPU. Sampled tokens come back with log π_θ at the sampling temperature (`processed_logprobs`)."""
 
     name = "vllm"
 
@@ -430,7 +432,9 @@ class VLLMEngine(_OneFromMany):
             max_model_len=options.max_model_len,
             enforce_eager=options.enforce_eager,
             enable_prefix_caching=True,  # every turn of an episode re-sends the growing context
-            logprobs_mode="raw_logprobs",  # log-probs of the unscaled logits: log π_θ at temperature 1
+            # log-probs after temperature scaling (no top-k/top-p/penalties are set, so nothing else
+            # changes them): log π_θ of the distribution each token was sampled from
+            logprobs_mode="processed_logprobs",
         )
         model_config = getattr(self.llm, "model_config", None) or self.llm.llm_engine.model_config
         self.max_context_len = int(model_config.max_model_len)
