@@ -636,18 +636,18 @@ def stand_in_actor():
         def __init__(self, name, die_on_first):
             self.name, self.die_on_first, self.runs = name, die_on_first, 0
 
-        def run(self, task, seed, attempt):
+        def run_many(self, tasks, seeds, attempt):
             import os
 
             self.runs += 1
-            if (self.die_on_first and self.runs == 1) or task.task_id == "poison":
+            if (self.die_on_first and self.runs == 1) or any(t.task_id == "poison" for t in tasks):
                 os._exit(1)
-            return task.task_id, seed, attempt, self.name
+            return [(t.task_id, seed, attempt, self.name) for t, seed in zip(tasks, seeds)]
 
     return StandIn
 
 
-def test_collect_reruns_the_episode_of_a_dead_actor(ray_session):
+def test_collect_reruns_the_share_of_a_dead_actor(ray_session):
     from types import SimpleNamespace
 
     from deepresearch.rl.rollout import collect
@@ -657,9 +657,12 @@ def test_collect_reruns_the_episode_of_a_dead_actor(ray_session):
     result = collect(tasks, pool, seed="s")
     assert [e[0] for e in result.episodes] == [f"t{i}" for i in range(5)]  # all there, in task order
     assert [e[1] for e in result.episodes] == [f"s:t{i}:{i}" for i in range(5)]  # a re-run keeps its seed
-    assert result.reruns == 1 and result.replaced_workers == ["w0.r1"]
-    lost = [e for e in result.episodes if e[2] == 1]
-    assert len(lost) == 1 and lost[0][3] == "w0.r1"
+    # task i goes to actor i mod 2: w0's share (t0, t2, t4) was lost with it and re-run on its replacement
+    assert result.reruns == 3 and result.replaced_workers == ["w0.r1"]
+    assert [(e[2], e[3]) for e in result.episodes] == [(1, "w0.r1"), (0, "w1")] * 2 + [(1, "w0.r1")]
+    # more actors than tasks: the idle ones get nothing
+    few = collect(tasks[:1], StandInPool(stand_in_actor(), 2, first_dies=set()), seed="s")
+    assert [e[:3] for e in few.episodes] == [("t0", "s:t0:0", 0)] and few.reruns == 0
 
 
 def test_collect_gives_up_on_an_episode_that_kills_every_worker(ray_session):
@@ -668,7 +671,7 @@ def test_collect_gives_up_on_an_episode_that_kills_every_worker(ray_session):
     from deepresearch.rl.rollout import RolloutError, collect
 
     pool = StandInPool(stand_in_actor(), 2, first_dies=set())
-    with pytest.raises(RolloutError, match="'poison' was lost 2 times"):
+    with pytest.raises(RolloutError, match="tasks 'poison' were lost 2 times"):
         collect([SimpleNamespace(task_id="ok"), SimpleNamespace(task_id="poison")], pool, max_reruns=1)
 
 
@@ -692,11 +695,9 @@ def first_rollout(pool, tasks):
 def test_rollout_completes_when_an_actor_dies(first_rollout, tasks):
     result = first_rollout
     assert [e.task_id for e in result.episodes] == [t.task_id for t in tasks]  # nothing dropped, in order
-    assert result.reruns == 1 and result.replaced_workers == ["w0.r1"]
-    assert sorted(e.attempt for e in result.episodes) == [0, 0, 0, 1]
-    rerun = next(e for e in result.episodes if e.attempt == 1)
-    assert rerun.worker == "w0.r1"
-    assert {e.worker for e in result.episodes} == {"w1", "w0.r1"}
+    # w0 died on its share (tasks 0 and 2); its replacement played both again
+    assert result.reruns == 2 and result.replaced_workers == ["w0.r1"]
+    assert [(e.attempt, e.worker) for e in result.episodes] == [(1, "w0.r1"), (0, "w1")] * 2
     for e in result.episodes:
         assert e.weights_version == 0 and e.trajectory.turns >= 1 and e.num_actions > 0
         assert e.trajectory.outcome in {"answered", "budget_exhausted"} and e.trajectory.success is not None
@@ -710,21 +711,17 @@ def test_rollout_episodes_are_exact_rl_samples(first_rollout, model, tokenizer):
 
 
 @pytest.mark.slow
-def test_rerun_reproduces_the_lost_episode(first_rollout, tasks, model, tokenizer, search, rl_cfg, tmp_path):
-    """The re-run uses the lost episode's seed, so it is the episode the dead actor would have made:
-    the same as playing it in this process."""
-    from deepresearch.rl.rollout import task_prompt
+def test_rerun_reproduces_the_lost_episodes(first_rollout, tasks, model_dir, small_world_dir, rl_cfg):
+    """The re-run uses the lost share's seeds and batches it the same way, so it is what the dead actor
+    would have made: the same as this process playing that share through the same worker code."""
+    from deepresearch.rl.rollout import RolloutWorker, WorkerSpec
 
-    i, ep = next((i, e) for i, e in enumerate(first_rollout.episodes) if e.attempt == 1)
-    policy = HFPolicy(tokenizer, TransformersEngine.from_model(model), max_new_tokens=rl_cfg.rl.max_new_tokens)
-    policy.reset(tasks[i], seed=f"step0:{tasks[i].task_id}:{i}")
-    ctx = EpisodeContext(workspace=tmp_path, agent=rl_cfg.agent, search=search)
-    try:
-        traj = run_episode(policy, task_prompt(tasks[i]), task_id=tasks[i].task_id, capability=tasks[i].capability,
-                           ctx=ctx, budget=rl_cfg.agent.budget, tools=make_tools(), count_tokens=policy.count_tokens)
-    finally:
-        ctx.close()
-    assert policy.to_experience(traj).token_ids == ep.token_ids
+    lost = [i for i, e in enumerate(first_rollout.episodes) if e.attempt == 1]
+    local = RolloutWorker(WorkerSpec(model_dir=str(model_dir), world_dir=str(small_world_dir), cfg=rl_cfg), "local")
+    again = local.run_many([tasks[i] for i in lost], [f"step0:{tasks[i].task_id}:{i}" for i in lost])
+    assert [e.token_ids for e in again] == [first_rollout.episodes[i].token_ids for i in lost]
+    for e, i in zip(again, lost):
+        assert e.logprobs == pytest.approx(first_rollout.episodes[i].logprobs, abs=1e-4)
 
 
 @pytest.mark.slow
