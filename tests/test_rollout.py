@@ -188,7 +188,31 @@ def test_transformers_engine_records_policy_logprobs(model):
         engine.generate(prompt, max_new_tokens=5000)
 
 
-def test_batched_generation_matches_one_prompt_at_a_time(model):
+def test_sample_tokens_inverse_cdf_by_hand_and_in_distribution():
+    from deepresearch.rl.engine import sample_tokens
+
+    # probabilities 0.5, 0.0, 0.25, 0.25: cumulative 0.5, 0.5, 0.75, 1.0
+    logits = torch.log(torch.tensor([[0.5, 0.0, 0.25, 0.25]] * 4))
+    u = torch.tensor([0.0, 0.49, 0.6, 0.99], dtype=torch.float64)
+    tokens, logp = sample_tokens(logits, [1.0] * 4, u)
+    assert tokens.tolist() == [0, 0, 2, 3]  # u = 0.6 falls past token 1, whose probability is 0
+    assert torch.allclose(logp, torch.log(torch.tensor([0.5, 0.5, 0.25, 0.25])))
+    # greedy rows take the argmax and report log π at temperature 1; T = 2 flattens the distribution
+    tokens, logp = sample_tokens(logits[:2], [0.0, 2.0], torch.tensor([0.99, 0.99], dtype=torch.float64))
+    assert tokens.tolist() == [0, 3] and logp[0].item() == pytest.approx(math.log(0.5))
+    assert logp[1].item() == pytest.approx(torch.log_softmax(logits[1] / 2, -1)[3].item())
+    # 20,000 draws land in proportion to the probabilities
+    g = torch.Generator().manual_seed(0)
+    probs = torch.softmax(torch.randn(1, 6, generator=g), -1)
+    draws, _ = sample_tokens(probs.log().expand(20_000, 6), [1.0] * 20_000,
+                             torch.rand(20_000, generator=g, dtype=torch.float64))
+    freq = torch.bincount(draws, minlength=6) / 20_000
+    assert torch.allclose(freq, probs[0], atol=0.015), (freq, probs)
+
+
+def test_batched_generation_matches_one_prompt_at_a_time(model, model_dir):
+    from deepresearch.rl.engine import CPU_ATTENTION
+
     engine = TransformersEngine.from_model(model)
     prompts = [[5, 17, 99, 3], [42] * 9, [7, 8]]  # different lengths: the batch is left-padded
     reqs = [GenRequest(p, max_new_tokens=10, temperature=t, seed=i) for i, (p, t) in enumerate(zip(prompts, [1.0, 0.0, 1.0]))]
@@ -197,6 +221,12 @@ def test_batched_generation_matches_one_prompt_at_a_time(model):
         alone = engine.generate(r.prompt_ids, max_new_tokens=10, temperature=r.temperature, seed=r.seed)
         assert b.token_ids == alone.token_ids and b.finish_reason == alone.finish_reason
         assert torch.allclose(torch.tensor(b.logprobs), torch.tensor(alone.logprobs), atol=1e-4)
+    # an engine loaded on CPU attends with GQA over the padding mask without copying the cache: same numbers
+    loaded = make_engine("transformers", model_dir)
+    assert loaded.model.config._attn_implementation == CPU_ATTENTION
+    for a, b in zip(loaded.generate_many(reqs), batched):
+        assert a.token_ids == b.token_ids
+        assert torch.allclose(torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=1e-5)
     # rows stop independently: one stops at its third token, the others run to their own budgets
     stop = batched[0].token_ids[2]
     mixed = engine.generate_many([GenRequest(prompts[0], 10, 1.0, [stop], 0), GenRequest(prompts[1], 4, 0.0, (), 1)])
@@ -230,6 +260,25 @@ def test_prefix_cache_prefills_only_new_tokens_and_changes_nothing(model):
     assert cached.prefix_cache.entries == []
 
 
+def test_a_prefix_shared_by_a_batch_is_prefilled_once(model):
+    engine = TransformersEngine.from_model(model)
+    plain = TransformersEngine.from_model(model)
+    plain.prefix_cache.capacity = 0
+    system = list(range(100, 140))  # 40 tokens every first turn shares (the system prompt)
+    prompts = [system + [5, 6], system + [7, 8, 9], system + [10]]
+    calls = []
+    hook = model.register_forward_pre_hook(lambda m, args, kw: calls.append(kw["input_ids"].shape[1]), with_kwargs=True)
+    try:
+        out = engine.generate_many([GenRequest(p, 5, 1.0, (), i) for i, p in enumerate(prompts)])
+    finally:
+        hook.remove()
+    assert calls[:4] == [40, 2, 3, 1]  # the shared prefix once, then each row's own tokens
+    for i, (p, g) in enumerate(zip(prompts, out)):
+        fresh = plain.generate(p, max_new_tokens=5, temperature=1.0, seed=i)
+        assert g.token_ids == fresh.token_ids
+        assert torch.allclose(torch.tensor(g.logprobs), torch.tensor(fresh.logprobs), atol=1e-4)
+
+
 def test_batching_engine_serves_threads_in_batches_with_their_own_results(model):
     import threading
     from concurrent.futures import ThreadPoolExecutor
@@ -237,6 +286,8 @@ def test_batching_engine_serves_threads_in_batches_with_their_own_results(model)
     from deepresearch.rl.batching import BatchingEngine
 
     engine = TransformersEngine.from_model(model)
+    # every client's conversation keeps its place in the prefix cache, however many there are
+    assert BatchingEngine(TransformersEngine.from_model(model), clients=100).engine.prefix_cache.capacity == 101
     batcher = BatchingEngine(engine, clients=3)
     turns = {0: 3, 1: 1, 2: 2}  # clients make different numbers of calls, then leave
     seen = {}
