@@ -1,22 +1,25 @@
 """PPO throughput benchmark on the tiny config: rollout samples/s over N Ray actors, learner samples/s.
 
-    uv run python benchmarks/ppo_bench.py                     # workers 1 and 2, 16 episodes, 8-episode batches
-    uv run python benchmarks/ppo_bench.py --workers 1,2,4 --episodes 32 --repeats 5
+    uv run python benchmarks/ppo_bench.py                     # workers 1 and 2, 32 episodes, 8-episode batches
+    uv run python benchmarks/ppo_bench.py --workers 1,2,4 --episodes 64 --repeats 5
+    uv run python benchmarks/ppo_bench.py --no-learner        # rollouts only
 
 Rollouts. A tiny world (`world.entities_per_type=12`), a BPE tokenizer trained on its documents and
 a randomly initialised tiny Qwen2 policy sized by configs/tiny.yaml's `model` section. For each N in
 --workers: a `RolloutPool` of N actors (the transformers engine on CPU, one torch thread each, the
-real tools under `agent.budget`), one untimed warm-up episode per actor, then `collect` of
---episodes tasks (deep search and research mixed). Reports episodes/s and sampled (policy) tokens/s.
+real tools under `agent.budget`), one untimed warm-up `collect` of one episode per actor, then
+`collect` of --episodes tasks (deep search and research mixed), each actor playing its share
+concurrently as `run_ppo` does. Reports episodes/s and sampled (policy) tokens/s.
 A random policy rarely samples a stop token, so nearly every turn runs to --max-new-tokens: the
 figures are those of full-length turns, and every episode ends by exhausting --max-turns.
 
 Learner. A synthetic `ExperienceBatch` of the shape the rollouts produced (--batch episodes of the
 measured mean length, the measured fraction of policy tokens, random advantages and returns), then
-`rl.ppo_epochs` passes of minibatches of `rl.minibatch_size`, with the plain-torch
-`learner.ppo_update` (AdamW) and with the DeepSpeed learner `rl.train.ppo_update_deepspeed` (the one
-`run_ppo` uses), each on its own copy of the models; one warm-up update each, then the timed updates
-alternate between the two. Reports samples/s (episodes × epochs / s) and tokens/s (median update).
+`rl.ppo_epochs` passes of minibatches of `rl.minibatch_size` through `learner.ppo_update`, with the
+DeepSpeed back end (`learner.init_learner`, what `run_ppo` uses) and the plain-torch one
+(`learner.torch_learner`), each on its own copy of the models; one warm-up update each, then the timed
+updates alternate between the two, on --learner-threads torch threads (1, as run_ppo). Reports
+samples/s (episodes × epochs / s) and tokens/s (median update).
 
 Prints a table and writes benchmarks/results/ppo.json (with the machine and its load average, since
 a shared CPU changes these figures a lot).
@@ -42,7 +45,7 @@ RESULTS = Path(__file__).resolve().parent / "results" / "ppo.json"
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--workers", default="1,2", help="comma-separated numbers of Ray rollout actors")
-    p.add_argument("--episodes", type=int, default=16, help="timed episodes per worker count")
+    p.add_argument("--episodes", type=int, default=32, help="timed episodes per worker count")
     p.add_argument("--max-new-tokens", type=int, default=64, help="rl.max_new_tokens (per assistant turn)")
     p.add_argument("--max-turns", type=int, default=3, help="agent.budget.max_turns")
     p.add_argument(
@@ -52,7 +55,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--epochs", type=int, default=2, help="rl.ppo_epochs")
     p.add_argument("--seq-len", type=int, default=0, help="learner episode length (0: the rollouts' mean)")
     p.add_argument("--repeats", type=int, default=3, help="timed learner updates per learner")
+    p.add_argument("--learner-threads", type=int, default=1, help="torch intra-op threads of the learner (run_ppo: 1)")
     p.add_argument("--no-rollout", action="store_true", help="skip the rollout part")
+    p.add_argument("--no-learner", action="store_true", help="skip the learner part")
     p.add_argument("--out", type=Path, default=RESULTS, help="where to write the JSON results")
     return p.parse_args(argv)
 
@@ -173,8 +178,7 @@ def bench_learners(cfg, policy_dir: Path, batch, repeats: int) -> list[dict]:
     import torch
 
     from deepresearch.modeling.checkpoint import load_checkpoint
-    from deepresearch.rl.learner import ppo_update
-    from deepresearch.rl.train import init_learner, ppo_update_deepspeed
+    from deepresearch.rl.learner import init_learner, ppo_update, torch_learner
     from deepresearch.rl.value import ValueModel
 
     rl = cfg.rl
@@ -183,23 +187,13 @@ def bench_learners(cfg, policy_dir: Path, batch, repeats: int) -> list[dict]:
         policy, _ = load_checkpoint(policy_dir)
         return policy, ValueModel.from_policy(policy)
 
-    t_policy, t_critic = models()
-    popt = torch.optim.AdamW(t_policy.parameters(), lr=rl.actor_lr)
-    copt = torch.optim.AdamW(t_critic.parameters(), lr=rl.critic_lr)
-    engines = init_learner(*models(), cfg)
+    learners = {
+        "deepspeed": init_learner(*models(), rl, cfg.training.sft),
+        "torch": torch_learner(*models(), rl, max_grad_norm=cfg.training.sft.grad_clip),
+    }
     updates = {
-        "torch": lambda: ppo_update(
-            t_policy,
-            t_critic,
-            batch,
-            rl,
-            policy_optimizer=popt,
-            critic_optimizer=copt,
-            generator=torch.Generator().manual_seed(0),
-        ),
-        "deepspeed": lambda: ppo_update_deepspeed(
-            *engines, batch, rl, generator=torch.Generator().manual_seed(0)
-        ),
+        kind: (lambda learner=learner: ppo_update(learner, batch, rl, generator=torch.Generator().manual_seed(0)))
+        for kind, learner in learners.items()
     }
     times: dict[str, list[float]] = {kind: [] for kind in updates}
     try:
@@ -211,8 +205,8 @@ def bench_learners(cfg, policy_dir: Path, batch, repeats: int) -> list[dict]:
                 update()
                 times[kind].append(time.perf_counter() - t0)
     finally:
-        for e in engines:
-            e.destroy()
+        for learner in learners.values():
+            learner.close()
     B, T = batch.input_ids.shape
     out = []
     for kind, ts in times.items():
@@ -295,8 +289,11 @@ def main(argv: list[str] | None = None) -> dict:
 
         vocab = len(AutoTokenizer.from_pretrained(str(policy_dir)))
         batch = synthetic_batch(args.batch, T, frac, vocab)
-        with console.status("learners: plain torch and DeepSpeed, alternating"):
-            results["learner"] = bench_learners(cfg, policy_dir, batch, args.repeats)
+        if not args.no_learner:
+            torch.set_num_threads(args.learner_threads)
+            results["machine"]["torch_threads_learner"] = torch.get_num_threads()
+            with console.status("learners: DeepSpeed and plain torch, alternating"):
+                results["learner"] = bench_learners(cfg, policy_dir, batch, args.repeats)
         for r in results["learner"]:
             console.print(
                 f"learner, {r['learner']}: {r['samples_per_s']:.3f} samples/s, {r['tokens_per_s']:.0f} tokens/s"

@@ -257,13 +257,26 @@ class JudgeConfig(Section):
 
 
 class RLConfig(Section):
-    """PPO with a learned critic in the multi-tool environment."""
+    """PPO with a learned critic in the multi-tool environment (see `deepresearch.rl.train`).
+
+    The three settings that shape the learning signal, explicitly:
+    - advantages: GAE(gamma, lam) over policy tokens, tool observations skipped (recipe: γ = λ = 1, so
+      A_t = R − V(s_t), R the episode reward plus any KL shaping after t); `whiten_advantages` rescales
+      them to zero mean and unit variance over the batch's policy tokens (off: the raw R − V).
+    - KL to the reference (the frozen SFT policy): with `kl_coef` = β > 0 every policy token's reward
+      gets −β·KL(π_old ‖ π_ref), estimator `kl_estimator`; 0 skips the reference model entirely.
+    - temperature: rollouts sample from softmax(logits / T), and every log-probability PPO uses (old,
+      new, reference) and the logged entropy are of that same distribution, so the update is on-policy
+      for the policy that actually acted at any T.
+    """
 
     gamma: float = Field(1.0, ge=0, le=1)
     lam: float = Field(1.0, ge=0, le=1)
+    whiten_advantages: bool = False
     clip_eps: float = Field(0.2, gt=0)
     value_clip_eps: float = Field(0.2, gt=0)
-    kl_coef: float = Field(0.0, ge=0)  # 0 disables the KL-to-reference penalty
+    kl_coef: float = Field(0.0, ge=0)  # β of the per-token KL-to-reference reward shaping; 0 disables it
+    kl_estimator: Literal["k1", "k2", "k3"] = "k1"  # rl.ppo.KLEstimator
     value_coef: float = Field(0.5, ge=0)
     ppo_epochs: int = Field(2, ge=1)
     minibatch_size: int = Field(4, ge=1)
@@ -272,7 +285,7 @@ class RLConfig(Section):
     rollout_workers: int = Field(2, ge=1)  # Ray actors
     actor_lr: float = Field(1e-5, gt=0)
     critic_lr: float = Field(1e-4, gt=0)
-    temperature: float = Field(1.0, gt=0)
+    temperature: float = Field(1.0, gt=0)  # of rollouts and of every PPO log-prob (see above)
     max_new_tokens: int = Field(256, ge=1)  # per assistant turn
     engine: Literal["transformers", "vllm"] = "transformers"
     seed: int = 0

@@ -9,6 +9,7 @@ from deepresearch.rl.ppo import (
     ADVANTAGE_ESTIMATORS,
     AdvantageEstimator,
     entropy_from_logits,
+    explained_variance,
     gae,
     gae_reference,
     get_advantage_estimator,
@@ -194,6 +195,19 @@ def test_masked_mean_and_whiten():
     assert w[0, 0].item() == pytest.approx(-1.5 / math.sqrt(5 / 3), rel=1e-6)
     kept = masked_whiten(x, mask, shift_mean=False)
     assert masked_mean(kept, mask).item() == pytest.approx(2.5, rel=1e-6)
+
+
+def test_explained_variance_hand_values():
+    # returns 1, 0, 1, 0 on policy tokens (variance 0.25); the masked entry must not count
+    #   V = R            -> errors all 0            -> 1
+    #   V = 0.5          -> errors ±0.5, var 0.25   -> 0 (a constant explains nothing)
+    #   V = 1 - R        -> errors ±1,   var 1      -> 1 - 1/0.25 = -3
+    R = t([[1.0, 0.0, 1.0, 0.0, 7.0]])
+    mask = t([[1, 1, 1, 1, 0]])
+    assert explained_variance(R, R, mask).item() == pytest.approx(1.0)
+    assert explained_variance(torch.full_like(R, 0.5), R, mask).item() == pytest.approx(0.0)
+    assert explained_variance(1 - R, R, mask).item() == pytest.approx(-3.0)
+    assert math.isnan(explained_variance(R, torch.ones_like(R), mask).item())  # nothing to explain
 
 
 def test_token_logprobs_match_log_softmax_gather():

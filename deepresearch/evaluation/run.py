@@ -162,7 +162,7 @@ def evaluate(
             with ThreadPoolExecutor(max_workers=len(tasks), thread_name_prefix=f"eval-{name}") as pool:
                 played = list(pool.map(episode, range(len(tasks))))
             if judge is not None:
-                from deepresearch.rl.train import score_trajectories
+                from deepresearch.judge.reward import score_trajectories
 
                 rewards[name] = score_trajectories(tasks, [traj for traj, _ in played], judge)
             for task, (traj, wall) in zip(tasks, played):

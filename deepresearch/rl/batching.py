@@ -42,6 +42,11 @@ class BatchingEngine:
         """
         if clients < 1:
             raise ValueError(f"BatchingEngine needs at least one client, got {clients}")
+        cache = getattr(engine, "prefix_cache", None)
+        if cache is not None and 0 < cache.capacity <= clients:
+            # room for every client's conversation (and a shared prompt): an entry evicted by another
+            # client's turn would cost its whole context again at its next turn
+            cache.capacity = clients + 1
         self.engine = engine
         self.name = engine.name
         self.max_context_len = engine.max_context_len

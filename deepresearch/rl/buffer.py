@@ -33,7 +33,7 @@ class Episode:
     capability: str
     token_ids: list[int]  # (T,) system + user + every turn + every observation, exactly as fed/sampled
     action_mask: list[int]  # (T,) 1 on tokens the policy sampled; 0 on system/user/tool tokens
-    logprobs: list[float]  # (T,) log π_old(token_t | tokens_<t) at temperature 1 on action tokens; 0 elsewhere
+    logprobs: list[float]  # (T,) log π_old(token_t | tokens_<t) at rl.temperature on action tokens; 0 elsewhere
     trajectory: "Trajectory"  # the messages, outcome, answer, tool counts, ground-truth success
     weights_version: int = 0  # the policy weights that generated every action token
     attempt: int = 0  # 0 = first run; k > 0 = re-run k times because the worker running it died

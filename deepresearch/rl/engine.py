@@ -6,14 +6,14 @@
     gens = engine.generate_many([GenRequest(p, max_new_tokens=256, seed=i) for i, p in enumerate(prompts)])
     engine.load_weights(state_dict)      # or a checkpoint directory
 
-Tokens are sampled from softmax(logits / temperature), but the recorded log-probability is that of
-the policy itself, log softmax(logits)[token] (temperature 1): PPO's ratio π_θ/π_old compares the
-policy's own probabilities, which is also what the learner recomputes. With temperature = 1 (the
-RL default) the two coincide and the rollout is exactly on-policy.
+Tokens are sampled from softmax(logits / temperature), and the recorded log-probability is that of
+the same distribution, log softmax(logits / temperature)[token]: the probability of the action under
+the policy that took it, which is what PPO's ratio π_θ/π_old needs (the learner recomputes log π_θ at
+`rl.temperature` too). Greedy decoding (temperature 0) records log softmax(logits)[token].
 
 Engines: "transformers" (CPU or one GPU: a KV-cached sampling loop over a HF causal LM) and "vllm"
-(GPU only: `vllm.LLM` with `SamplingParams(logprobs=0)` and `logprobs_mode="raw_logprobs"`,
-imported lazily; needs the `gpu` extra).
+(GPU only: `vllm.LLM` with `SamplingParams(logprobs=0)` and `logprobs_mode="processed_logprobs"`, the
+log-probs after temperature scaling, imported lazily; needs the `gpu` extra).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ class Generation:
     """One sampled continuation."""
 
     token_ids: list[int]  # (N,) sampled ids; ends with the stop id when finish_reason == "stop"
-    logprobs: list[float]  # (N,) log π_θ(token_i | prompt, tokens_<i) at temperature 1
+    logprobs: list[float]  # (N,) log π_θ(token_i | prompt, tokens_<i) at the sampling temperature (1 if greedy)
     finish_reason: Literal["stop", "length"]
 
 
@@ -174,6 +174,56 @@ def _preallocated_cache(layers: Sequence[tuple[Any, Any]], capacity: int) -> Any
     return cache
 
 
+CPU_ATTENTION = "deepresearch_sdpa_gqa"
+
+
+def _sdpa_gqa_attention(
+    module: Any,
+    query: "torch.Tensor",
+    key: "torch.Tensor",
+    value: "torch.Tensor",
+    attention_mask: "torch.Tensor | None",
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    **kwargs: Any,
+) -> tuple["torch.Tensor", None]:
+    """transformers' SDPA attention, except that grouped-query attention never copies the KV cache.
+
+    With a padding mask (batched decoding), transformers repeats every key/value head to the query
+    heads (`repeat_kv`: a copy of the whole cache per layer per token) because CUDA's fused kernels
+    need that; torch's CPU kernels take the mask and `enable_gqa` together. At ~1K tokens of context
+    the copy was most of a batched decoding step on CPU. query (B, H, q, D), key/value (B, H_kv, k, D)
+    → (B, q, H, D); the same numbers as "sdpa".
+    """
+    import torch
+
+    if attention_mask is not None and attention_mask.ndim == 4:
+        attention_mask = attention_mask[:, :, :, : key.shape[-2]]
+    is_causal = query.shape[2] > 1 and attention_mask is None and getattr(module, "is_causal", True)
+    out = torch.nn.functional.scaled_dot_product_attention(
+        query,
+        key,
+        value,
+        attn_mask=attention_mask,
+        dropout_p=dropout,
+        scale=scaling,
+        is_causal=is_causal,
+        enable_gqa=key.shape[1] != query.shape[1],
+    )
+    return out.transpose(1, 2).contiguous(), None
+
+
+def _cpu_attention() -> str:
+    """Register `_sdpa_gqa_attention` (and SDPA's mask builder under the same name) with transformers
+    once; returns the name to pass as `attn_implementation`."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    AttentionInterface.register(CPU_ATTENTION, _sdpa_gqa_attention)
+    AttentionMaskInterface.register(CPU_ATTENTION, sdpa_mask)
+    return CPU_ATTENTION
+
+
 class _OneFromMany:
     """`generate` of one prompt as a batch of one: engines implement `generate_many` only."""
 
@@ -202,13 +252,22 @@ class _PrefixCache:
         self.capacity = capacity
         self.entries: list[tuple[list[int], list[tuple[Any, Any]]]] = []  # most recently used last
 
-    def lookup(self, prompt: Sequence[int]) -> tuple[int, list[tuple[Any, Any]] | None]:
+    def _best(self, prompt: Sequence[int]) -> int:
         best = -1
         for i, (ids, _) in enumerate(self.entries):
             # a strict prefix: at least the prompt's last token must still be fed for its logits
             if len(ids) < len(prompt) and (best < 0 or len(ids) > len(self.entries[best][0])):
                 if list(prompt[: len(ids)]) == ids:
                     best = i
+        return best
+
+    def cached_length(self, prompt: Sequence[int]) -> int:
+        """Tokens of `prompt` a lookup would find cached (0 if none); the recency order is not touched."""
+        best = self._best(prompt)
+        return len(self.entries[best][0]) if best >= 0 else 0
+
+    def lookup(self, prompt: Sequence[int]) -> tuple[int, list[tuple[Any, Any]] | None]:
+        best = self._best(prompt)
         if best < 0:
             return 0, None
         entry = self.entries.pop(best)
@@ -226,6 +285,33 @@ class _PrefixCache:
         self.entries.clear()
 
 
+def sample_tokens(
+    logits: "torch.Tensor", temperatures: Sequence[float], u: "torch.Tensor"
+) -> tuple["torch.Tensor", "torch.Tensor"]:
+    """One token per row by inverse-CDF sampling from softmax(logits / T), and its log-probability.
+
+    Args:
+        logits: (r, V) next-token logits, float32.
+        temperatures: r temperatures; 0 = greedy (argmax, log-prob at temperature 1).
+        u: (r,) float64 uniform draws in [0, 1), one per row (from the row's own generator).
+    Returns:
+        tokens (r,) long: the first token whose cumulative probability exceeds u (a zero-probability
+        token is never chosen); logp (r,) float32: log softmax(logits / T)[token].
+    """
+    import torch
+
+    scale = torch.tensor([t if t > 0 else 1.0 for t in temperatures], device=logits.device)[:, None]
+    logp = torch.log_softmax(logits / scale, dim=-1)  # (r, V)
+    cdf = logp.double().exp().cumsum(-1)  # (r, V), float64 so the last entry is 1 up to ~1e-16
+    sampled = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None], right=True)[:, 0].clamp_max(logits.shape[-1] - 1)
+    greedy = torch.tensor([t == 0 for t in temperatures], device=logits.device)
+    tokens = torch.where(greedy, logits.argmax(-1), sampled)  # (r,)
+    return tokens, logp.gather(-1, tokens[:, None])[:, 0]
+
+
+MIN_SHARED_PREFIX = 32  # tokens; a shorter common prefix is not worth a forward pass of its own
+
+
 class TransformersEngine(_OneFromMany):
     """A HF causal LM on CPU (or one GPU), sampled token by token with a KV cache, batched across
     requests, and a prefix cache across turns."""
@@ -237,14 +323,17 @@ class TransformersEngine(_OneFromMany):
         from transformers import AutoModelForCausalLM
 
         self.device = torch.device(options.device)
-        self.model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=_torch_dtype(options.dtype))
+        # on CPU, attention that never copies the KV cache for grouped-query heads (see _sdpa_gqa_attention)
+        attn = {"attn_implementation": _cpu_attention()} if self.device.type == "cpu" else {}
+        self.model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=_torch_dtype(options.dtype), **attn)
         self.model.to(self.device).eval()
         self.max_context_len = int(self.model.config.max_position_embeddings)
         self.prefix_cache = _PrefixCache(options.prefix_cache_entries)
 
     @classmethod
     def from_model(cls, model: Any) -> "TransformersEngine":
-        """Wrap an already loaded causal LM (tests, in-process evaluation); the model is used as is."""
+        """Wrap an already loaded causal LM (tests, in-process evaluation); the model is used as is
+        (its attention implementation too: the caller may be training it)."""
         self = cls.__new__(cls)
         self.model = model.eval()
         self.device = next(model.parameters()).device
@@ -289,22 +378,25 @@ class TransformersEngine(_OneFromMany):
         finish: list[Literal["stop", "length"]] = ["length"] * n
         done = [False] * n
 
-        def pick(i: int, logits: torch.Tensor) -> int:  # logits (V,), float32
-            r = requests[i]
-            if r.temperature == 0:
-                token = int(torch.argmax(logits))
-            else:
-                probs = torch.softmax(logits / r.temperature, dim=-1)
-                token = int(torch.multinomial(probs, 1, generator=gens[i]))
-            out_ids[i].append(token)
-            out_logp[i].append(float(torch.log_softmax(logits, dim=-1)[token]))
-            if token in stops[i]:
-                finish[i], done[i] = "stop", True
-            elif len(out_ids[i]) >= r.max_new_tokens:
-                done[i] = True
-            return token
+        def pick(rows: list[int], logits: torch.Tensor) -> list[int]:
+            """Next token of each row in `rows` from its logits (len(rows), V), in one pass over the batch;
+            row i's draw comes from its own generator, so it does not depend on the other rows."""
+            u = torch.stack([torch.rand((), generator=gens[i], device=logits.device, dtype=torch.float64)
+                             for i in rows])  # (r,) one small draw per row
+            tokens, chosen = sample_tokens(logits, [requests[i].temperature for i in rows], u)
+            out = []
+            for i, token, lp in zip(rows, tokens.tolist(), chosen.tolist()):
+                out_ids[i].append(token)
+                out_logp[i].append(lp)
+                if token in stops[i]:
+                    finish[i], done[i] = "stop", True
+                elif len(out_ids[i]) >= requests[i].max_new_tokens:
+                    done[i] = True
+                out.append(token)
+            return out
 
         with torch.inference_mode():
+            self._cache_shared_prefix(requests)
             # prefill, one prompt at a time, from the longest cached prefix
             lens = [len(r.prompt_ids) for r in requests]
             caches, first = [], []
@@ -312,18 +404,19 @@ class TransformersEngine(_OneFromMany):
                 cached, layers = self.prefix_cache.lookup(r.prompt_ids)
                 ids = torch.tensor([list(r.prompt_ids[cached:])], dtype=torch.long, device=self.device)
                 past = DynamicCache(layers) if layers is not None else None
-                out = self.model(input_ids=ids, past_key_values=past, use_cache=True)
+                # logits of the last position only: the LM head over a whole prompt is wasted work
+                out = self.model(input_ids=ids, past_key_values=past, use_cache=True, logits_to_keep=1)
                 caches.append(out.past_key_values)
-                first.append(pick(i, out.logits[0, -1].float()))
+                first.extend(pick([i], out.logits[0, -1:].float()))
             budget = max(r.max_new_tokens for r in requests)
             if n == 1:  # the plain KV-cached loop: no mask, no explicit positions
                 layers = [(layer.keys, layer.values) for layer in caches[0].layers]
                 past, token = _preallocated_cache(layers, lens[0] + budget), first[0]
                 while not done[0]:
                     out = self.model(input_ids=torch.tensor([[token]], device=self.device),
-                                     past_key_values=past, use_cache=True)
+                                     past_key_values=past, use_cache=True, logits_to_keep=1)
                     past = out.past_key_values
-                    token = pick(0, out.logits[0, -1].float())
+                    (token,) = pick([0], out.logits[0, -1:].float())
                 # the KV of prompt + sampled tokens but the last (which was never fed)
                 self._remember(list(requests[0].prompt_ids) + out_ids[0][:-1], past, 0, 0)
                 return [Generation(out_ids[0], out_logp[0], finish[0])]
@@ -353,16 +446,41 @@ class TransformersEngine(_OneFromMany):
                     position_ids=pos[:, None],
                     past_key_values=past,
                     use_cache=True,
+                    logits_to_keep=1,
                 )
                 past = out.past_key_values
                 logits = out.logits[:, -1].float()
                 pos = pos + 1
                 # finished rows keep a slot (their extra tokens are never returned)
-                tokens = [tokens[i] if done[i] else pick(i, logits[i]) for i in range(n)]
+                active = [i for i in range(n) if not done[i]]
+                for i, token in zip(active, pick(active, logits[active])):
+                    tokens[i] = token
             # row i's valid KV: its prompt (after the padding), then the tokens it fed while active
             for i, r in enumerate(requests):
                 self._remember(list(r.prompt_ids) + out_ids[i][:-1], past, i, width - lens[i])
         return [Generation(out_ids[i], out_logp[i], finish[i]) for i in range(n)]
+
+    def _cache_shared_prefix(self, requests: Sequence[GenRequest]) -> None:
+        """Prefill once, and cache, the prefix every prompt of the batch shares, when some row would
+        otherwise prefill it itself: the first turns of a batch of episodes share the system prompt
+        and tool schemas (~80 % of a tiny-config episode's prefill), which then cost one prefill."""
+        import os
+
+        import torch
+        from transformers import DynamicCache
+
+        if len(requests) < 2 or self.prefix_cache.capacity <= 0:
+            return
+        prompts = [list(r.prompt_ids) for r in requests]
+        shared = os.path.commonprefix(prompts)[: min(len(p) for p in prompts) - 1]  # a strict prefix of each
+        if len(shared) < MIN_SHARED_PREFIX or all(self.prefix_cache.cached_length(p) >= len(shared) for p in prompts):
+            return
+        # continue from the longest cached part of `shared` (a strict prefix of it: else every row had it)
+        cached, layers = self.prefix_cache.lookup(shared)
+        ids = torch.tensor([shared[cached:]], dtype=torch.long, device=self.device)
+        past = DynamicCache(layers) if layers is not None else None
+        out = self.model(input_ids=ids, past_key_values=past, use_cache=True, logits_to_keep=1)
+        self.prefix_cache.store(shared, [(layer.keys, layer.values) for layer in out.past_key_values.layers])
 
     def _remember(self, ids: list[int], past: Any, row: int, start: int) -> None:
         """Store row `row` of cache `past`, columns [start, start + len(ids)), as the KV of `ids`."""
@@ -405,7 +523,7 @@ def _vllm_load_dir(path: str, model: Any) -> None:
 
 
 class VLLMEngine(_OneFromMany):
-    """vLLM on a GPU. Sampled tokens come back with log π_θ at temperature 1 (`raw_logprobs`)."""
+    """vLLM on a GPU. Sampled tokens come back with log π_θ at the sampling temperature (`processed_logprobs`)."""
 
     name = "vllm"
 
@@ -430,7 +548,9 @@ class VLLMEngine(_OneFromMany):
             max_model_len=options.max_model_len,
             enforce_eager=options.enforce_eager,
             enable_prefix_caching=True,  # every turn of an episode re-sends the growing context
-            logprobs_mode="raw_logprobs",  # log-probs of the unscaled logits: log π_θ at temperature 1
+            # log-probs after temperature scaling (no top-k/top-p/penalties are set, so nothing else
+            # changes them): log π_θ of the distribution each token was sampled from
+            logprobs_mode="processed_logprobs",
         )
         model_config = getattr(self.llm, "model_config", None) or self.llm.llm_engine.model_config
         self.max_context_len = int(model_config.max_model_len)

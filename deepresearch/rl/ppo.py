@@ -55,6 +55,17 @@ def masked_var(x: Tensor, mask: Tensor, unbiased: bool = True) -> Tensor:
     return var
 
 
+def explained_variance(values: Tensor, returns: Tensor, mask: Tensor) -> Tensor:
+    """How much of the returns' variance the critic explains, over masked entries (scalar):
+    1 − Var(R − V) / Var(R). 1: perfect; 0: no better than a constant; < 0: worse than one.
+
+    values, returns, mask: (B, T). Returns NaN when the returns do not vary (nothing to explain).
+    """
+    var_r = masked_var(returns, mask, unbiased=False)
+    var_err = masked_var(returns - values, mask, unbiased=False)
+    return torch.where(var_r > 0, 1.0 - var_err / var_r.clamp_min(1e-12), torch.full_like(var_r, float("nan")))
+
+
 def masked_whiten(x: Tensor, mask: Tensor, shift_mean: bool = True, eps: float = 1e-8) -> Tensor:
     """Normalize `x` to zero mean and unit variance over masked entries; unmasked entries become 0.
 

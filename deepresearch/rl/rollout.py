@@ -5,19 +5,23 @@
                      n_workers=cfg.rl.rollout_workers) as pool:
         result = collect(tasks, pool, seed=f"step{step}")
         result.episodes        # one Episode per task, in task order (tokens, action mask, log π_old)
-        result.reruns          # episodes re-run because their worker died mid-episode
+        result.reruns          # episodes re-run because their worker died mid-batch
         push_weights(pool, policy.state_dict())        # after the PPO update (rl.weights)
 
-Each `RolloutWorker` actor holds a generation engine (`cfg.rl.engine`) behind an `HFPolicy`, the
-search backend over the world, and runs `run_episode` with every registered tool
-(`batch_web_surfer`, `todo`, `file`, `shell`) in a fresh workspace per episode, within
-`cfg.agent.budget`. Episodes carry the ground-truth success the synthesis stage would assign
-(exact answer for deep search, rubric checks for research) as a metric; the training reward is the
-judge's and is attached later by the learner.
+Each `RolloutWorker` actor holds a generation engine (`cfg.rl.engine`), the tokenizer and the search
+backend over the world. `collect` gives every actor its share of the step's episodes at once
+(task i goes to actor i mod N, so each gets a mix of capabilities), and the actor plays them
+concurrently: one thread per episode, each with its own `HFPolicy`, all sharing the engine through a
+`BatchingEngine`, so their turns are decoded in batches while tools run in the other threads (as
+evaluation does). Each episode runs `run_episode` with every registered tool (`batch_web_surfer`,
+`todo`, `file`, `shell`) in a fresh workspace, within `cfg.agent.budget`, sampling at
+`rl.temperature`. Episodes carry the ground-truth success the synthesis stage would assign (exact
+answer for deep search, rubric checks for research) as a metric; the training reward is the judge's
+and is attached later by the learner.
 
-If an actor dies mid-episode (`RayActorError`: OOM kill, node loss, a crash in native code) the
-batch still completes: the actor is replaced by a new one with the current weights and the lost
-episode is re-run there with the same seed — never dropped. The number of re-runs is reported.
+If an actor dies (`RayActorError`: OOM kill, node loss, a crash in native code) the step still
+completes: the actor is replaced by a new one with the current weights and its whole share is re-run
+there with the same seeds, batched the same way — never dropped. The re-run episodes are counted.
 """
 
 from __future__ import annotations
@@ -25,7 +29,6 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from collections import deque
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence, Union
@@ -84,7 +87,7 @@ def grade(task: "Task", traj: "Trajectory") -> "Trajectory":
 
 
 class RolloutWorker:
-    """One rollout process: engine + policy + search backend. Used as a Ray actor (see `RolloutPool`)."""
+    """One rollout process: engine + tokenizer + search backend. Used as a Ray actor (see `RolloutPool`)."""
 
     def __init__(self, spec: WorkerSpec, worker_id: str, exit_on_episode: int | None = None):
         """
@@ -92,11 +95,13 @@ class RolloutWorker:
             spec: model, world and config.
             worker_id: a name reported on every episode.
             exit_on_episode: fault injection for tests — the process exits (`os._exit(1)`, as on an
-                OOM kill) when asked to run its episode number `exit_on_episode` (0-based).
+                OOM kill) when asked to run a batch containing its episode number `exit_on_episode`
+                (0-based, counted over the actor's life).
         """
         import torch
+        from transformers import AutoTokenizer
 
-        from deepresearch.agent.policies.hf import HFPolicy
+        from deepresearch.rl.engine import make_engine
         from deepresearch.search.backend import open_backend
 
         torch.set_num_threads(spec.torch_threads)
@@ -105,14 +110,8 @@ class RolloutWorker:
         self.version = 0
         self.episodes_run = 0
         self._exit_on_episode = exit_on_episode
-        rl = spec.cfg.rl
-        self.policy = HFPolicy.from_pretrained(
-            spec.model_dir,
-            engine=rl.engine,
-            options=spec.engine_options,
-            max_new_tokens=rl.max_new_tokens,
-            temperature=rl.temperature,
-        )
+        self.tokenizer = AutoTokenizer.from_pretrained(spec.model_dir)
+        self.engine = make_engine(spec.cfg.rl.engine, spec.model_dir, spec.engine_options)
         self.search = open_backend(spec.cfg.search, Path(spec.world_dir))
         if hasattr(self.search, "warmup"):
             self.search.warmup()
@@ -123,25 +122,58 @@ class RolloutWorker:
 
     def load_weights(self, weights: Any, version: int) -> int:
         """Load a state dict (resolved by Ray from the published reference) or a checkpoint path."""
-        self.policy.engine.load_weights(weights)
+        self.engine.load_weights(weights)
         self.version = version
         return version
 
-    def run(self, task: "Task", seed: str, attempt: int = 0) -> "Episode":
-        """Play one episode of `task` and return it as an RL sample."""
+    def run_many(self, tasks: Sequence["Task"], seeds: Sequence[str], attempt: int = 0) -> list["Episode"]:
+        """Play one episode of each task concurrently, their turns decoded in shared batches.
+
+        Args:
+            tasks: this actor's share of the step.
+            seeds: one per task (the episode's sampling seed).
+            attempt: how many times these episodes were lost with an actor before (reported on them).
+        Returns:
+            The episodes as RL samples, in task order.
+        Raises:
+            The first error an episode raised, after every episode has finished.
+        """
+        from concurrent.futures import ThreadPoolExecutor
+
+        from deepresearch.rl.batching import BatchingEngine
+
+        if len(seeds) != len(tasks):
+            raise ValueError(f"{len(tasks)} tasks but {len(seeds)} seeds")
+        first = self.episodes_run
+        if self._exit_on_episode is not None and first <= self._exit_on_episode < first + len(tasks):
+            os._exit(1)
+        self.episodes_run += len(tasks)
+        if not tasks:
+            return []
+        batcher = BatchingEngine(self.engine, clients=len(tasks))
+
+        def play(i: int) -> "Episode":
+            with batcher.client():  # on exit, even by an error, batches stop waiting for this episode
+                return self._play(tasks[i], seeds[i], batcher, attempt)
+
+        with ThreadPoolExecutor(max_workers=len(tasks), thread_name_prefix=f"rollout-{self.worker_id}") as threads:
+            futures = [threads.submit(play, i) for i in range(len(tasks))]
+        return [f.result() for f in futures]
+
+    def _play(self, task: "Task", seed: str, engine: Any, attempt: int) -> "Episode":
+        """One episode of `task` with its own policy over `engine`, in a fresh workspace."""
         from deepresearch.agent.loop import make_tools, run_episode
+        from deepresearch.agent.policies.hf import HFPolicy
         from deepresearch.agent.tools.base import EpisodeContext
 
-        if self._exit_on_episode is not None and self.episodes_run == self._exit_on_episode:
-            os._exit(1)
-        self.episodes_run += 1
         cfg = self.spec.cfg
-        self.policy.reset(task, seed=seed)
+        policy = HFPolicy(self.tokenizer, engine, max_new_tokens=cfg.rl.max_new_tokens, temperature=cfg.rl.temperature)
+        policy.reset(task, seed=seed)
         with tempfile.TemporaryDirectory(prefix="rollout-") as ws:
             ctx = EpisodeContext(workspace=Path(ws), agent=cfg.agent, search=self.search)
             try:
                 traj = run_episode(
-                    self.policy,
+                    policy,
                     task_prompt(task),
                     task_id=task.task_id,
                     capability=task.capability,
@@ -149,11 +181,11 @@ class RolloutWorker:
                     budget=cfg.agent.budget,
                     tools=make_tools(),
                     trajectory_id=f"{task.task_id}:{seed}",
-                    count_tokens=self.policy.count_tokens,
+                    count_tokens=policy.count_tokens,
                 )
             finally:
                 ctx.close()
-        episode = self.policy.to_experience(grade(task, traj), weights_version=self.version, worker=self.worker_id)
+        episode = policy.to_experience(grade(task, traj), weights_version=self.version, worker=self.worker_id)
         return replace(episode, attempt=attempt)
 
 
@@ -286,50 +318,53 @@ class RolloutResult:
 
 
 def collect(tasks: Sequence["Task"], pool: RolloutPool, *, seed: str = "0", max_reruns: int = 2) -> RolloutResult:
-    """Run one episode per task across the pool's actors (one episode in flight per actor).
+    """Run one episode per task, each actor playing its share concurrently (see the module docstring).
 
     Args:
         tasks: deep-search or research tasks.
-        pool: the rollout actors.
-        seed: episode seeds are f"{seed}:{task_id}:{index}"; a re-run reuses its episode's seed,
-            so it reproduces the episode the dead worker would have produced.
-        max_reruns: how many times one episode may be re-run before the rollout fails.
+        pool: the rollout actors; task i goes to actor i mod N.
+        seed: episode seeds are f"{seed}:{task_id}:{index}"; a re-run reuses its episodes' seeds and
+            batches them together again, so it reproduces what the dead actor would have produced.
+        max_reruns: how many times one actor's share may be re-run before the rollout fails.
     Returns:
-        RolloutResult with every task's episode, in task order, and the re-run count.
+        RolloutResult with every task's episode, in task order, and the number of re-run episodes.
     Raises:
-        RolloutError: one episode killed `max_reruns + 1` workers in a row.
+        RolloutError: one share killed `max_reruns + 1` actors in a row.
     """
     import ray
     from ray.exceptions import RayActorError
 
     start = time.perf_counter()
-    queue: deque[tuple[int, Any, int]] = deque((i, task, 0) for i, task in enumerate(tasks))
-    idle = list(range(len(pool.workers)))[::-1]
-    in_flight: dict[Any, tuple[int, int, Any, int]] = {}  # ref -> (slot, task index, task, attempt)
+    n = len(pool.workers)
+    shares = {slot: list(range(slot, len(tasks), n)) for slot in range(n)}  # task indices per actor
+
+    def submit(slot: int, attempt: int) -> Any:
+        idx = shares[slot]
+        return pool.workers[slot].run_many.remote(
+            [tasks[i] for i in idx], [f"{seed}:{tasks[i].task_id}:{i}" for i in idx], attempt
+        )
+
+    in_flight = {submit(slot, 0): (slot, 0) for slot in range(n) if shares[slot]}  # ref -> (slot, attempt)
     episodes: list[Any] = [None] * len(tasks)
     reruns = 0
     replaced_before = len(pool.replaced)
-    while queue or in_flight:
-        while queue and idle:
-            slot = idle.pop()
-            i, task, attempt = queue.popleft()
-            ref = pool.workers[slot].run.remote(task, f"{seed}:{task.task_id}:{i}", attempt)
-            in_flight[ref] = (slot, i, task, attempt)
+    while in_flight:
         done, _ = ray.wait(list(in_flight), num_returns=1)
         for ref in done:
-            slot, i, task, attempt = in_flight.pop(ref)
+            slot, attempt = in_flight.pop(ref)
             try:
-                episodes[i] = ray.get(ref)
+                for i, ep in zip(shares[slot], ray.get(ref)):
+                    episodes[i] = ep
             except RayActorError as e:
                 if attempt >= max_reruns:
+                    lost = ", ".join(repr(tasks[i].task_id) for i in shares[slot])
                     raise RolloutError(
-                        f"episode of task {task.task_id!r} was lost {attempt + 1} times with its worker "
+                        f"the episodes of tasks {lost} were lost {attempt + 1} times with their worker "
                         f"(last: {type(e).__name__}); giving up after {max_reruns} re-runs"
                     ) from e
                 pool.replace(slot)
-                queue.appendleft((i, task, attempt + 1))
-                reruns += 1
-            idle.append(slot)
+                reruns += len(shares[slot])
+                in_flight[submit(slot, attempt + 1)] = (slot, attempt + 1)
     return RolloutResult(
         episodes=episodes,
         reruns=reruns,

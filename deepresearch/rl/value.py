@@ -128,5 +128,11 @@ class ValueModel(nn.Module):
         Returns:
             (B, T) float32.
         """
-        after = self(input_ids, attention_mask)  # (B, T)
-        return torch.cat([torch.zeros_like(after[:, :1]), after[:, :-1]], dim=1)
+        return align_to_tokens(self(input_ids, attention_mask))
+
+
+def align_to_tokens(after: Tensor) -> Tensor:
+    """Values after each prefix → values aligned to tokens: (B, T) `forward` output → (B, T) with
+    out[:, t] = after[:, t − 1] = V(tokens_<t) and out[:, 0] = 0. What `token_values` returns; the
+    learner applies it to the critic engine's forward output."""
+    return torch.cat([torch.zeros_like(after[:, :1]), after[:, :-1]], dim=1)

@@ -50,7 +50,7 @@ class TurnRecord:
 
     context_ids: list[int]  # not sampled, fed before this turn: end of the previous turn, new messages, gen prompt
     sampled_ids: list[int]  # sampled by the policy; ends with the stop id when finish_reason == "stop"
-    logprobs: list[float]  # log π_θ(sampled_i | everything before), temperature 1
+    logprobs: list[float]  # log π_θ(sampled_i | everything before), at the sampling temperature
     finish_reason: str  # "stop" | "length"
     text: str  # the turn returned to the loop: sampled ids decoded, stop token excluded
 
@@ -78,7 +78,8 @@ class HFPolicy:
             tokenizer: a HF tokenizer with a chat template.
             engine: samples continuations and reports log π_θ of each sampled token.
             max_new_tokens: per assistant turn (also capped by the room left in the context).
-            temperature: sampling temperature (log-probs are recorded at temperature 1 regardless).
+            temperature: sampling temperature; log-probs are recorded for the same distribution
+                (at temperature 1 when greedy, temperature 0).
             stop_ids: default `<|im_end|>` and the tokenizer's EOS.
         """
         if getattr(tokenizer, "chat_template", None) is None:

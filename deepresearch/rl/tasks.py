@@ -1,0 +1,136 @@
+"""The tasks a PPO step plays, and their rewards.
+
+    pools = rl_task_pools(cfg, world)          # (deep-search pool, research pool), held-out tasks removed
+    tasks = step_tasks(cfg, pools, step)       # step `step`'s tasks: deep search first, then research
+    rewards = score_episodes(tasks, episodes, judge)   # judge.reward.score_trajectories of the episodes
+
+`episodes_per_step` tasks per step, deep search and deep research mixed in the SFT proportion
+(`training.sft_deep_search_ratio`), drawn from pools synthesized from the world with `rl.seed`. Any
+task whose text equals an evaluation task's (`evaluation.seed`) is dropped, so RL never trains on the
+held-out set. Steps walk each pool in a seeded order, reshuffled on every pass, so step s draws the
+same tasks whatever ran before it. Rewards are defined in `deepresearch.judge.reward`.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import TYPE_CHECKING, Any, Sequence, Union
+
+from deepresearch.config import PipelineConfig
+from deepresearch.errors import DeepResearchError
+
+if TYPE_CHECKING:
+    from deepresearch.judge.reward import PairLabeler
+    from deepresearch.rl.buffer import Episode
+    from deepresearch.synthesis.schema import DeepSearchTask, ResearchTask
+    from deepresearch.world.schema import World
+
+    Task = Union[DeepSearchTask, ResearchTask]
+
+
+class PPOError(DeepResearchError):
+    """The PPO stage cannot start or go on (bad layout, no tasks, off-policy rollouts)."""
+
+
+def split_episodes(n: int, deep_search_ratio: float) -> tuple[int, int]:
+    """How many of `n` episodes are deep search and how many deep research.
+
+    Both capabilities get at least one episode when n >= 2 and the ratio is strictly between 0 and 1.
+
+    Args:
+        n: episodes per step.
+        deep_search_ratio: fraction of deep-search episodes.
+    Returns:
+        (n_deep_search, n_deep_research), summing to n.
+    """
+    n_ds = int(round(n * deep_search_ratio))
+    if n >= 2 and 0.0 < deep_search_ratio < 1.0:
+        n_ds = min(max(n_ds, 1), n - 1)
+    return n_ds, n - n_ds
+
+
+def rl_task_pools(cfg: PipelineConfig, world: World) -> tuple[list[DeepSearchTask], list[ResearchTask]]:
+    """The RL task pools: tasks synthesized with `rl.seed`, minus any that evaluation also asks.
+
+    Each pool has as many tasks as the synthesis stage makes for that capability (a size the world
+    is known to support), at most as many as the run's steps need.
+
+    Args:
+        cfg: the pipeline config (rl, synthesis, evaluation, training sections).
+        world: the loaded world.
+    Returns:
+        (deep-search pool, research pool); a pool is empty only when its capability gets no episodes.
+    Raises:
+        PPOError: `rl.seed` equals `evaluation.seed`, or a needed pool is empty after removing held-out tasks.
+    """
+    from deepresearch.evaluation.run import heldout_tasks
+    from deepresearch.synthesis.tasks import synthesize_deep_search, synthesize_research
+
+    rl, syn = cfg.rl, cfg.synthesis
+    if rl.seed == cfg.evaluation.seed:
+        raise PPOError(
+            f"rl.seed ({rl.seed}) equals evaluation.seed: PPO would train on the held-out tasks; "
+            "set rl.seed to another value"
+        )
+    n_ds, n_dr = split_episodes(rl.episodes_per_step, cfg.training.sft_deep_search_ratio)
+    held_ds, held_dr = heldout_tasks(cfg, world)
+    held_text = {t.question for t in held_ds} | {t.prompt for t in held_dr}
+    ds: list = []
+    dr: list = []
+    if n_ds:
+        want = min(syn.n_deep_search, n_ds * rl.steps)
+        ds = synthesize_deep_search(world, want, min_hops=syn.min_hops, max_hops=syn.max_hops, seed=rl.seed)
+        ds = [t for t in ds if t.question not in held_text]
+    if n_dr:
+        want = min(syn.n_deep_research, n_dr * rl.steps)
+        dr = synthesize_research(world, want, seed=rl.seed)
+        dr = [t for t in dr if t.prompt not in held_text]
+    for name, n, pool in (("deep-search", n_ds, ds), ("research", n_dr, dr)):
+        if n and not pool:
+            raise PPOError(
+                f"no {name} task left for RL after removing the evaluation's held-out tasks "
+                f"(rl.seed={rl.seed}, evaluation.seed={cfg.evaluation.seed}); grow the world or change rl.seed"
+            )
+    return ds, dr
+
+
+def pool_slice(pool: Sequence[Any], start: int, count: int, *, seed: str) -> list[Any]:
+    """Items `start .. start + count - 1` of an endless walk through `pool`, reshuffled on every pass.
+
+    Pure: the same (pool, start, count, seed) gives the same items, so step s of a run draws the
+    same tasks whatever ran before it.
+
+    Args:
+        pool: the items (non-empty when count > 0).
+        start: position of the first item in the walk.
+        count: items to take.
+        seed: the shuffles' seed; pass p uses random.Random(f"{seed}:{p}").
+    Returns:
+        `count` items.
+    """
+    out = []
+    orders: dict[int, list[int]] = {}
+    for i in range(start, start + count):
+        p, k = divmod(i, len(pool))
+        if p not in orders:
+            orders[p] = list(range(len(pool)))
+            random.Random(f"{seed}:{p}").shuffle(orders[p])
+        out.append(pool[orders[p][k]])
+    return out
+
+
+def step_tasks(cfg: PipelineConfig, pools: tuple[list, list], step: int) -> list[Task]:
+    """The tasks of PPO step `step` (0-based): deep-search ones first, then research ones."""
+    n_ds, n_dr = split_episodes(cfg.rl.episodes_per_step, cfg.training.sft_deep_search_ratio)
+    ds, dr = pools
+    seed = f"rl:{cfg.rl.seed}"
+    return pool_slice(ds, step * n_ds, n_ds, seed=f"{seed}:deep_search") + pool_slice(
+        dr, step * n_dr, n_dr, seed=f"{seed}:deep_research"
+    )
+
+
+def score_episodes(tasks: Sequence[Task], episodes: Sequence[Episode], judge: PairLabeler) -> list[float]:
+    """`judge.reward.score_trajectories` of RL episodes (what `collect` returned for `tasks`)."""
+    from deepresearch.judge.reward import score_trajectories
+
+    return score_trajectories(tasks, [ep.trajectory for ep in episodes], judge)
