@@ -9,6 +9,7 @@ from deepresearch.evaluation.accuracy import evaluate_deep_search, exact_match, 
 from deepresearch.evaluation.compliance import GroundTruthLabeler, compliance_score, evaluate_compliance
 from deepresearch.evaluation.cost import cost_summary
 from deepresearch.evaluation.elo import Game, elo_ratings, elo_with_ci, pairwise_games
+from deepresearch.evaluation.intervals import bootstrap_mean, paired_bootstrap_diff, resample_indices
 from deepresearch.evaluation.report import CheckpointEval, EvalResults, write_report
 from deepresearch.synthesis.run import deep_search_correct
 from deepresearch.synthesis.schema import DeepSearchTask, ResearchTask, RubricCheck, RubricItem
@@ -131,6 +132,51 @@ def test_elo_dominating_checkpoint_ranks_first_with_intervals(scores):
     assert elo_with_ci(scores, k=16, n_bootstrap=100, seed=1) != results
     with pytest.raises(ValueError, match="at least two checkpoints"):
         elo_with_ci({"solo": {"t": 1.0}})
+
+
+# ---- bootstrap intervals -------------------------------------------------------------------------
+def test_bootstrap_mean_by_hand_and_against_a_loop():
+    # two tasks scoring 0 and 1: a resample's mean is 0, 0.5 or 1 with probability 1/4, 1/2, 1/4, so with
+    # many resamples the 2.5 % quantile is 0 and the 97.5 % quantile is 1
+    est = bootstrap_mean([0.0, 1.0], n_resamples=4000, seed=0)
+    assert (est.value, est.ci_low, est.ci_high, est.n) == (0.5, 0.0, 1.0, 2)
+    # a constant metric has no spread
+    assert bootstrap_mean([0.3] * 7, n_resamples=50, seed=0).ci_low == pytest.approx(0.3)
+    # the vectorized mean equals a loop over the very same resampled indices
+    rng = random.Random(1)
+    values = [rng.random() for _ in range(23)]
+    idx = resample_indices(23, n_resamples=300, seed=5)
+    loop = sorted(sum(values[i] for i in row) / 23 for row in idx)
+    est = bootstrap_mean(values, n_resamples=300, seed=5)
+    # numpy's default quantile interpolates linearly between order statistics: position q·(B − 1)
+    lo_pos = 0.025 * 299
+    assert est.ci_low == pytest.approx(loop[int(lo_pos)] + (lo_pos % 1) * (loop[int(lo_pos) + 1] - loop[int(lo_pos)]))
+    assert bootstrap_mean(values, n_resamples=300, seed=5) == est  # seeded
+    assert bootstrap_mean(values, n_resamples=300, seed=6) != est
+
+
+def test_bootstrap_width_matches_the_normal_approximation():
+    # 100 tasks, half solved: standard error sqrt(0.25 / 100) = 0.05, so a 95 % interval ≈ 0.5 ± 0.098
+    est = bootstrap_mean([1.0, 0.0] * 50, n_resamples=4000, seed=0)
+    assert est.ci_low == pytest.approx(0.402, abs=0.02) and est.ci_high == pytest.approx(0.598, abs=0.02)
+
+
+def test_paired_difference_removes_the_shared_task_variance():
+    rng = random.Random(0)
+    b = [rng.choice([0.0, 1.0]) for _ in range(40)]
+    a = [min(1.0, x + 0.25) for x in b]  # a gains 0.25 on every task b fails, ties where b succeeds
+    diff = paired_bootstrap_diff(a, b, n_resamples=2000, seed=0)
+    gain = 0.25 * b.count(0.0) / 40
+    assert diff.value == pytest.approx(gain)
+    assert diff.ci_low > 0 and diff.excludes_loss()  # paired: a is better on every task it differs
+    # unpaired, the two means' intervals overlap: the task-to-task spread hides the gain
+    ea, eb = bootstrap_mean(a, seed=0), bootstrap_mean(b, seed=0)
+    assert ea.ci_low < eb.ci_high
+    assert not paired_bootstrap_diff(b, a, seed=0).excludes_loss()
+    with pytest.raises(ValueError, match="align task by task"):
+        paired_bootstrap_diff([1.0, 0.0], [1.0])
+    with pytest.raises(ValueError, match="non-empty"):
+        bootstrap_mean([])
 
 
 # ---- cost ----------------------------------------------------------------------------------------
