@@ -156,6 +156,12 @@ class SynthesisConfig(Section):
     tool_error_rate: float = Field(0.08, ge=0.0, le=0.5)
     # rate of detours (an extra, unneeded search) so attempts differ in length
     detour_rate: float = Field(0.3, ge=0.0, le=1.0)
+    # share of the world's entities held out: training tasks (synthesis, PPO) never target them, the
+    # evaluation's tasks target only them (synthesis/split.py states the guarantee)
+    heldout_fraction: float = Field(0.2, gt=0.0, lt=1.0)
+    # seeds only the entity split; kept apart from `seed`, which the weekly fresh-data runs change, so a
+    # fixed world keeps its held-out entities from one run to the next
+    split_seed: int = 0
 
     @model_validator(mode="after")
     def _hops_ordered(self) -> "SynthesisConfig":

@@ -54,15 +54,6 @@ class CheckpointMetrics(BaseModel):
     mean_wall_s: float
 
 
-def heldout_tasks(cfg: PipelineConfig, world) -> tuple[list, list]:
-    from deepresearch.synthesis.tasks import synthesize_deep_search, synthesize_research
-
-    ev, sc = cfg.evaluation, cfg.synthesis
-    ds = synthesize_deep_search(world, ev.n_deep_search, min_hops=sc.min_hops, max_hops=sc.max_hops, seed=ev.seed)
-    dr = synthesize_research(world, ev.n_deep_research, seed=ev.seed)
-    return ds, dr
-
-
 def _policies(spec: Any, cfg: PipelineConfig, world, n: int) -> tuple[list, Any]:
     """`n` policies for `n` concurrent episodes, and the batcher they share (None for the expert).
 
@@ -131,11 +122,12 @@ def evaluate(
     from deepresearch.synthesis.rubrics import grade_report, rubric_score
     from deepresearch.synthesis.run import deep_search_correct
     from deepresearch.synthesis.schema import DeepSearchTask
+    from deepresearch.synthesis.split import heldout_tasks
     from deepresearch.world.schema import World
 
     world = World.load(world_dir)
     search = open_backend(cfg.search, world_dir)
-    ds, dr = heldout_tasks(cfg, world)
+    ds, dr = heldout_tasks(world, cfg.synthesis, cfg.evaluation)
     tasks = [*ds, *dr]
     judge = None
     if judge_dir is not None:
