@@ -78,6 +78,9 @@ class BudgetConfig(Section):
     max_turns: int = Field(24, ge=1)
     max_tool_calls: int = Field(40, ge=0)
     max_context_tokens: int = Field(16_384, ge=256)
+    # tokens the policy may generate in one episode (its assistant turns, counted with the policy's
+    # tokenizer); None = no limit. A checkpoint that writes junk until each turn's cap stops here.
+    max_output_tokens: int | None = Field(None, ge=1)
 
 
 class ShellConfig(Section):
