@@ -287,19 +287,38 @@ class RLConfig(Section):
 class EvalConfig(Section):
     """Evaluation on held-out tasks and the promotion gate."""
 
-    n_deep_search: int = Field(20, ge=1)
-    n_deep_research: int = Field(10, ge=1)
-    seed: int = 1000  # held-out tasks use a seed disjoint from synthesis
+    # held-out tasks: their targets are held-out entities (synthesis.heldout_fraction, synthesis/split.py)
+    n_deep_search: int = Field(100, ge=1)
+    n_deep_research: int = Field(20, ge=1)
+    seed: int = 1000  # seeds the held-out tasks, the episodes and every bootstrap
+    # bootstrap over tasks: every metric's interval and every paired difference's
+    bootstrap: int = Field(1000, ge=100)
+    confidence: float = Field(0.95, gt=0, lt=1)
     elo_bootstrap: int = Field(200, ge=10)
     elo_k: float = Field(16.0, gt=0)
+    # generation: transformers on CPU, vLLM on a GPU (bf16); one engine per checkpoint shared by at most
+    # `max_concurrency` episodes at once, their turns decoded in batches
+    engine: Literal["transformers", "vllm"] = "transformers"
+    max_concurrency: int = Field(32, ge=1)
     # decoding of every evaluated checkpoint: 0 = greedy (the measured policy is its mode, as in most
     # agent benchmarks); RL rollouts sample at `rl.temperature` for exploration, evaluation does not
     temperature: float = Field(0.0, ge=0)
     max_new_tokens: int = Field(512, ge=1)  # per assistant turn; must fit the longest expected turn (a report)
-    # promotion: the candidate becomes `champion` only if it beats these
+    # teacher-forced next-action probe of every checkpoint on held-out expert trajectories: this many per
+    # capability (0 = no probe), each cut at `probe_max_tokens`
+    probe_episodes: int = Field(8, ge=0)
+    probe_max_tokens: int = Field(4096, ge=64)
+    # promotion of the policy (evaluation/promotion.py): it must clear these floors, be at least as good as
+    # SFT on `gate_metric`, and beat the current champion on it with a paired interval that excludes a loss
+    gate_metric: Literal["mean_reward", "exact_match", "f1", "compliance", "judge_compliance", "well_formed_rate"] = (
+        "mean_reward"
+    )
     min_compliance: float = Field(0.0, ge=-10, le=1)
     # a policy that fails the answer format on half its held-out episodes never becomes champion
     min_well_formed_rate: float = Field(0.5, ge=0, le=1)
+    # the judge becomes `champion` only if its macro-F1 against the ground-truth labels of the
+    # evaluation's reports reaches this
+    min_judge_macro_f1: float = Field(0.85, ge=0, le=1)
 
 
 class TaskResources(Section):

@@ -10,6 +10,7 @@ from deepresearch.evaluation.compliance import GroundTruthLabeler, compliance_sc
 from deepresearch.evaluation.cost import cost_summary
 from deepresearch.evaluation.elo import Game, elo_ratings, elo_with_ci, pairwise_games
 from deepresearch.evaluation.intervals import bootstrap_mean, paired_bootstrap_diff, resample_indices
+from deepresearch.evaluation.metrics import EpisodeRecord, summarize
 from deepresearch.evaluation.report import CheckpointEval, EvalResults, write_report
 from deepresearch.synthesis.run import deep_search_correct
 from deepresearch.synthesis.schema import DeepSearchTask, ResearchTask, RubricCheck, RubricItem
@@ -228,3 +229,82 @@ def test_write_report(tmp_path, scores):
     # a report with scores only: no Elo or curve plots
     write_report(EvalResults(checkpoints=[CheckpointEval(name="sft", compliance=0.4)]), tmp_path / "small")
     assert sorted(p.name for p in (tmp_path / "small").iterdir()) == ["report.html", "report.md", "results.json", "scores.png"]
+
+
+# ---- per-checkpoint metrics, paired differences, MLflow names ------------------------------------
+def _record(checkpoint, i, *, solved, capability="deep_search", **kw):
+    base = dict(checkpoint=checkpoint, task_id=f"{capability}-{i:02d}", capability=capability, outcome="answered",
+                well_formed=True, tool_calls=3, tool_errors=0, tokens=100, output_tokens=50, wall_s=1.0,
+                answer="a", reward=float(solved))
+    if capability == "deep_search":
+        base.update(exact_match=float(solved), f1=float(solved))
+    else:
+        base.update(compliance=0.5 * solved, compliance_binary=0.0)
+    return EpisodeRecord(**{**base, **kw})
+
+
+def _records():
+    """base solves deep-search tasks 0-9, sft 0-29 of 40; research: base none of 10, sft all."""
+    out = []
+    for name, k, research in (("base", 10, False), ("sft", 30, True)):
+        out += [_record(name, i, solved=i < k) for i in range(40)]
+        out += [_record(name, i, solved=research, capability="deep_research") for i in range(10)]
+    return out
+
+
+def test_summarize_means_intervals_and_paired_differences_joined_by_task():
+    records = _records()
+    metrics, diffs = summarize(records, ["base", "sft"], n_resamples=500, seed=0)
+    base, sft = metrics
+    assert (base.exact_match, sft.exact_match) == (10 / 40, 30 / 40)
+    assert base.mean_reward == 10 / 50 and sft.mean_reward == 40 / 50  # reward over all 50 tasks
+    assert (base.compliance, sft.compliance, sft.well_formed_rate, sft.judge_compliance) == (0.0, 0.5, 1.0, None)
+    em = sft.intervals["exact_match"]
+    assert em.n == 40 and em.ci_low < 0.75 < em.ci_high and "judge_compliance" not in sft.intervals
+    by = {(d.a, d.b, d.metric): d for d in diffs}
+    d = by[("sft", "base", "exact_match")]  # consecutive pair: later − earlier
+    # sft solves every task base solves plus 20 more: every resample's difference is positive
+    assert d.value == pytest.approx(0.5) and d.ci_low > 0.3 and d.n == 40
+    assert by[("sft", "base", "mean_tool_calls")].value == 0.0
+    assert by[("sft", "base", "compliance")].ci_low == by[("sft", "base", "compliance")].ci_high == 0.5
+    # joined by task id: any record order gives the same figures
+    shuffled = records[::-1]
+    assert summarize(shuffled, ["base", "sft"], n_resamples=500, seed=0) == (metrics, diffs)
+    assert summarize(records, ["base", "sft"], n_resamples=500, seed=1) != (metrics, diffs)
+    with pytest.raises(ValueError, match="played other tasks"):
+        summarize(records[:-1], ["base", "sft"])
+    with pytest.raises(ValueError, match="two records of task"):
+        summarize(records + records[:1], ["base", "sft"])
+
+
+def test_mlflow_names_of_intervals_differences_and_probe():
+    from deepresearch.evaluation.probe import ProbeScore
+    from deepresearch.evaluation.run import mlflow_metrics
+
+    metrics, diffs = summarize(_records(), ["base", "sft"], n_resamples=100, seed=0)
+    probe = {"sft": {"all": {"tool": ProbeScore("tool", 4, 3), "open": ProbeScore("open", 0, 0)},
+                     "deep_search": {"tool": ProbeScore("tool", 2, 2)}}}
+    names = mlflow_metrics(metrics, diffs, probe)
+    assert names["eval/sft/exact_match"] == 0.75
+    assert names["eval/sft/exact_match_ci_low"] < 0.75 < names["eval/sft/exact_match_ci_high"]
+    assert names["eval/diff/sft_vs_base/exact_match"] == pytest.approx(0.5)
+    assert {"eval/diff/sft_vs_base/mean_reward_ci_low", "eval/diff/sft_vs_base/mean_reward_ci_high"} <= set(names)
+    assert names["probe/sft/tool"] == 0.75 and names["probe/sft/deep_search/tool"] == 1.0
+    assert "probe/sft/open" not in names  # no span of that kind: no figure
+
+
+def test_policy_decision_needs_its_gate_metric_and_the_baseline():
+    from deepresearch.config import EvalConfig
+    from deepresearch.evaluation.promotion import decide_policy
+
+    records = [r.model_copy(update={"reward": None}) for r in _records()]  # no judge: no reward
+    metrics, diffs = summarize(records, ["base", "sft"], n_resamples=100, seed=0)
+    by = {m.name: m for m in metrics}
+    v = decide_policy(by, diffs, EvalConfig(), candidate="sft", baseline="base", champion=None)
+    assert not v.promoted and "mean_reward was not measured" in v.reasons[-1]
+    ok = decide_policy(by, diffs, EvalConfig(gate_metric="exact_match"), candidate="sft", baseline="base",
+                       champion=None, champion_note="no policy champion yet")
+    assert ok.promoted and "promoted on the floors and base alone" in ok.reasons[-1]
+    worse = decide_policy(by, diffs, EvalConfig(gate_metric="exact_match"), candidate="base", baseline="sft",
+                          champion=None)
+    assert not worse.promoted and "below sft's 0.7500" in " ".join(worse.reasons)
