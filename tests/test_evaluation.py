@@ -10,7 +10,8 @@ from deepresearch.evaluation.compliance import GroundTruthLabeler, compliance_sc
 from deepresearch.evaluation.cost import cost_summary
 from deepresearch.evaluation.elo import Game, elo_ratings, elo_with_ci, pairwise_games
 from deepresearch.evaluation.intervals import bootstrap_mean, paired_bootstrap_diff, resample_indices
-from deepresearch.evaluation.metrics import EpisodeRecord, summarize
+from deepresearch.evaluation.metrics import Difference, EpisodeRecord, JudgeAgreement, MetricEstimate, summarize
+from deepresearch.evaluation.probe import KINDS, ProbeScore
 from deepresearch.evaluation.report import CheckpointEval, EvalResults, write_report
 from deepresearch.synthesis.run import deep_search_correct
 from deepresearch.synthesis.schema import DeepSearchTask, ResearchTask, RubricCheck, RubricItem
@@ -206,12 +207,17 @@ def test_write_report(tmp_path, scores):
         title="Tiny evaluation",
         checkpoints=[
             CheckpointEval(name="sft", compliance=0.42, compliance_binary=0.3, exact_match=0.5, f1=0.61, cost=cost_summary(trajs)),
-            CheckpointEval(name="rl", compliance=0.55, compliance_binary=0.41, exact_match=0.6, f1=0.7),
+            CheckpointEval(name="rl", compliance=0.55, compliance_binary=0.41, exact_match=0.6, f1=0.7,
+                           intervals={"exact_match": MetricEstimate(value=0.6, ci_low=0.45, ci_high=0.75, n=40)}),
         ],
         elo=elo_with_ci(scores, n_bootstrap=20),
         curves={"sft/loss": [(0, 3.1), (10, 2.2), (20, 1.9)], "rl/reward": [(0, 0.1), (1, 0.3)]},
         champion="rl",
         notes=["held-out tasks: seed 1000"],
+        differences=[Difference(a="rl", b="sft", metric="exact_match", value=0.1, ci_low=0.02, ci_high=0.19, n=40)],
+        probe={"rl": {k: ProbeScore(k, 4 if k == "tool" else 0, 3 if k == "tool" else 0) for k in KINDS}},
+        judge_agreement=JudgeAgreement(items=12, reports=2, accuracy=0.75, macro_f1=0.7,
+                                       confusion=[[4, 1, 0], [1, 2, 0], [0, 1, 3]]),
     )
     md = write_report(results, tmp_path / "report")
     out = tmp_path / "report"
@@ -223,6 +229,10 @@ def test_write_report(tmp_path, scores):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     text = md.read_text()
     assert "| rl (champion) | 0.550 |" in text and "![Elo](elo.png)" in text and "| champ |" in text
+    assert "| rl | 60% [45%, 75%] |" in text and "| sft | — |" in text  # intervals; sft had none measured
+    assert "| rl − sft | +10% [+2%, +19%] |" in text  # the paired difference
+    assert "| checkpoint | tool |" in text and "| rl | 75 % |" in text  # probe: only kinds with spans
+    assert "| 2 | 12 | 0.750 | 0.700 | 4,1,0 / 1,2,0 / 0,1,3 |" in text
     page = (out / "report.html").read_text()
     assert page.count("data:image/png;base64,") == 3 and "<td>sft</td>" in page
     assert EvalResults.model_validate_json((out / "results.json").read_text()) == results
