@@ -81,6 +81,10 @@ class BudgetConfig(Section):
     # tokens the policy may generate in one episode (its assistant turns, counted with the policy's
     # tokenizer); None = no limit. A checkpoint that writes junk until each turn's cap stops here.
     max_output_tokens: int | None = Field(None, ge=1)
+    # consecutive assistant turns that neither call a tool nor answer (text only, or only malformed calls)
+    # after which the final answer is forced; None = no limit. The expert's recovery from an injected
+    # malformed call takes one such turn.
+    max_idle_turns: int | None = Field(None, ge=1)
 
 
 class ShellConfig(Section):
@@ -300,6 +304,9 @@ class EvalConfig(Section):
     # `max_concurrency` episodes at once, their turns decoded in batches
     engine: Literal["transformers", "vllm"] = "transformers"
     max_concurrency: int = Field(32, ge=1)
+    # torch's CPU threads while evaluating (transformers engine, probe): one thread per process is
+    # several times faster than two on a shared 2-core machine (README, "Training throughput")
+    torch_threads: int = Field(1, ge=1)
     # decoding of every evaluated checkpoint: 0 = greedy (the measured policy is its mode, as in most
     # agent benchmarks); RL rollouts sample at `rl.temperature` for exploration, evaluation does not
     temperature: float = Field(0.0, ge=0)

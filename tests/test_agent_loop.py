@@ -145,6 +145,16 @@ def test_generated_token_budget_counts_with_the_policys_tokenizer(tmp_path):
     assert done.outcome == "answered" and done.metadata["output_tokens"] == 100
 
 
+def test_turns_without_an_action_force_the_final_answer(tmp_path):
+    budget = BudgetConfig(max_turns=100, max_tool_calls=100, max_context_tokens=100_000, max_idle_turns=2)
+    junk = episode(Replay(["zzz", '<tool_call>{"name": broken</tool_call>']), tmp_path, budget=budget)
+    # text only, then a malformed call (no action either): the third turn is the forced answer
+    assert junk.metadata["budget_reason"] == "2 turns without a tool call or an answer" and junk.turns == 3
+    # one idle turn between actions (a recovery, as the expert's injected errors) resets the count
+    recovering = Replay(["zzz", call("a"), "zzz", call("b"), "<answer>ok</answer>"])
+    assert episode(recovering, tmp_path, budget=budget).outcome == "answered"
+
+
 def test_tool_budget_refuses_extra_calls_in_one_turn(tmp_path):
     many = " ".join(call(str(i)) for i in range(5))
     traj = episode(Replay([many, "<answer>a</answer>"]), tmp_path,

@@ -1,5 +1,6 @@
 """The ReAct loop: the policy proposes, tool calls run, observations are appended, until
-`<answer>` or the budget (turns, tool calls, context tokens, generated tokens) runs out.
+`<answer>` or the budget (turns, tool calls, context tokens, generated tokens, turns without an
+action) runs out.
 
     traj = run_episode(policy, prompt, task_id="t1", capability="deep_research",
                        ctx=EpisodeContext(workspace, cfg.agent, search), budget=cfg.agent.budget)
@@ -117,7 +118,7 @@ def run_episode(
         policy: proposes each assistant turn (already `reset` for this task by the caller).
         prompt: the user's task text.
         ctx: per-episode tool state (workspace, search backend); closed by the caller.
-        budget: max turns, tool calls, context tokens and generated tokens.
+        budget: max turns, tool calls, context tokens, generated tokens and turns without an action.
         count_tokens: the policy's token count, for the context and generated-token budgets.
         tools: the tools offered (default: all registered tools).
     Returns:
@@ -128,7 +129,7 @@ def run_episode(
     tools = make_tools() if tools is None else tools
     schemas = [t.schema() for t in tools.values()]
     messages = [Message(role="system", content=system_prompt(tools)), Message(role="user", content=clean_text(prompt))]
-    turns = n_calls = n_errors = generated = 0
+    turns = n_calls = n_errors = generated = idle = 0
     answer: str | None = None
     outcome = "answered"
     metadata: dict = {}
@@ -146,6 +147,8 @@ def run_episode(
             else f"{n_calls} tool calls" if n_calls >= budget.max_tool_calls and turns > 0
             else f"{generated} generated tokens"
             if budget.max_output_tokens is not None and generated >= budget.max_output_tokens
+            else f"{idle} turns without a tool call or an answer"
+            if budget.max_idle_turns is not None and idle >= budget.max_idle_turns
             else None
         )
         if reason is not None:
@@ -181,6 +184,7 @@ def run_episode(
         if parsed.answer is not None:  # the answer ends the episode; calls beside it are not run
             answer = parsed.answer
             break
+        idle = 0 if parsed.tool_calls else idle + 1
         if not parsed.tool_calls and not parsed.errors:
             messages.append(Message(role="user", content=NO_ACTION))
             continue

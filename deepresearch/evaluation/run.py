@@ -307,6 +307,21 @@ def evaluate(
         tracker: an MLflow run (`tracking.stage_run`) to log metrics, inputs and the report to.
         notes: extra lines for the report.
     """
+    import torch
+
+    ev = cfg.evaluation
+    if not checkpoints:
+        raise ValueError("nothing to evaluate: give at least one checkpoint")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(ev.torch_threads)
+    try:
+        return _evaluate(cfg, world_dir, checkpoints, out_dir, judge_dir=judge_dir, pairs=pairs, curves=curves,
+                         tracker=tracker, progress=progress, notes=notes)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _evaluate(cfg, world_dir, checkpoints, out_dir, *, judge_dir, pairs, curves, tracker, progress, notes) -> Evaluation:
     from rich.progress import Progress
 
     from deepresearch.evaluation.cost import cost_summary
@@ -318,8 +333,6 @@ def evaluate(
     from deepresearch.world.schema import World, atomic_write_text
 
     ev = cfg.evaluation
-    if not checkpoints:
-        raise ValueError("nothing to evaluate: give at least one checkpoint")
     world = World.load(world_dir)
     search = open_backend(cfg.search, world_dir)
     ds, dr = heldout_tasks(world, cfg.synthesis, ev)
