@@ -10,7 +10,13 @@ from deepresearch.evaluation.compliance import GroundTruthLabeler, compliance_sc
 from deepresearch.evaluation.cost import cost_summary
 from deepresearch.evaluation.elo import Game, elo_ratings, elo_with_ci, pairwise_games
 from deepresearch.evaluation.intervals import bootstrap_mean, paired_bootstrap_diff, resample_indices
-from deepresearch.evaluation.metrics import Difference, EpisodeRecord, JudgeAgreement, MetricEstimate, summarize
+from deepresearch.evaluation.metrics import (
+    Difference,
+    EpisodeRecord,
+    JudgeAgreement,
+    MetricEstimate,
+    summarize,
+)
 from deepresearch.evaluation.probe import KINDS, ProbeScore
 from deepresearch.evaluation.report import CheckpointEval, EvalResults, write_report
 from deepresearch.synthesis.run import deep_search_correct

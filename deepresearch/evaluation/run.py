@@ -355,6 +355,7 @@ def _evaluate(cfg, world_dir, checkpoints, out_dir, *, judge_dir, pairs, curves,
         for name in order:
             played[name] = _play_checkpoint(cfg, checkpoints[name], tasks, search, world, engines,
                                              on_done=lambda: bar.advance(job))
+        engines.close()  # before the probe loads each checkpoint again (a vLLM engine holds GPU memory)
         expert_played = next((played[n] for n in order if checkpoints[n] == EXPERT), None)
         if hf and probe_tasks:
             if expert_played is None:  # no expert row asked for: play the probe's episodes only
@@ -363,7 +364,6 @@ def _evaluate(cfg, world_dir, checkpoints, out_dir, *, judge_dir, pairs, curves,
                       for cap in ("deep_search", "deep_research")}
             for name in hf:
                 probe[name] = probe_checkpoint(Path(checkpoints[name]), expert, max_tokens=ev.probe_max_tokens)
-    engines.close()
 
     records: list[EpisodeRecord] = []
     judged_pairs: list = []
