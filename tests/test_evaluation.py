@@ -242,6 +242,11 @@ def test_write_report(tmp_path, scores):
     page = (out / "report.html").read_text()
     assert page.count("data:image/png;base64,") == 3 and "<td>sft</td>" in page
     assert EvalResults.model_validate_json((out / "results.json").read_text()) == results
+    # a percentile interval may miss its point estimate (few tasks): the plot still draws it
+    from deepresearch.evaluation.elo import EloResult
+    from deepresearch.evaluation.report import plot_elo
+
+    assert plot_elo([EloResult(name="a", rating=1010.0, ci_low=1012.0, ci_high=1020.0)], tmp_path / "elo.png")
     # a report with scores only: no Elo or curve plots
     write_report(EvalResults(checkpoints=[CheckpointEval(name="sft", compliance=0.4)]), tmp_path / "small")
     assert sorted(p.name for p in (tmp_path / "small").iterdir()) == ["report.html", "report.md", "results.json", "scores.png"]

@@ -134,7 +134,11 @@ def plot_scores(results: EvalResults, path: Path) -> bool:
 
 
 def plot_elo(elo: list[EloResult], path: Path) -> bool:
-    """Horizontal Elo bars with the bootstrap interval as error bars; False if `elo` is empty."""
+    """Each checkpoint's Elo rating (a dot) and its bootstrap interval (a line); False if `elo` is empty.
+
+    A percentile interval need not contain the point estimate (with few tasks it often does not), so
+    the interval is drawn as it is rather than as error bars around the rating.
+    """
     from matplotlib.figure import Figure
 
     if not elo:
@@ -142,9 +146,8 @@ def plot_elo(elo: list[EloResult], path: Path) -> bool:
     fig = Figure(figsize=(6.0, 0.5 * len(elo) + 1.5))
     ax = fig.subplots()
     ys = list(range(len(elo)))[::-1]  # best on top
-    ratings = [r.rating for r in elo]
-    err = [[r.rating - r.ci_low for r in elo], [r.ci_high - r.rating for r in elo]]
-    ax.errorbar(ratings, ys, xerr=err, fmt="o", capsize=4)
+    ax.hlines(ys, [r.ci_low for r in elo], [r.ci_high for r in elo], linewidth=2, alpha=0.6)
+    ax.plot([r.rating for r in elo], ys, "o")
     ax.set_yticks(ys, [r.name for r in elo])
     ax.set_xlabel("Elo rating (bootstrap interval)")
     ax.set_title("Pairwise Elo on held-out tasks")
