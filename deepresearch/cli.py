@@ -231,14 +231,17 @@ def ppo_cmd(
 @app.command("evaluate")
 def evaluate_cmd(
     world: Annotated[Path, typer.Option("--world", "-w", help="World directory.")],
-    checkpoint: Annotated[list[str], typer.Option("--checkpoint", help="NAME=HF_DIR, or NAME=expert (repeatable).")],
+    checkpoint: Annotated[list[str], typer.Option("--checkpoint", help="NAME=HF_DIR, or NAME=expert (repeatable, pipeline order).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Report directory.")],
     judge: Annotated[Optional[Path], typer.Option("--judge", help="Trained judge directory.")] = None,
+    candidate: Annotated[str, typer.Option(help="Checkpoint that may become the policy champion (none: no promotion).")] = "rl",
+    baseline: Annotated[str, typer.Option(help="Checkpoint the candidate must at least match on the gate metric.")] = "sft",
     config: ConfigOpt = DEFAULT_CONFIG,
     overrides: SetOpt = None,
 ) -> None:
-    """Evaluate checkpoints on held-out tasks: well-formedness, EM/F1, compliance, Elo, cost; writes a report."""
-    from deepresearch.evaluation.run import evaluate
+    """Evaluate checkpoints on held-out tasks (intervals, paired differences, probe, Elo, cost; a report), compare
+    the candidate with the registry's champion, register and promote — as the pipeline's evaluation task does."""
+    from deepresearch.evaluation.promotion import evaluation_stage
 
     specs = {}
     for item in checkpoint:
@@ -246,10 +249,14 @@ def evaluate_cmd(
             raise typer.BadParameter(f"{item!r} is not NAME=HF_DIR")
         name, spec = item.split("=", 1)
         specs[name] = spec
-    metrics, report = evaluate(_cfg(config, overrides), world, specs, out, judge_dir=judge)
-    for m in metrics:
-        typer.echo(m.model_dump_json())
-    typer.echo(f"report: {report}")
+    res = evaluation_stage(_cfg(config, overrides), world, specs, out, judge_dir=judge,
+                           candidate=None if candidate == "none" else candidate, baseline=baseline)
+    for m in res.evaluation.checkpoints:
+        typer.echo(m.model_dump_json(exclude={"intervals"}))
+    for name, verdict in (("policy", res.policy), ("judge", res.judge)):
+        if verdict is not None:
+            typer.echo(f"{name}: {'promoted' if verdict.promoted else 'not promoted'} ({'; '.join(verdict.reasons)})")
+    typer.echo(f"report: {res.evaluation.report}")
 
 
 @app.command("lineage")

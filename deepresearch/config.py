@@ -78,6 +78,13 @@ class BudgetConfig(Section):
     max_turns: int = Field(24, ge=1)
     max_tool_calls: int = Field(40, ge=0)
     max_context_tokens: int = Field(16_384, ge=256)
+    # tokens the policy may generate in one episode (its assistant turns, counted with the policy's
+    # tokenizer); None = no limit. A checkpoint that writes junk until each turn's cap stops here.
+    max_output_tokens: int | None = Field(None, ge=1)
+    # consecutive assistant turns that neither call a tool nor answer (text only, or only malformed calls)
+    # after which the final answer is forced; None = no limit. The expert's recovery from an injected
+    # malformed call takes one such turn.
+    max_idle_turns: int | None = Field(None, ge=1)
 
 
 class ShellConfig(Section):
@@ -156,6 +163,12 @@ class SynthesisConfig(Section):
     tool_error_rate: float = Field(0.08, ge=0.0, le=0.5)
     # rate of detours (an extra, unneeded search) so attempts differ in length
     detour_rate: float = Field(0.3, ge=0.0, le=1.0)
+    # share of the world's entities held out: training tasks (synthesis, PPO) never target them, the
+    # evaluation's tasks target only them (synthesis/split.py states the guarantee)
+    heldout_fraction: float = Field(0.2, gt=0.0, lt=1.0)
+    # seeds only the entity split; kept apart from `seed`, which the weekly fresh-data runs change, so a
+    # fixed world keeps its held-out entities from one run to the next
+    split_seed: int = 0
 
     @model_validator(mode="after")
     def _hops_ordered(self) -> "SynthesisConfig":
@@ -294,19 +307,41 @@ class RLConfig(Section):
 class EvalConfig(Section):
     """Evaluation on held-out tasks and the promotion gate."""
 
-    n_deep_search: int = Field(20, ge=1)
-    n_deep_research: int = Field(10, ge=1)
-    seed: int = 1000  # held-out tasks use a seed disjoint from synthesis
+    # held-out tasks: their targets are held-out entities (synthesis.heldout_fraction, synthesis/split.py)
+    n_deep_search: int = Field(100, ge=1)
+    n_deep_research: int = Field(20, ge=1)
+    seed: int = 1000  # seeds the held-out tasks, the episodes and every bootstrap
+    # bootstrap over tasks: every metric's interval and every paired difference's
+    bootstrap: int = Field(1000, ge=100)
+    confidence: float = Field(0.95, gt=0, lt=1)
     elo_bootstrap: int = Field(200, ge=10)
     elo_k: float = Field(16.0, gt=0)
+    # generation: transformers on CPU, vLLM on a GPU (bf16); one engine per checkpoint shared by at most
+    # `max_concurrency` episodes at once, their turns decoded in batches
+    engine: Literal["transformers", "vllm"] = "transformers"
+    max_concurrency: int = Field(32, ge=1)
+    # torch's CPU threads while evaluating (transformers engine, probe): one thread per process is
+    # several times faster than two on a shared 2-core machine (README, "Training throughput")
+    torch_threads: int = Field(1, ge=1)
     # decoding of every evaluated checkpoint: 0 = greedy (the measured policy is its mode, as in most
     # agent benchmarks); RL rollouts sample at `rl.temperature` for exploration, evaluation does not
     temperature: float = Field(0.0, ge=0)
     max_new_tokens: int = Field(512, ge=1)  # per assistant turn; must fit the longest expected turn (a report)
-    # promotion: the candidate becomes `champion` only if it beats these
+    # teacher-forced next-action probe of every checkpoint on held-out expert trajectories: this many per
+    # capability (0 = no probe), each cut at `probe_max_tokens`
+    probe_episodes: int = Field(8, ge=0)
+    probe_max_tokens: int = Field(4096, ge=64)
+    # promotion of the policy (evaluation/promotion.py): it must clear these floors, be at least as good as
+    # SFT on `gate_metric`, and beat the current champion on it with a paired interval that excludes a loss
+    gate_metric: Literal["mean_reward", "exact_match", "f1", "compliance", "judge_compliance", "well_formed_rate"] = (
+        "mean_reward"
+    )
     min_compliance: float = Field(0.0, ge=-10, le=1)
     # a policy that fails the answer format on half its held-out episodes never becomes champion
     min_well_formed_rate: float = Field(0.5, ge=0, le=1)
+    # the judge becomes `champion` only if its macro-F1 against the ground-truth labels of the
+    # evaluation's reports reaches this
+    min_judge_macro_f1: float = Field(0.85, ge=0, le=1)
 
 
 class TaskResources(Section):

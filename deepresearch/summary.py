@@ -26,8 +26,9 @@ def stage_record(stage: str, seconds: float, **facts: Any) -> str:
             the whole life of the worker process (start-up included); never Flyte's scheduling. A
             cached task keeps the record of the execution that produced it.
         facts: what the table shows: `produced` (a short line), or the data stages' `counts` /
-            `datasets` from their manifests; `checkpoints` (name → evaluation metrics) for the
-            evaluation table. Anything else is kept in the record for readers of the JSON.
+            `datasets` from their manifests; `checkpoints` (name → `CheckpointMetrics` as JSON),
+            `differences` (`Difference`s) and `probe` (name → kind → [spans, correct]) for the
+            evaluation tables. Anything else is kept in the record for readers of the JSON.
     """
     return json.dumps({"stage": stage, "seconds": round(seconds, 2), **facts}, sort_keys=True)
 
@@ -48,6 +49,19 @@ def _produced(s: dict) -> str:
             for name, d in s["datasets"].items()
         )
     return ""
+
+
+def _evaluation_tables(record: dict) -> list:
+    """The evaluation stage's tables (intervals, paired differences, probe) from its record."""
+    from deepresearch.evaluation.metrics import CheckpointMetrics, Difference
+    from deepresearch.evaluation.probe import ProbeScore
+    from deepresearch.evaluation.report import metric_tables
+
+    checkpoints = [CheckpointMetrics.model_validate(m) for m in record["checkpoints"].values()]
+    diffs = [Difference.model_validate(d) for d in record.get("differences", [])]
+    probe = {name: {k: ProbeScore(k, n, ok) for k, (n, ok) in kinds.items()}
+             for name, kinds in record.get("probe", {}).items()}
+    return metric_tables(checkpoints, diffs, probe)
 
 
 def render_summary(
@@ -84,21 +98,12 @@ def render_summary(
         produced = _produced(s)
         table.add_row(s["stage"], f"{s['seconds']:.1f}", produced, run_id or "-")
         md.append(f"| {s['stage']} | {s['seconds']:.1f} | {produced} | {run_id or '-'} |")
+    eval_tables = []
     if evaluation:
-        ev = Table(title="evaluation on held-out tasks")
-        cols = ("checkpoint", "well-formed", "EM", "F1", "compliance", "judge compl.", "reward", "tool calls", "tokens",
-                "s/episode")
-        for col in cols:
-            ev.add_column(col)
-        md += ["", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-        for name, m in evaluation.items():
-            jc, rw = m.get("judge_compliance"), m.get("mean_reward")
-            row = [name, f"{m['well_formed_rate']:.0%}", f"{m['exact_match']:.2f}", f"{m['f1']:.2f}",
-                   f"{m['compliance']:.3f}", "-" if jc is None else f"{jc:.3f}", "-" if rw is None else f"{rw:.3f}",
-                   f"{m['mean_tool_calls']:.1f}",
-                   f"{m['mean_tokens']:.0f}", f"{m['mean_wall_s']:.1f}"]
-            ev.add_row(*row)
-            md.append("| " + " | ".join(row) + " |")
+        eval_tables = _evaluation_tables(next(s for s in stages if "checkpoints" in s))
+        for title, header, rows in eval_tables:
+            md += ["", f"**{title}**", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+            md += ["| " + " | ".join(r) + " |" for r in rows]
     uri = tracking_uri(cfg.tracking)
     where = [
         f"world:    {world_dir}",
@@ -110,8 +115,10 @@ def render_summary(
     if not console.is_terminal:  # a log file or a pipe: rich would assume 80 columns and squeeze the tables
         console = Console(width=160)
     console.print(table)
-    if evaluation:
-        console.print(ev)
+    if eval_tables:
+        from deepresearch.evaluation.report import print_tables
+
+        print_tables(eval_tables, console)
     for line in where:
         console.print(line)
     md += ["", *[f"- {line}" for line in where]]

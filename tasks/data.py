@@ -20,7 +20,7 @@ from deepresearch.tracking import fail_open_runs, finish_run, preflight, start_p
 
 # Bump a stage's version when its code changes the artifact it produces.
 WORLD_VERSION = "world-v1"
-SYNTHESIS_VERSION = "synthesis-v1"
+SYNTHESIS_VERSION = "synthesis-v2"  # v2: training tasks only (entity split), distinct questions
 QUALITY_VERSION = "quality-v1"
 
 # The parent run id changes on every execution; it must not bust the cache.

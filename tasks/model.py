@@ -24,7 +24,7 @@ from tasks.data import StageOut, _execution_id, _workdir, stage_out
 BASE_VERSION = "base-v2"
 JUDGE_DATA_VERSION = "judge-data-v2"
 PPO_VERSION = "ppo-v2"
-EVAL_VERSION = "eval-v2"
+EVAL_VERSION = "eval-v3"  # v3: held-out split by entity, intervals, probe, promotion against the champion
 _IGNORE_RUN = ("parent_run_id",)
 
 
@@ -157,13 +157,13 @@ def evaluate(
     judge: FlyteDirectory,
     parent_run_id: str,
 ) -> StageOut:
-    """Every checkpoint on the held-out tasks (plus the scripted expert as a reference); Elo; report as a
-    Flyte Deck and MLflow artifact; the RL policy is registered and promoted to `champion` if it passes.
+    """Every checkpoint on the held-out tasks (plus the scripted expert as a reference), with bootstrap
+    intervals, paired differences and the next-action probe; the registry's champion evaluated on the same
+    tasks; the RL policy and the judge registered and promoted only when they win
+    (`deepresearch.evaluation.promotion.evaluation_stage`, which `deepresearch evaluate` runs too).
 
     The output directory is the report's; its summary record carries every checkpoint's metrics."""
-    from deepresearch.evaluation.run import evaluate as run_eval
-    from deepresearch.tracking import stage_run
-    from deepresearch.tracking.registry import promote_if_better, register_model
+    from deepresearch.evaluation.promotion import evaluation_stage
 
     cfg = PipelineConfig.from_json(config_json)
     out = _workdir("evaluation")
@@ -171,25 +171,15 @@ def evaluate(
         "base": base.download(), "mid-trained": mid.download(), "sft": sft.download(), "rl": rl.download(),
         "expert": "expert",
     }
-    produced = f"{len(checkpoints)} checkpoints"
-    t0 = time.perf_counter()
-    with stage_run(cfg, parent_run_id, "evaluation", flyte_execution_id=_execution_id()) as run:
-        metrics, report = run_eval(cfg, Path(world.download()), checkpoints, out, judge_dir=Path(judge.download()),
-                                   tracker=run)
-        html = (out / "report.html").read_text()
-        Deck("evaluation", html)
-        by = {m.name: m for m in metrics}
-        if run.run_id:
-            version = register_model(cfg.tracking, "policy", run.run_id, Path(rl.path))
-            judge_version = register_model(cfg.tracking, "judge", run.run_id, Path(judge.path))
-            decision = promote_if_better(
-                cfg.tracking, "policy", version,
-                metrics={"compliance": by["rl"].compliance, "well_formed_rate": by["rl"].well_formed_rate},
-                thresholds={"compliance": cfg.evaluation.min_compliance,
-                            "well_formed_rate": cfg.evaluation.min_well_formed_rate},
-            )
-            promote_if_better(cfg.tracking, "judge", judge_version, metrics={}, thresholds={})
-            run.log_dict(decision.model_dump(mode="json"), "promotion.json")
-            produced += f"; policy v{version} {'promoted to champion' if decision.promoted else 'not promoted'}"
-    return stage_out("evaluation", out, run.run_id, time.perf_counter() - t0, produced=produced,
-                     checkpoints={m.name: m.model_dump() for m in metrics})
+    res = evaluation_stage(cfg, Path(world.download()), checkpoints, out, judge_dir=Path(judge.download()),
+                           candidate="rl", baseline="sft", parent_run_id=parent_run_id, execution_id=_execution_id())
+    Deck("evaluation", (out / "report.html").read_text())
+    ev = res.evaluation
+    produced = f"{len(ev.checkpoints)} checkpoints × {ev.checkpoints[0].episodes} held-out tasks"
+    for name, applied in (("policy", res.policy_version), ("judge", res.judge_version)):
+        if applied is not None:
+            produced += f"; {name} v{applied.version} {'promoted to champion' if applied.promoted else 'not promoted'}"
+    probe = {name: {k: [s.n, s.correct] for k, s in caps["all"].items() if s.n} for name, caps in ev.probe.items()}
+    return stage_out("evaluation", out, res.run_id, res.seconds, produced=produced,
+                     checkpoints={m.name: m.model_dump(mode="json") for m in ev.checkpoints},
+                     differences=[d.model_dump(mode="json") for d in ev.differences], probe=probe)

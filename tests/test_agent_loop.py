@@ -118,6 +118,8 @@ def test_no_action_gets_a_nudge(tmp_path):
         (BudgetConfig(max_turns=3, max_tool_calls=100, max_context_tokens=100_000), "3 turns"),
         (BudgetConfig(max_turns=100, max_tool_calls=2, max_context_tokens=100_000), "2 tool calls"),
         (BudgetConfig(max_turns=100, max_tool_calls=100, max_context_tokens=1500), "context"),
+        (BudgetConfig(max_turns=100, max_tool_calls=100, max_context_tokens=100_000, max_output_tokens=120),
+         "generated tokens"),
     ],
 )
 def test_budget_forces_a_final_answer(tmp_path, budget, reason):
@@ -129,6 +131,28 @@ def test_budget_forces_a_final_answer(tmp_path, budget, reason):
     forced = [m for m in traj.messages if m.role == "user" and m.content.startswith("Budget exhausted")]
     assert len(forced) == 1
     assert traj.answer is not None  # the forced turn's text is kept as the answer
+
+
+def test_generated_token_budget_counts_with_the_policys_tokenizer(tmp_path):
+    # every turn "costs" 100 tokens under the policy's count: after 3 turns (300 ≥ 250) the 4th is forced
+    budget = BudgetConfig(max_turns=100, max_tool_calls=100, max_context_tokens=100_000, max_output_tokens=250)
+    junk = Replay(["zzz " * 30])  # neither a call nor an answer, as an untrained checkpoint writes
+    traj = episode(junk, tmp_path, budget=budget, count_tokens=lambda text: 100)
+    assert traj.outcome == "budget_exhausted" and traj.metadata["budget_reason"] == "300 generated tokens"
+    assert traj.turns == 4 and traj.metadata["output_tokens"] == 400
+    # an episode that answers within the budget is not touched, and reports what it generated
+    done = episode(Replay(["<answer>ok</answer>"]), tmp_path, budget=budget, count_tokens=lambda text: 100)
+    assert done.outcome == "answered" and done.metadata["output_tokens"] == 100
+
+
+def test_turns_without_an_action_force_the_final_answer(tmp_path):
+    budget = BudgetConfig(max_turns=100, max_tool_calls=100, max_context_tokens=100_000, max_idle_turns=2)
+    junk = episode(Replay(["zzz", '<tool_call>{"name": broken</tool_call>']), tmp_path, budget=budget)
+    # text only, then a malformed call (no action either): the third turn is the forced answer
+    assert junk.metadata["budget_reason"] == "2 turns without a tool call or an answer" and junk.turns == 3
+    # one idle turn between actions (a recovery, as the expert's injected errors) resets the count
+    recovering = Replay(["zzz", call("a"), "zzz", call("b"), "<answer>ok</answer>"])
+    assert episode(recovering, tmp_path, budget=budget).outcome == "answered"
 
 
 def test_tool_budget_refuses_extra_calls_in_one_turn(tmp_path):

@@ -9,6 +9,15 @@ from deepresearch.evaluation.accuracy import evaluate_deep_search, exact_match, 
 from deepresearch.evaluation.compliance import GroundTruthLabeler, compliance_score, evaluate_compliance
 from deepresearch.evaluation.cost import cost_summary
 from deepresearch.evaluation.elo import Game, elo_ratings, elo_with_ci, pairwise_games
+from deepresearch.evaluation.intervals import bootstrap_mean, paired_bootstrap_diff, resample_indices
+from deepresearch.evaluation.metrics import (
+    Difference,
+    EpisodeRecord,
+    JudgeAgreement,
+    MetricEstimate,
+    summarize,
+)
+from deepresearch.evaluation.probe import KINDS, ProbeScore
 from deepresearch.evaluation.report import CheckpointEval, EvalResults, write_report
 from deepresearch.synthesis.run import deep_search_correct
 from deepresearch.synthesis.schema import DeepSearchTask, ResearchTask, RubricCheck, RubricItem
@@ -133,6 +142,51 @@ def test_elo_dominating_checkpoint_ranks_first_with_intervals(scores):
         elo_with_ci({"solo": {"t": 1.0}})
 
 
+# ---- bootstrap intervals -------------------------------------------------------------------------
+def test_bootstrap_mean_by_hand_and_against_a_loop():
+    # two tasks scoring 0 and 1: a resample's mean is 0, 0.5 or 1 with probability 1/4, 1/2, 1/4, so with
+    # many resamples the 2.5 % quantile is 0 and the 97.5 % quantile is 1
+    est = bootstrap_mean([0.0, 1.0], n_resamples=4000, seed=0)
+    assert (est.value, est.ci_low, est.ci_high, est.n) == (0.5, 0.0, 1.0, 2)
+    # a constant metric has no spread
+    assert bootstrap_mean([0.3] * 7, n_resamples=50, seed=0).ci_low == pytest.approx(0.3)
+    # the vectorized mean equals a loop over the very same resampled indices
+    rng = random.Random(1)
+    values = [rng.random() for _ in range(23)]
+    idx = resample_indices(23, n_resamples=300, seed=5)
+    loop = sorted(sum(values[i] for i in row) / 23 for row in idx)
+    est = bootstrap_mean(values, n_resamples=300, seed=5)
+    # numpy's default quantile interpolates linearly between order statistics: position q·(B − 1)
+    lo_pos = 0.025 * 299
+    assert est.ci_low == pytest.approx(loop[int(lo_pos)] + (lo_pos % 1) * (loop[int(lo_pos) + 1] - loop[int(lo_pos)]))
+    assert bootstrap_mean(values, n_resamples=300, seed=5) == est  # seeded
+    assert bootstrap_mean(values, n_resamples=300, seed=6) != est
+
+
+def test_bootstrap_width_matches_the_normal_approximation():
+    # 100 tasks, half solved: standard error sqrt(0.25 / 100) = 0.05, so a 95 % interval ≈ 0.5 ± 0.098
+    est = bootstrap_mean([1.0, 0.0] * 50, n_resamples=4000, seed=0)
+    assert est.ci_low == pytest.approx(0.402, abs=0.02) and est.ci_high == pytest.approx(0.598, abs=0.02)
+
+
+def test_paired_difference_removes_the_shared_task_variance():
+    rng = random.Random(0)
+    b = [rng.choice([0.0, 1.0]) for _ in range(40)]
+    a = [min(1.0, x + 0.25) for x in b]  # a gains 0.25 on every task b fails, ties where b succeeds
+    diff = paired_bootstrap_diff(a, b, n_resamples=2000, seed=0)
+    gain = 0.25 * b.count(0.0) / 40
+    assert diff.value == pytest.approx(gain)
+    assert diff.ci_low > 0 and diff.excludes_loss()  # paired: a is better on every task it differs
+    # unpaired, the two means' intervals overlap: the task-to-task spread hides the gain
+    ea, eb = bootstrap_mean(a, seed=0), bootstrap_mean(b, seed=0)
+    assert ea.ci_low < eb.ci_high
+    assert not paired_bootstrap_diff(b, a, seed=0).excludes_loss()
+    with pytest.raises(ValueError, match="align task by task"):
+        paired_bootstrap_diff([1.0, 0.0], [1.0])
+    with pytest.raises(ValueError, match="non-empty"):
+        bootstrap_mean([])
+
+
 # ---- cost ----------------------------------------------------------------------------------------
 def _traj(i, tokens, calls, turns, **meta):
     return Trajectory(trajectory_id=f"x{i}", task_id=f"t{i}", capability="deep_research", policy="p", messages=[],
@@ -159,12 +213,17 @@ def test_write_report(tmp_path, scores):
         title="Tiny evaluation",
         checkpoints=[
             CheckpointEval(name="sft", compliance=0.42, compliance_binary=0.3, exact_match=0.5, f1=0.61, cost=cost_summary(trajs)),
-            CheckpointEval(name="rl", compliance=0.55, compliance_binary=0.41, exact_match=0.6, f1=0.7),
+            CheckpointEval(name="rl", compliance=0.55, compliance_binary=0.41, exact_match=0.6, f1=0.7,
+                           intervals={"exact_match": MetricEstimate(value=0.6, ci_low=0.45, ci_high=0.75, n=40)}),
         ],
         elo=elo_with_ci(scores, n_bootstrap=20),
         curves={"sft/loss": [(0, 3.1), (10, 2.2), (20, 1.9)], "rl/reward": [(0, 0.1), (1, 0.3)]},
         champion="rl",
         notes=["held-out tasks: seed 1000"],
+        differences=[Difference(a="rl", b="sft", metric="exact_match", value=0.1, ci_low=0.02, ci_high=0.19, n=40)],
+        probe={"rl": {k: ProbeScore(k, 4 if k == "tool" else 0, 3 if k == "tool" else 0) for k in KINDS}},
+        judge_agreement=JudgeAgreement(items=12, reports=2, accuracy=0.75, macro_f1=0.7,
+                                       confusion=[[4, 1, 0], [1, 2, 0], [0, 1, 3]]),
     )
     md = write_report(results, tmp_path / "report")
     out = tmp_path / "report"
@@ -176,9 +235,97 @@ def test_write_report(tmp_path, scores):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     text = md.read_text()
     assert "| rl (champion) | 0.550 |" in text and "![Elo](elo.png)" in text and "| champ |" in text
+    assert "| rl | 60% [45%, 75%] |" in text and "| sft | — |" in text  # intervals; sft had none measured
+    assert "| rl − sft | +10% [+2%, +19%] |" in text  # the paired difference
+    assert "| checkpoint | tool |" in text and "| rl | 75 % |" in text  # probe: only kinds with spans
+    assert "| 2 | 12 | 0.750 | 0.700 | 4,1,0 / 1,2,0 / 0,1,3 |" in text
     page = (out / "report.html").read_text()
     assert page.count("data:image/png;base64,") == 3 and "<td>sft</td>" in page
     assert EvalResults.model_validate_json((out / "results.json").read_text()) == results
+    # a percentile interval may miss its point estimate (few tasks): the plot still draws it
+    from deepresearch.evaluation.elo import EloResult
+    from deepresearch.evaluation.report import plot_elo
+
+    assert plot_elo([EloResult(name="a", rating=1010.0, ci_low=1012.0, ci_high=1020.0)], tmp_path / "elo.png")
     # a report with scores only: no Elo or curve plots
     write_report(EvalResults(checkpoints=[CheckpointEval(name="sft", compliance=0.4)]), tmp_path / "small")
     assert sorted(p.name for p in (tmp_path / "small").iterdir()) == ["report.html", "report.md", "results.json", "scores.png"]
+
+
+# ---- per-checkpoint metrics, paired differences, MLflow names ------------------------------------
+def _record(checkpoint, i, *, solved, capability="deep_search", **kw):
+    base = dict(checkpoint=checkpoint, task_id=f"{capability}-{i:02d}", capability=capability, outcome="answered",
+                well_formed=True, tool_calls=3, tool_errors=0, tokens=100, output_tokens=50, wall_s=1.0,
+                answer="a", reward=float(solved))
+    if capability == "deep_search":
+        base.update(exact_match=float(solved), f1=float(solved))
+    else:
+        base.update(compliance=0.5 * solved, compliance_binary=0.0)
+    return EpisodeRecord(**{**base, **kw})
+
+
+def _records():
+    """base solves deep-search tasks 0-9, sft 0-29 of 40; research: base none of 10, sft all."""
+    out = []
+    for name, k, research in (("base", 10, False), ("sft", 30, True)):
+        out += [_record(name, i, solved=i < k) for i in range(40)]
+        out += [_record(name, i, solved=research, capability="deep_research") for i in range(10)]
+    return out
+
+
+def test_summarize_means_intervals_and_paired_differences_joined_by_task():
+    records = _records()
+    metrics, diffs = summarize(records, ["base", "sft"], n_resamples=500, seed=0)
+    base, sft = metrics
+    assert (base.exact_match, sft.exact_match) == (10 / 40, 30 / 40)
+    assert base.mean_reward == 10 / 50 and sft.mean_reward == 40 / 50  # reward over all 50 tasks
+    assert (base.compliance, sft.compliance, sft.well_formed_rate, sft.judge_compliance) == (0.0, 0.5, 1.0, None)
+    em = sft.intervals["exact_match"]
+    assert em.n == 40 and em.ci_low < 0.75 < em.ci_high and "judge_compliance" not in sft.intervals
+    by = {(d.a, d.b, d.metric): d for d in diffs}
+    d = by[("sft", "base", "exact_match")]  # consecutive pair: later − earlier
+    # sft solves every task base solves plus 20 more: every resample's difference is positive
+    assert d.value == pytest.approx(0.5) and d.ci_low > 0.3 and d.n == 40
+    assert by[("sft", "base", "mean_tool_calls")].value == 0.0
+    assert by[("sft", "base", "compliance")].ci_low == by[("sft", "base", "compliance")].ci_high == 0.5
+    # joined by task id: any record order gives the same figures
+    shuffled = records[::-1]
+    assert summarize(shuffled, ["base", "sft"], n_resamples=500, seed=0) == (metrics, diffs)
+    assert summarize(records, ["base", "sft"], n_resamples=500, seed=1) != (metrics, diffs)
+    with pytest.raises(ValueError, match="played other tasks"):
+        summarize(records[:-1], ["base", "sft"])
+    with pytest.raises(ValueError, match="two records of task"):
+        summarize(records + records[:1], ["base", "sft"])
+
+
+def test_mlflow_names_of_intervals_differences_and_probe():
+    from deepresearch.evaluation.probe import ProbeScore
+    from deepresearch.evaluation.run import mlflow_metrics
+
+    metrics, diffs = summarize(_records(), ["base", "sft"], n_resamples=100, seed=0)
+    probe = {"sft": {"all": {"tool": ProbeScore("tool", 4, 3), "open": ProbeScore("open", 0, 0)},
+                     "deep_search": {"tool": ProbeScore("tool", 2, 2)}}}
+    names = mlflow_metrics(metrics, diffs, probe)
+    assert names["eval/sft/exact_match"] == 0.75
+    assert names["eval/sft/exact_match_ci_low"] < 0.75 < names["eval/sft/exact_match_ci_high"]
+    assert names["eval/diff/sft_vs_base/exact_match"] == pytest.approx(0.5)
+    assert {"eval/diff/sft_vs_base/mean_reward_ci_low", "eval/diff/sft_vs_base/mean_reward_ci_high"} <= set(names)
+    assert names["probe/sft/tool"] == 0.75 and names["probe/sft/deep_search/tool"] == 1.0
+    assert "probe/sft/open" not in names  # no span of that kind: no figure
+
+
+def test_policy_decision_needs_its_gate_metric_and_the_baseline():
+    from deepresearch.config import EvalConfig
+    from deepresearch.evaluation.promotion import decide_policy
+
+    records = [r.model_copy(update={"reward": None}) for r in _records()]  # no judge: no reward
+    metrics, diffs = summarize(records, ["base", "sft"], n_resamples=100, seed=0)
+    by = {m.name: m for m in metrics}
+    v = decide_policy(by, diffs, EvalConfig(), candidate="sft", baseline="base", champion=None)
+    assert not v.promoted and "mean_reward was not measured" in v.reasons[-1]
+    ok = decide_policy(by, diffs, EvalConfig(gate_metric="exact_match"), candidate="sft", baseline="base",
+                       champion=None, champion_note="no policy champion yet")
+    assert ok.promoted and "promoted on the floors and base alone" in ok.reasons[-1]
+    worse = decide_policy(by, diffs, EvalConfig(gate_metric="exact_match"), candidate="base", baseline="sft",
+                          champion=None)
+    assert not worse.promoted and "below sft's 0.7500" in " ".join(worse.reasons)

@@ -138,13 +138,31 @@ def test_evaluation_report_covers_every_checkpoint(run):
     for name in ("report.html", "report.md", "results.json", "episodes.jsonl"):
         assert (report / name).is_file(), name
     results = json.loads((report / "results.json").read_text())
-    text = (report / "report.md").read_text()
+    text_md = (report / "report.md").read_text()
     for name in CHECKPOINTS:
-        assert name in text, name
+        assert name in text_md, name
     assert [c["name"] for c in results["checkpoints"]] == CHECKPOINTS
     episodes = [json.loads(x) for x in (report / "episodes.jsonl").read_text().splitlines()]
     cfg = run["cfg"].evaluation
     assert len(episodes) == len(CHECKPOINTS) * (cfg.n_deep_search + cfg.n_deep_research)
+    # no training task of the run shares a target entity or a question with a held-out task
+    held = [json.loads(x) for x in (report / "heldout_tasks.jsonl").read_text().splitlines()]
+    datasets = Path(run["out"].datasets.path)
+    train = [json.loads(x) for name in ("deep_search", "deep_research")
+             for x in (datasets / name / "tasks.jsonl").read_text().splitlines()]
+
+    def target(task):
+        return task["path"][-1] if "path" in task else task["about"]
+
+    def text(task):
+        return task.get("question", task.get("prompt"))
+
+    assert held and train
+    assert not {target(t) for t in train} & {target(t) for t in held}
+    assert not {text(t) for t in train} & {text(t) for t in held}
+    # intervals and paired differences in the report and the printed summary
+    for title in ("Held-out metrics, mean [95 % bootstrap interval", "Paired differences", "Next-action probe"):
+        assert title in text_md and title in run["out"].summary, title
 
 
 def test_rl_policy_is_registered_from_the_evaluation_run(run):
@@ -161,6 +179,11 @@ def test_rl_policy_is_registered_from_the_evaluation_run(run):
     assert read_metadata(local)["metadata"]["stage"] == "rl"
     load_checkpoint(local)
     assert len(client.search_model_versions("name='judge'")) == 1
+    metrics = evaluation.data.metrics
+    for name in ("eval/rl/mean_reward", "eval/rl/mean_reward_ci_low", "eval/rl/mean_reward_ci_high",
+                 "eval/diff/rl_vs_sft/mean_reward", "eval/diff/mid-trained_vs_base/exact_match_ci_low", "probe/sft/turn",
+                 "eval/judge/macro_f1"):
+        assert name in metrics, name
 
 
 def test_lineage_walks_from_the_registered_policy_back_to_the_world(run):

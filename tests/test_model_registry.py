@@ -1,12 +1,13 @@
 """MLflow Model Registry: versions registered from runs; `champion` moves only through the gate."""
 
 import json
+from pathlib import Path
 
 import pytest
 
 from deepresearch.config import load_config
 from deepresearch.tracking import stage_run, start_parent_run
-from deepresearch.tracking.registry import promote_if_better, register_model
+from deepresearch.tracking.registry import current_version, download_version, promote, register_model
 
 
 @pytest.fixture
@@ -29,27 +30,131 @@ def _version(cfg, tmp_path, label):
     return run.run_id, register_model(cfg.tracking, "policy", run.run_id, _checkpoint(tmp_path, label))
 
 
-def test_champion_moves_only_when_the_gate_passes(cfg, tmp_path):
+def test_champion_moves_only_when_promoted_and_the_old_one_becomes_challenger(cfg, tmp_path):
     from mlflow import MlflowClient
 
     client = MlflowClient(tracking_uri=cfg.tracking.uri, registry_uri=cfg.tracking.uri)
+    assert current_version(cfg.tracking, "policy") is None
     _, v1 = _version(cfg, tmp_path, "a")
-    d1 = promote_if_better(cfg.tracking, "policy", v1, metrics={"compliance": 0.5}, thresholds={"compliance": 0.4})
-    assert d1.promoted and str(client.get_model_version_by_alias("policy", "champion").version) == v1
+    d1 = promote(cfg.tracking, "policy", v1, promoted=True, reasons=["first"], metrics={"mean_reward": 0.5})
+    assert d1.promoted and d1.previous_champion is None and current_version(cfg.tracking, "policy") == v1
 
     run2, v2 = _version(cfg, tmp_path, "b")
-    d2 = promote_if_better(cfg.tracking, "policy", v2, metrics={"compliance": 0.3}, thresholds={"compliance": 0.4})
-    assert not d2.promoted and "below the gate" in d2.reasons[0]
-    assert str(client.get_model_version_by_alias("policy", "champion").version) == v1  # unchanged
+    d2 = promote(cfg.tracking, "policy", v2, promoted=False, reasons=["worse"], metrics={"mean_reward": 0.3})
+    assert not d2.promoted and current_version(cfg.tracking, "policy") == v1  # unchanged
     assert client.get_run(run2).data.tags["promotion.policy"] == "rejected"
+    assert json.loads(client.get_model_version("policy", v2).tags["gate"]) == {"promoted": False, "reasons": ["worse"]}
 
     _, v3 = _version(cfg, tmp_path, "c")
-    d3 = promote_if_better(cfg.tracking, "policy", v3, metrics={"compliance": 0.7}, thresholds={"compliance": 0.4},
-                           champion_metrics={"compliance": 0.5}, higher_is_better=["compliance"])
+    d3 = promote(cfg.tracking, "policy", v3, promoted=True, reasons=["better"], metrics={"mean_reward": 0.7})
     assert d3.promoted and d3.previous_champion == v1
-    assert str(client.get_model_version_by_alias("policy", "champion").version) == v3
-    assert str(client.get_model_version_by_alias("policy", "challenger").version) == v1
-    assert "beats champion" in d3.reasons[-1]
+    assert current_version(cfg.tracking, "policy") == v3
+    assert current_version(cfg.tracking, "policy", "challenger") == v1
+    local = download_version(cfg.tracking, "policy", v1, tmp_path / "dl")
+    assert (local / "config.json").is_file() and local.parent == tmp_path / "dl"
+
+
+# ---- the evaluation stage's promotion, end to end on the registry (evaluation itself faked) --------
+def _tokenizer_files(d, words):
+    from tokenizers import Tokenizer
+    from tokenizers.models import WordLevel
+    from tokenizers.pre_tokenizers import Whitespace
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(WordLevel({w: i for i, w in enumerate(["[UNK]", *words])}, unk_token="[UNK]"))
+    tok.pre_tokenizer = Whitespace()
+    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]").save_pretrained(str(d))
+
+
+def _policy(tmp_path, label, solved, words=("alpha", "beta")):
+    """A stand-in checkpoint: config, weights, a tokenizer, and how many of the 40 fake tasks it solves."""
+    d = _checkpoint(tmp_path, label)
+    _tokenizer_files(d, words)
+    (d / "skill.json").write_text(json.dumps({"solved": solved}))
+    return d
+
+
+def _fake_evaluate(judge_f1):
+    """evaluate() stand-in: each checkpoint solves the first `solved` of 40 deep-search tasks (from its own
+    directory, so a downloaded champion plays as it did when registered); research tasks score 0.5."""
+    from deepresearch.evaluation.metrics import EpisodeRecord, JudgeAgreement, summarize
+    from deepresearch.evaluation.report import CheckpointEval, EvalResults, write_report
+    from deepresearch.evaluation.run import Evaluation
+
+    seen = []
+
+    def fake(cfg, world_dir, specs, out_dir, *, judge_dir=None, pairs=None, curves=None, tracker=None, progress=True):
+        seen.append(dict(specs))
+        records = []
+        for name, spec in specs.items():
+            k = json.loads((Path(spec) / "skill.json").read_text())["solved"]
+            for i in range(40):
+                records.append(EpisodeRecord(
+                    checkpoint=name, task_id=f"ds-{i}", capability="deep_search", outcome="answered", well_formed=True,
+                    tool_calls=1, tool_errors=0, tokens=10, output_tokens=5, wall_s=0.1, answer="x",
+                    exact_match=float(i < k), f1=float(i < k), reward=float(i < k)))
+            records.append(EpisodeRecord(
+                checkpoint=name, task_id="dr-0", capability="deep_research", outcome="answered", well_formed=True,
+                tool_calls=1, tool_errors=0, tokens=10, output_tokens=5, wall_s=0.1, answer="x", compliance=0.5,
+                compliance_binary=0.5, reward=0.5))
+        metrics, diffs = summarize(records, list(specs), pairs=pairs, n_resamples=300, seed=0)
+        results = EvalResults(checkpoints=[CheckpointEval(name=m.name, intervals=m.intervals) for m in metrics],
+                              differences=diffs)
+        agreement = JudgeAgreement(items=10, reports=1, accuracy=judge_f1, macro_f1=judge_f1,
+                                   confusion=[[1, 0, 0], [0, 1, 0], [0, 0, 1]]) if judge_dir else None
+        return Evaluation(checkpoints=metrics, differences=diffs, probe={}, judge_agreement=agreement,
+                          records=records, results=results, report=write_report(results, Path(out_dir)))
+
+    return fake, seen
+
+
+def test_evaluation_stage_promotes_only_a_policy_that_beats_the_champion_and_sft(cfg, tmp_path, monkeypatch):
+    import deepresearch.evaluation.run as run_module
+    from deepresearch.evaluation.promotion import evaluation_stage
+
+    def stage(label, rl, sft, *, judge_f1=0.9, words=("alpha", "beta")):
+        fake, seen = _fake_evaluate(judge_f1)
+        monkeypatch.setattr(run_module, "evaluate", fake)
+        checkpoints = {"sft": _policy(tmp_path, f"{label}-sft", sft, words), "rl": _policy(tmp_path, f"{label}-rl", rl, words)}
+        judge = _checkpoint(tmp_path, f"{label}-judge")
+        out = evaluation_stage(cfg, tmp_path, checkpoints, tmp_path / f"{label}-eval", judge_dir=judge, progress=False)
+        return out, seen[0]
+
+    # 1. no champion yet: floors and "at least as good as SFT" decide
+    first, specs = stage("v1", rl=20, sft=15)
+    assert list(specs) == ["sft", "rl"]  # no champion to evaluate
+    assert first.policy.promoted and "no policy champion yet" in first.policy.reasons[-1]
+    v1 = first.policy_version.version
+    assert current_version(cfg.tracking, "policy") == v1
+    assert first.judge.promoted and current_version(cfg.tracking, "judge") == first.judge_version.version
+
+    # 2. worse than the champion (10 vs 20 solved, on the same tasks): refused, the champion stays
+    worse, specs = stage("v2", rl=10, sft=5, judge_f1=0.5)
+    assert list(specs) == ["sft", "rl", "champion"]  # the champion played the same tasks
+    assert not worse.policy.promoted and "does not beat the champion v1" in worse.policy.reasons[-1]
+    assert worse.policy.metrics["mean_reward_vs_champion"] < 0
+    assert current_version(cfg.tracking, "policy") == v1
+    assert not worse.judge.promoted and "is below 0.85" in worse.judge.reasons[0]
+    assert "policy v2 not promoted" in worse.evaluation.report.read_text()
+
+    # 3. better than the champion with a paired interval above zero: promoted, the old champion is challenger
+    better, _ = stage("v3", rl=35, sft=30)
+    assert better.policy.promoted and "excludes a loss" in better.policy.reasons[-1]
+    assert better.policy.metrics["mean_reward_vs_champion_ci_low"] >= 0
+    v3 = better.policy_version.version
+    assert current_version(cfg.tracking, "policy") == v3 and current_version(cfg.tracking, "policy", "challenger") == v1
+    assert "rl (champion)" in better.evaluation.report.read_text()
+
+    # 4. better than the champion but below SFT: refused
+    below, _ = stage("v4", rl=38, sft=39)
+    assert not below.policy.promoted and "below sft's" in " ".join(below.policy.reasons)
+    assert current_version(cfg.tracking, "policy") == v3
+
+    # 5. a champion of another vocabulary cannot be compared: not evaluated, the floors and SFT decide
+    other, specs = stage("v5", rl=5, sft=5, words=("gamma", "delta"))
+    assert "champion" not in specs and other.policy.promoted
+    assert "another tokenizer vocabulary" in other.policy.reasons[-1]
+    assert current_version(cfg.tracking, "policy", "challenger") == v3
 
 
 def test_register_refuses_a_directory_that_is_not_a_checkpoint(cfg, tmp_path):

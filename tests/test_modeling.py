@@ -559,3 +559,64 @@ def test_load_base_stages_an_s3_prefix_once(saved, model, tmp_path, monkeypatch)
         load_base(cfg, cache_dir=tmp_path / "cache")  # served from the cache
     ids = tok.encode("hello", add_special_tokens=False)
     assert torch.equal(_logits(base, ids), _logits(model, ids))
+
+
+# ---- next-action probe (deepresearch.evaluation.probe) ---------------------------------------------
+def test_turn_spans_cut_a_turn_into_what_the_probe_scores():
+    from deepresearch.agent.schema import ToolCall
+    from deepresearch.evaluation.probe import turn_spans
+
+    text = "Plan first.\n" + ToolCall(name="todo", arguments={"action": "add", "items": ["a"]}).render() + "\n" + \
+        ToolCall(name="batch_web_surfer", arguments={"open": ["D0000001"]}).render()
+    got = [(kind, text[a:b]) for kind, a, b in turn_spans(text)]
+    assert got == [
+        ("thought", "Plan first."),
+        ("tool", "todo"), ("plan", '{"action": "add", "items": ["a"]}'),
+        ("tool", "batch_web_surfer"), ("open", '{"open": ["D0000001"]}'),
+    ]
+    answer = "<answer>Mara Quell</answer>"
+    assert [(k, answer[a:b]) for k, a, b in turn_spans(answer)] == [("answer", "Mara Quell")]
+
+
+class _Oracle:
+    """A stand-in causal LM whose argmax after ids[:t] is ids[t] (shift=1: always right) or ids[t-1] (shift=0)."""
+
+    def __init__(self, vocab: int, shift: int):
+        import torch
+
+        self.vocab, self.shift = vocab, shift
+        self.config = type("Config", (), {"max_position_embeddings": 1 << 20})()
+        self._p = torch.nn.Parameter(torch.zeros(1))
+
+    def parameters(self):
+        return iter([self._p])
+
+    def __call__(self, input_ids, use_cache=False):
+        import torch
+
+        ids = input_ids[0]
+        logits = torch.zeros(1, len(ids), self.vocab)  # (1, T, V)
+        target = torch.cat([ids[1:], ids[-1:]]) if self.shift else ids
+        logits[0, torch.arange(len(ids)), target] = 1.0
+        return type("Out", (), {"logits": logits})()
+
+
+def test_probe_scores_a_perfect_and_a_useless_model(tokenizer, trajectories):
+    from deepresearch.evaluation.probe import KINDS, combine, next_action_probe, probe_table
+
+    trajs = trajectories[:3]
+    perfect = next_action_probe(_Oracle(len(tokenizer), 1), tokenizer, trajs)
+    assert set(perfect) == set(KINDS)
+    scored = {k: s for k, s in perfect.items() if s.n}
+    assert {"tool", "turn", "answer"} <= set(scored)
+    assert all(s.accuracy == 1.0 for s in scored.values())  # greedy from the expert's prefix writes every span
+    # a model that repeats its last token never writes a whole turn
+    useless = next_action_probe(_Oracle(len(tokenizer), 0), tokenizer, trajs)
+    assert useless["turn"].n == perfect["turn"].n and useless["turn"].correct == 0
+    # cut at 200 tokens: later turns are not scored
+    cut = next_action_probe(_Oracle(len(tokenizer), 1), tokenizer, trajs, max_tokens=200)
+    assert cut["turn"].n < perfect["turn"].n
+    both = combine([perfect, useless])
+    assert both["turn"].n == 2 * perfect["turn"].n and both["turn"].accuracy == 0.5
+    table = probe_table({"oracle": perfect, "useless": useless})
+    assert table.splitlines()[2].startswith("| oracle | ") and "100 %" in table

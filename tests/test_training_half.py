@@ -76,20 +76,45 @@ def test_judge_trains_from_the_policy_backbone_and_reports_heldout_f1(chain, sma
     assert res.metrics["judge/heldout_pairs"] > 0
 
 
-def test_evaluation_compares_checkpoints_and_writes_the_report(chain, small_world_dir):
-    from deepresearch.evaluation.run import evaluate
+def test_evaluation_stage_compares_checkpoints_with_intervals_probe_and_promotion(chain, small_world_dir):
+    from mlflow import MlflowClient
 
-    cfg, root = chain["cfg"], chain["root"]
-    metrics, report = evaluate(cfg, small_world_dir, {"expert": "expert", "sft": chain["runs"]["sft"].path},
-                               root / "eval", progress=False)
-    by = {m.name: m for m in metrics}
+    from deepresearch.evaluation.promotion import evaluation_stage
+
+    cfg, root, runs = chain["cfg"], chain["root"], chain["runs"]
+    out = evaluation_stage(cfg, small_world_dir, {"mid2": runs["mid2"].path, "sft": runs["sft"].path, "expert": "expert"},
+                           root / "eval", candidate="sft", baseline="mid2", progress=False)
+    ev = out.evaluation
+    by = ev.by_name()
     assert by["expert"].well_formed_rate == 1.0 and by["expert"].exact_match == 1.0
     assert by["expert"].compliance > by["sft"].compliance  # 2 training steps teach nothing yet
-    text = report.read_text()
-    assert "expert" in text and "sft" in text
-    assert (root / "eval" / "report.html").is_file() and (root / "eval" / "scores.png").is_file()
+    em = by["sft"].intervals["exact_match"]
+    assert em.ci_low <= em.value <= em.ci_high and em.n == cfg.evaluation.n_deep_search
+    assert {(d.a, d.b) for d in ev.differences} == {("sft", "mid2"), ("expert", "sft")}
+    # the probe read the expert's held-out trajectories, teacher-forced, for both capabilities
+    probe = ev.probe["sft"]
+    assert probe["deep_search"]["turn"].n > 0 and probe["deep_research"]["turn"].n > 0 and "expert" not in ev.probe
+    text = ev.report.read_text()
+    for title in ("Held-out metrics", "Paired differences", "Next-action probe", "policy v1"):
+        assert title in text, title
     episodes = [json.loads(x) for x in (root / "eval" / "episodes.jsonl").read_text().splitlines()]
-    assert len(episodes) == 2 * 3
+    n_tasks = cfg.evaluation.n_deep_search + cfg.evaluation.n_deep_research
+    assert len(episodes) == 3 * n_tasks
+    # the held-out tasks share no target entity and no question with the SFT data
+    held = [json.loads(x) for x in (root / "eval" / "heldout_tasks.jsonl").read_text().splitlines()]
+    train = [json.loads(x) for name in ("deep_search", "deep_research")
+             for x in (root / "datasets" / name / "tasks.jsonl").read_text().splitlines()]
+    assert len(held) == n_tasks and train
+    assert not {_target(r) for r in train} & {_target(r) for r in held}
+    assert not {r.get("question", r.get("prompt")) for r in train} & {r.get("question", r.get("prompt")) for r in held}
+    # MLflow: intervals, paired differences, the probe; the candidate registered with its decision
+    metrics = MlflowClient(tracking_uri=cfg.tracking.uri).get_run(out.run_id).data.metrics
+    assert {"eval/sft/exact_match_ci_low", "eval/diff/sft_vs_mid2/well_formed_rate_ci_high", "probe/sft/turn"} <= set(metrics)
+    assert out.policy_version is not None and out.policy_version.promoted == out.policy.promoted
+
+
+def _target(task: dict) -> str:
+    return task["path"][-1] if "path" in task else task["about"]
 
 
 def test_lineage_follows_checkpoints_back_through_the_stages(chain):

@@ -1,5 +1,6 @@
 """The ReAct loop: the policy proposes, tool calls run, observations are appended, until
-`<answer>` or the budget (turns, tool calls, context tokens) runs out.
+`<answer>` or the budget (turns, tool calls, context tokens, generated tokens, turns without an
+action) runs out.
 
     traj = run_episode(policy, prompt, task_id="t1", capability="deep_research",
                        ctx=EpisodeContext(workspace, cfg.agent, search), budget=cfg.agent.budget)
@@ -117,7 +118,8 @@ def run_episode(
         policy: proposes each assistant turn (already `reset` for this task by the caller).
         prompt: the user's task text.
         ctx: per-episode tool state (workspace, search backend); closed by the caller.
-        budget: max turns, tool calls and context tokens.
+        budget: max turns, tool calls, context tokens, generated tokens and turns without an action.
+        count_tokens: the policy's token count, for the context and generated-token budgets.
         tools: the tools offered (default: all registered tools).
     Returns:
         The trajectory; `outcome` is "answered", "budget_exhausted" or "policy_error".
@@ -127,7 +129,7 @@ def run_episode(
     tools = make_tools() if tools is None else tools
     schemas = [t.schema() for t in tools.values()]
     messages = [Message(role="system", content=system_prompt(tools)), Message(role="user", content=clean_text(prompt))]
-    turns = n_calls = n_errors = 0
+    turns = n_calls = n_errors = generated = idle = 0
     answer: str | None = None
     outcome = "answered"
     metadata: dict = {}
@@ -143,6 +145,10 @@ def run_episode(
             f"{turns} turns" if turns >= budget.max_turns
             else f"context of {tokens} tokens" if tokens >= budget.max_context_tokens
             else f"{n_calls} tool calls" if n_calls >= budget.max_tool_calls and turns > 0
+            else f"{generated} generated tokens"
+            if budget.max_output_tokens is not None and generated >= budget.max_output_tokens
+            else f"{idle} turns without a tool call or an answer"
+            if budget.max_idle_turns is not None and idle >= budget.max_idle_turns
             else None
         )
         if reason is not None:
@@ -156,6 +162,7 @@ def run_episode(
                 outcome = "policy_error"
                 break
             turns += 1
+            generated += count_tokens(text)
             messages.append(Message(role="assistant", content=text))
             parsed = parse_assistant(text)
             # The forced turn's text is the answer even without tags: never lose the work.
@@ -169,6 +176,7 @@ def run_episode(
             outcome = "policy_error"
             break
         turns += 1
+        generated += count_tokens(text)
         messages.append(Message(role="assistant", content=text))
         parsed = parse_assistant(text)
         for err in parsed.errors:
@@ -176,6 +184,7 @@ def run_episode(
         if parsed.answer is not None:  # the answer ends the episode; calls beside it are not run
             answer = parsed.answer
             break
+        idle = 0 if parsed.tool_calls else idle + 1
         if not parsed.tool_calls and not parsed.errors:
             messages.append(Message(role="user", content=NO_ACTION))
             continue
@@ -201,6 +210,7 @@ def run_episode(
                 continue
             observe(call.name, out, False)
 
+    metadata["output_tokens"] = generated  # what the policy generated (its assistant turns), forced turn included
     citations = extract_citations(answer or "")
     return Trajectory(
         trajectory_id=trajectory_id or f"{task_id}:{_policy_name(policy)}",

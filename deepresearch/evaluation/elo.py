@@ -15,8 +15,9 @@ Bradley–Terry MLE because the MLE diverges when a checkpoint wins every game (
 tasks), while Elo stays bounded by k; the mean rating is always `base` (each update is zero-sum).
 
 Confidence intervals: percentile bootstrap over tasks — resample the task ids with replacement
-(all games of a drawn task come along, a task drawn twice plays twice), rate again (with
-`n_orders` orders), and take the (1 ± confidence)/2 quantiles of each checkpoint's ratings.
+(`intervals.resample_indices`, the evaluation's one bootstrap; all games of a drawn task come along,
+a task drawn twice plays twice), rate again (with `n_orders` orders), and take the (1 ± confidence)/2
+quantiles of each checkpoint's ratings.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
+
+from deepresearch.evaluation.intervals import resample_indices
 
 
 class EloResult(BaseModel):
@@ -161,10 +164,10 @@ def elo_with_ci(
     s = np.array([g.score_a for g in games], dtype=np.float64)
     tasks = sorted({g.task_id for g in games})
     by_task = {t: np.array([i for i, g in enumerate(games) if g.task_id == t]) for t in tasks}
-    rng = np.random.default_rng([seed, 1])  # a stream apart from the point estimate's orders
+    draws = resample_indices(len(tasks), n_resamples=n_bootstrap, seed=[seed, 1])  # (B, T)
+    rng = np.random.default_rng([seed, 2])  # the resamples' orders: a stream apart from the point estimate's
     boot = np.empty((n_bootstrap, len(names)))  # (B, M)
-    for r in range(n_bootstrap):
-        drawn = rng.integers(0, len(tasks), size=len(tasks))
+    for r, drawn in enumerate(draws):
         game_idx = np.concatenate([by_task[tasks[i]] for i in drawn])
         orders = rng.permuted(np.tile(game_idx, (n_orders, 1)), axis=1)  # (P, G')
         boot[r] = _elo_over_orders(a, b, s, orders, len(names), k=k, base=base)

@@ -128,10 +128,21 @@ def next_action_probe(
     return {k: ProbeScore(k, n[k], ok[k]) for k in KINDS}
 
 
+def combine(scores: Sequence[dict[str, ProbeScore]]) -> dict[str, ProbeScore]:
+    """Kind-wise sums of several probe results (e.g. deep search and deep research together)."""
+    return {k: ProbeScore(k, sum(s[k].n for s in scores), sum(s[k].correct for s in scores)) for k in KINDS}
+
+
+def probe_rows(scores: dict[str, dict[str, ProbeScore]]) -> tuple[list[str], list[list[str]]]:
+    """(header, rows) of the probe table: one row per checkpoint, one column per kind that has spans."""
+    kinds = [k for k in KINDS if any(s[k].n for s in scores.values())]
+    rows = [[name, *(f"{100 * s[k].accuracy:.0f} %" if s[k].n else "—" for k in kinds)] for name, s in scores.items()]
+    return ["checkpoint", *kinds], rows
+
+
 def probe_table(scores: dict[str, dict[str, ProbeScore]]) -> str:
     """A markdown table: one row per checkpoint, one column per kind that has spans, accuracy in %."""
-    kinds = [k for k in KINDS if any(s[k].n for s in scores.values())]
-    lines = ["| checkpoint | " + " | ".join(kinds) + " |", "|---|" + "---|" * len(kinds)]
-    for name, s in scores.items():
-        lines.append(f"| {name} | " + " | ".join(f"{100 * s[k].accuracy:.0f} %" for k in kinds) + " |")
+    header, rows = probe_rows(scores)
+    lines = ["| " + " | ".join(header) + " |", "|---|" + "---|" * (len(header) - 1)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(lines)

@@ -35,6 +35,14 @@ from deepresearch.evaluation.accuracy import AccuracySummary
 from deepresearch.evaluation.compliance import ComplianceSummary
 from deepresearch.evaluation.cost import CostSummary
 from deepresearch.evaluation.elo import EloResult
+from deepresearch.evaluation.metrics import (
+    METRICS,
+    Difference,
+    JudgeAgreement,
+    MetricEstimate,
+    format_estimate,
+)
+from deepresearch.evaluation.probe import ProbeScore, probe_rows
 
 
 class _Frozen(BaseModel):
@@ -50,6 +58,8 @@ class CheckpointEval(_Frozen):
     exact_match: float | None = None  # deep search
     f1: float | None = None
     cost: CostSummary | None = None
+    # METRICS key → mean over tasks with its bootstrap interval (evaluation.metrics.summarize)
+    intervals: dict[str, MetricEstimate] = Field(default_factory=dict)
 
     @classmethod
     def from_summaries(
@@ -80,6 +90,11 @@ class EvalResults(_Frozen):
     # metric name ("stage/metric") → (step, value) points, e.g. training losses, RL reward
     curves: dict[str, list[tuple[float, float]]] = Field(default_factory=dict)
     champion: str | None = None  # the checkpoint promoted, if any
+    # paired differences between checkpoints (a − b), with paired bootstrap intervals
+    differences: list[Difference] = Field(default_factory=list)
+    # row label (checkpoint, or "checkpoint · capability") → span kind → teacher-forced next-action probe
+    probe: dict[str, dict[str, ProbeScore]] = Field(default_factory=dict)
+    judge_agreement: JudgeAgreement | None = None
     notes: list[str] = Field(default_factory=list)
 
 
@@ -119,7 +134,11 @@ def plot_scores(results: EvalResults, path: Path) -> bool:
 
 
 def plot_elo(elo: list[EloResult], path: Path) -> bool:
-    """Horizontal Elo bars with the bootstrap interval as error bars; False if `elo` is empty."""
+    """Each checkpoint's Elo rating (a dot) and its bootstrap interval (a line); False if `elo` is empty.
+
+    A percentile interval need not contain the point estimate (with few tasks it often does not), so
+    the interval is drawn as it is rather than as error bars around the rating.
+    """
     from matplotlib.figure import Figure
 
     if not elo:
@@ -127,9 +146,8 @@ def plot_elo(elo: list[EloResult], path: Path) -> bool:
     fig = Figure(figsize=(6.0, 0.5 * len(elo) + 1.5))
     ax = fig.subplots()
     ys = list(range(len(elo)))[::-1]  # best on top
-    ratings = [r.rating for r in elo]
-    err = [[r.rating - r.ci_low for r in elo], [r.ci_high - r.rating for r in elo]]
-    ax.errorbar(ratings, ys, xerr=err, fmt="o", capsize=4)
+    ax.hlines(ys, [r.ci_low for r in elo], [r.ci_high for r in elo], linewidth=2, alpha=0.6)
+    ax.plot([r.rating for r in elo], ys, "o")
     ax.set_yticks(ys, [r.name for r in elo])
     ax.set_xlabel("Elo rating (bootstrap interval)")
     ax.set_title("Pairwise Elo on held-out tasks")
@@ -164,15 +182,83 @@ def _fmt(v: float | None, digits: int = 3) -> str:
     return "—" if v is None else f"{v:.{digits}f}"
 
 
-def _tables(results: EvalResults) -> list[tuple[str, list[str], list[list[str]]]]:
+Table = tuple[str, list[str], list[list[str]]]  # (title, header, rows)
+
+
+def metric_tables(
+    checkpoints: list[Any], differences: list[Difference], probe: dict[str, dict[str, ProbeScore]], *,
+    confidence: float = 0.95,
+) -> list[Table]:
+    """The tables of intervals, paired differences and the probe, for the report and the printed summaries.
+
+    Args:
+        checkpoints: objects with `name` and `intervals` (CheckpointEval or CheckpointMetrics), in order.
+        differences: paired differences (a − b).
+        probe: row label → kind → score.
+    """
+    tables: list[Table] = []
+    pct = f"{100 * confidence:.0f} %"
+    keys = [k for k in METRICS if any(k in c.intervals for c in checkpoints)]
+    if keys:
+        rows = []
+        for c in checkpoints:
+            cells = [format_estimate(k, e.value, e.ci_low, e.ci_high) if (e := c.intervals.get(k)) else "—"
+                     for k in keys]
+            rows.append([c.name, *cells])
+        tables.append((f"Held-out metrics, mean [{pct} bootstrap interval over tasks]",
+                       ["checkpoint", *(METRICS[k].label for k in keys)], rows))
+    if differences:
+        pairs = list(dict.fromkeys((d.a, d.b) for d in differences))
+        keys = [k for k in METRICS if any(d.metric == k for d in differences)]
+        by = {(d.a, d.b, d.metric): d for d in differences}
+        rows = []
+        for a, b in pairs:
+            cells = [format_estimate(k, d.value, d.ci_low, d.ci_high, signed=True) if (d := by.get((a, b, k))) else "—"
+                     for k in keys]
+            rows.append([f"{a} − {b}", *cells])
+        tables.append((f"Paired differences, mean [{pct} paired bootstrap interval]",
+                       ["pair", *(METRICS[k].label for k in keys)], rows))
+    if probe:
+        header, rows = probe_rows(probe)
+        tables.append(("Next-action probe (teacher-forced on held-out expert trajectories; exact spans)", header, rows))
+    return tables
+
+
+def print_tables(tables: list[Table], console: Any = None) -> None:
+    """Print tables with rich (200 columns when not on a terminal, so wide tables are not squeezed)."""
+    from rich.console import Console
+    from rich.table import Table as RichTable
+
+    if console is None:
+        console = Console()
+        if not console.is_terminal:
+            console = Console(width=200)
+    for title, header, rows in tables:
+        t = RichTable(title=title)
+        for h in header:
+            t.add_column(h)
+        for r in rows:
+            t.add_row(*r)
+        console.print(t)
+
+
+def _tables(results: EvalResults) -> list[Table]:
     """(title, header, rows) of every table the report shows."""
-    tables = []
+    tables: list[Table] = []
     rows = [
         [c.name + (" (champion)" if c.name == results.champion else ""), _fmt(c.compliance),
          _fmt(c.compliance_binary), _fmt(c.exact_match), _fmt(c.f1)]
         for c in results.checkpoints
     ]
     tables.append(("Scores", ["checkpoint", "compliance", "compliance (binary)", "EM", "F1"], rows))
+    tables += metric_tables(results.checkpoints, results.differences, results.probe)
+    if results.judge_agreement is not None:
+        j = results.judge_agreement
+        rows = [[str(j.reports), str(j.items), f"{j.accuracy:.3f}", f"{j.macro_f1:.3f}",
+                 " / ".join(",".join(str(x) for x in row) for row in j.confusion)]]
+        tables.append(("Judge against ground truth on the evaluation's reports", [
+            "reports", "rubric items", "accuracy", "macro-F1", "confusion (rows truth: satisfied / partially / not)"
+        ], rows))
     if results.elo:
         rows = [[r.name, f"{r.rating:.1f}", f"[{r.ci_low:.1f}, {r.ci_high:.1f}]"] for r in results.elo]
         tables.append(("Elo", ["checkpoint", "rating", "bootstrap interval"], rows))

@@ -1,111 +1,286 @@
-"""Evaluation stage: every checkpoint plays the same held-out tasks with the real tools.
+"""Evaluation: every checkpoint plays the same held-out tasks with the real tools; intervals, probe, report.
 
-    results = evaluate(cfg, world_dir, {"base": dir0, "sft": dir1, "rl": dir2}, out_dir, judge_dir=judge)
+    ev = evaluate(cfg, world_dir, {"base": d0, "mid-trained": d1, "sft": d2, "rl": d3, "expert": "expert"},
+                  out_dir, judge_dir=judge)
+    ev.checkpoints      # CheckpointMetrics per checkpoint, each metric with its bootstrap interval
+    ev.differences      # paired differences of consecutive checkpoints (mid − base, SFT − mid, RL − SFT, ...)
+    ev.probe            # teacher-forced next-action probe of each checkpoint on held-out expert trajectories
 
-Held-out tasks come from the world with `evaluation.seed` (disjoint from the synthesis seed).
-Per checkpoint: the rate of well-formed episodes (an `<answer>` and only valid tool calls),
-deep-search exact match and F1, rubric compliance (ResearchRubrics formula, ground-truth labels; and
-the trained judge's, when given), tokens / tool calls / wall time per report; then pairwise Elo
-with bootstrap intervals, and a markdown + HTML report with plots.
+1. Tasks: `synthesis.split.heldout_tasks` — `evaluation.n_deep_search` + `n_deep_research` tasks whose
+   targets are held-out entities, which no training task targets (the guarantee is stated there).
+2. Episodes, under `agent.budget` (its `max_output_tokens` stops a checkpoint that writes junk). The
+   scripted expert plays first (the reference row, and the trajectories the probe reads). Each HF
+   checkpoint then gets one generation engine (`evaluation.engine`: transformers on CPU, vLLM on GPU),
+   shared by at most `evaluation.max_concurrency` episodes running in threads, whose turns are decoded
+   in batches (`rl.batching`); decoding is greedy at `evaluation.temperature` 0. A checkpoint with the
+   previous one's architecture reuses its engine (new weights, cleared prefix cache).
+3. Scores, from the tested metric functions, every result keyed by task id: `evaluate_deep_search`
+   (EM, F1), `evaluate_compliance` (ResearchRubrics compliance, ground-truth labels and the judge's),
+   the PPO reward of each episode (`judge.reward.score_trajectories`), `cost_summary`. Only an episode's own
+   final answer counts (a reply forced by the budget does not).
+4. Intervals (`metrics.summarize`): a percentile bootstrap over tasks for every metric of every
+   checkpoint, and a paired bootstrap of each pair's difference (`pairs`, default consecutive ones).
+5. The probe (`probe.next_action_probe`): every HF checkpoint, teacher-forced on up to
+   `evaluation.probe_episodes` held-out expert trajectories per capability, cut at
+   `evaluation.probe_max_tokens` (one forward pass each).
+6. Elo, the judge's agreement with ground truth, the report (markdown + HTML + plots), episodes.jsonl,
+   heldout_tasks.jsonl, MLflow metrics (`eval/<checkpoint>/<metric>` with `_ci_low`/`_ci_high`,
+   `eval/diff/<a>_vs_<b>/<metric>`, `probe/<checkpoint>/<kind>`), and the tables printed at the end.
 """
 
 from __future__ import annotations
 
 import contextlib
+import gc
+import json
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
-from deepresearch.config import PipelineConfig
+from deepresearch.config import EvalConfig, PipelineConfig
+from deepresearch.evaluation.metrics import CheckpointMetrics, Difference, EpisodeRecord, JudgeAgreement
+from deepresearch.evaluation.probe import ProbeScore
+from deepresearch.evaluation.report import EvalResults
 
+if TYPE_CHECKING:
+    from deepresearch.agent.schema import Trajectory
+    from deepresearch.rl.engine import EngineOptions, GenerationEngine
+    from deepresearch.synthesis.schema import DeepSearchTask, ResearchTask
 
-class EpisodeRecord(BaseModel):
-    checkpoint: str
-    task_id: str
-    capability: str
-    outcome: str
-    well_formed: bool
-    tool_calls: int
-    tool_errors: int
-    tokens: int
-    wall_s: float
-    score: float  # F1 (deep search) or ground-truth compliance (deep research)
-    answer: str | None
+EXPERT = "expert"  # a checkpoint spec naming the scripted expert (a reference, not a model)
+ALL = "all"  # the probe row over both capabilities
 
 
-class CheckpointMetrics(BaseModel):
-    name: str
-    episodes: int
-    well_formed_rate: float
-    exact_match: float
-    f1: float
-    compliance: float
-    compliance_binary: float
-    judge_compliance: float | None
-    # mean RL reward (rl.train.score_trajectories: judge on reports, exact match on deep search,
-    # the floor without an answer of its own); None without a judge
-    mean_reward: float | None
-    mean_tokens: float
-    mean_tool_calls: float
-    mean_wall_s: float
+class Evaluation(BaseModel):
+    """What `evaluate` measured."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    checkpoints: list[CheckpointMetrics]  # in the order given
+    differences: list[Difference]
+    # checkpoint → "all" | capability → span kind → score (HF checkpoints only)
+    probe: dict[str, dict[str, dict[str, ProbeScore]]]
+    judge_agreement: JudgeAgreement | None
+    records: list[EpisodeRecord]  # one per (checkpoint, task)
+    results: EvalResults  # what the report shows
+    report: Path
+
+    def by_name(self) -> dict[str, CheckpointMetrics]:
+        return {m.name: m for m in self.checkpoints}
 
 
-def heldout_tasks(cfg: PipelineConfig, world) -> tuple[list, list]:
-    from deepresearch.synthesis.tasks import synthesize_deep_search, synthesize_research
+# ---- episodes ------------------------------------------------------------------------------------
+def engine_options(ev: EvalConfig) -> "EngineOptions":
+    """How the evaluation's generation engine is built: vLLM on the GPU in bf16, transformers on the CPU
+    with a prefix cache that holds every concurrent episode (else each turn would prefill its whole context)."""
+    from deepresearch.rl.engine import EngineOptions
 
-    ev, sc = cfg.evaluation, cfg.synthesis
-    ds = synthesize_deep_search(world, ev.n_deep_search, min_hops=sc.min_hops, max_hops=sc.max_hops, seed=ev.seed)
-    dr = synthesize_research(world, ev.n_deep_research, seed=ev.seed)
-    return ds, dr
-
-
-def _policies(spec: Any, cfg: PipelineConfig, world, n: int) -> tuple[list, Any]:
-    """`n` policies for `n` concurrent episodes, and the batcher they share (None for the expert).
-
-    A checkpoint directory → `n` HFPolicy sharing one model behind a `BatchingEngine` (their turns
-    are decoded together); the string "expert" → scripted experts (a reference baseline).
-    """
-    if spec == "expert":
-        from deepresearch.agent.policies.scripted import ScriptedExpert
-
-        return [ScriptedExpert(cfg.agent, world) for _ in range(n)], None
-    from transformers import AutoTokenizer
-
-    from deepresearch.agent.policies.hf import HFPolicy
-    from deepresearch.rl.batching import BatchingEngine
-    from deepresearch.rl.engine import make_engine
-
-    ev = cfg.evaluation
-    tokenizer = AutoTokenizer.from_pretrained(str(spec))
-    batcher = BatchingEngine(make_engine("transformers", spec), clients=n)
-    return [HFPolicy(tokenizer, batcher, max_new_tokens=ev.max_new_tokens, temperature=ev.temperature)
-            for _ in range(n)], batcher
+    if ev.engine == "vllm":
+        return EngineOptions(device="cuda", dtype="bfloat16", seed=ev.seed)
+    return EngineOptions(device="cpu", seed=ev.seed, prefix_cache_entries=max(64, 2 * ev.max_concurrency))
 
 
-def play(cfg: PipelineConfig, policy, task, search, *, seed: str):
+def _architecture(model_dir: Path) -> dict:
+    cfg = json.loads((Path(model_dir) / "config.json").read_text())
+    return {k: v for k, v in cfg.items() if k not in ("_name_or_path", "transformers_version")}
+
+
+class _Engines:
+    """One generation engine at a time. A checkpoint of the previous one's architecture reuses it with its
+    own weights (`load_weights`, which clears the prefix cache): starting and freeing a vLLM engine is
+    what costs."""
+
+    def __init__(self, ev: EvalConfig):
+        self.ev = ev
+        self.engine: GenerationEngine | None = None
+        self.arch: dict | None = None
+
+    def get(self, model_dir: Path) -> "GenerationEngine":
+        from deepresearch.rl.engine import make_engine
+
+        arch = _architecture(model_dir)
+        if self.engine is not None and arch == self.arch:
+            self.engine.load_weights(model_dir)
+            return self.engine
+        self.close()
+        self.engine, self.arch = make_engine(self.ev.engine, model_dir, engine_options(self.ev)), arch
+        return self.engine
+
+    def close(self) -> None:
+        self.engine = self.arch = None
+        gc.collect()
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def play(cfg: PipelineConfig, policy, task, search, *, seed: str) -> tuple["Trajectory", float]:
     """One episode of `policy` on `task` in a fresh workspace; returns (trajectory, wall seconds)."""
     from deepresearch.agent.loop import make_tools, run_episode
     from deepresearch.agent.tools.base import EpisodeContext
-    from deepresearch.synthesis.schema import DeepSearchTask
+    from deepresearch.synthesis.split import task_text
 
-    prompt = task.question if isinstance(task, DeepSearchTask) else task.prompt
     policy.reset(task, seed=seed)
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="eval-") as ws:
         ctx = EpisodeContext(workspace=Path(ws), agent=cfg.agent, search=search)
         try:
             kwargs = {"count_tokens": policy.count_tokens} if hasattr(policy, "count_tokens") else {}
-            traj = run_episode(policy, prompt, task_id=task.task_id, capability=task.capability, ctx=ctx,
+            traj = run_episode(policy, task_text(task), task_id=task.task_id, capability=task.capability, ctx=ctx,
                                budget=cfg.agent.budget, tools=make_tools(), **kwargs)
         finally:
             ctx.close()
     return traj, time.perf_counter() - t0
 
 
+def workers(ev: EvalConfig, n_tasks: int) -> int:
+    """Episodes played at once: `evaluation.max_concurrency`, at most one per task."""
+    return min(ev.max_concurrency, n_tasks)
+
+
+def play_all(
+    cfg: PipelineConfig,
+    tasks: Sequence[Any],
+    search: Any,
+    new_policy: Callable[[], Any],
+    *,
+    batcher: Any = None,
+    on_done: Callable[[], None] = lambda: None,
+) -> dict[str, tuple["Trajectory", float]]:
+    """Every task once, at most `evaluation.max_concurrency` at a time; task id → (trajectory, wall s).
+
+    Each worker thread holds one policy and, with a `batcher` (built for `workers(...)` clients), stays
+    one of its clients until the tasks run out, so the batch keeps its width while tasks remain.
+    """
+    n_workers = workers(cfg.evaluation, len(tasks))
+    todo = iter(tasks)
+    lock = threading.Lock()
+    out: dict[str, tuple[Trajectory, float]] = {}
+
+    def worker(_: int) -> None:
+        policy = new_policy()
+        with batcher.client() if batcher is not None else contextlib.nullcontext():
+            while True:
+                with lock:
+                    task = next(todo, None)
+                if task is None:
+                    return
+                out[task.task_id] = play(cfg, policy, task, search, seed=f"eval:{cfg.evaluation.seed}:{task.task_id}")
+                on_done()
+
+    with ThreadPoolExecutor(max_workers=n_workers, thread_name_prefix="eval") as pool:
+        list(pool.map(worker, range(n_workers)))
+    return out
+
+
+def _play_checkpoint(cfg, spec, tasks, search, world, engines: _Engines, on_done) -> dict[str, tuple]:
+    """`play_all` for a checkpoint spec: the scripted expert, or an HF directory behind a batching engine."""
+    if spec == EXPERT:
+        from deepresearch.agent.policies.scripted import ScriptedExpert
+
+        return play_all(cfg, tasks, search, lambda: ScriptedExpert(cfg.agent, world), on_done=on_done)
+    from transformers import AutoTokenizer
+
+    from deepresearch.agent.policies.hf import HFPolicy
+    from deepresearch.rl.batching import BatchingEngine
+
+    ev = cfg.evaluation
+    tokenizer = AutoTokenizer.from_pretrained(str(spec))
+    batcher = BatchingEngine(engines.get(Path(spec)), clients=workers(ev, len(tasks)))
+    return play_all(
+        cfg, tasks, search,
+        lambda: HFPolicy(tokenizer, batcher, max_new_tokens=ev.max_new_tokens, temperature=ev.temperature),
+        batcher=batcher, on_done=on_done,
+    )
+
+
+# ---- scores --------------------------------------------------------------------------------------
+def score_checkpoint(
+    name: str,
+    ds: Sequence["DeepSearchTask"],
+    dr: Sequence["ResearchTask"],
+    played: dict[str, tuple["Trajectory", float]],
+    judge: Any = None,
+) -> tuple[list[EpisodeRecord], list[tuple[list[str], list[str]]]]:
+    """Score one checkpoint's episodes with the metric functions, joined by task id.
+
+    Returns:
+        (one record per task, in task order; per research report with an answer, its (ground-truth
+        labels, judge labels) — empty without a judge).
+    """
+    from deepresearch.evaluation.accuracy import evaluate_deep_search
+    from deepresearch.evaluation.compliance import GroundTruthLabeler, evaluate_compliance
+    from deepresearch.judge.reward import final_answer, score_trajectories
+
+    tasks = [*ds, *dr]
+    missing = [t.task_id for t in tasks if t.task_id not in played]
+    if missing:
+        raise ValueError(f"checkpoint {name!r} has no episode for {len(missing)} task(s): {missing[:5]}")
+    answers = {t.task_id: final_answer(played[t.task_id][0]) for t in tasks}
+    accuracy = {p.task_id: p for p in evaluate_deep_search(ds, answers).per_task} if ds else {}
+    truth = {p.sample_id: p for p in evaluate_compliance(dr, answers, GroundTruthLabeler()).per_task} if dr else {}
+    judged = {p.sample_id: p for p in evaluate_compliance(dr, answers, judge).per_task} if dr and judge else {}
+    rewards = {}
+    if judge is not None:
+        rewards = dict(zip([t.task_id for t in tasks],
+                           score_trajectories(tasks, [played[t.task_id][0] for t in tasks], judge)))
+    records = []
+    for t in tasks:
+        traj, wall = played[t.task_id]
+        acc, gt, jd = accuracy.get(t.task_id), truth.get(t.task_id), judged.get(t.task_id)
+        records.append(EpisodeRecord(
+            checkpoint=name, task_id=t.task_id, capability=t.capability, outcome=traj.outcome,
+            well_formed=answers[t.task_id] is not None and traj.tool_errors == 0,
+            tool_calls=traj.tool_calls, tool_errors=traj.tool_errors, tokens=traj.tokens,
+            output_tokens=int(traj.metadata.get("output_tokens", 0)), wall_s=round(wall, 3),
+            answer=answers[t.task_id],
+            exact_match=acc.exact_match if acc else None, f1=acc.f1 if acc else None,
+            compliance=gt.score if gt else None, compliance_binary=gt.binary_score if gt else None,
+            judge_compliance=jd.score if jd else None, reward=rewards.get(t.task_id),
+        ))
+    pairs = [(list(truth[i].labels), list(judged[i].labels)) for i in judged if judged[i].labels]
+    return records, pairs
+
+
+def judge_agreement(pairs: Sequence[tuple[list[str], list[str]]]) -> JudgeAgreement | None:
+    """The judge's labels against the ground truth's over every (report, item) of `pairs`; None if empty."""
+    from deepresearch.judge.model import confusion, macro_f1
+
+    truth = [x for gt, _ in pairs for x in gt]
+    pred = [x for _, jd in pairs for x in jd]
+    if not truth:
+        return None
+    return JudgeAgreement(items=len(truth), reports=len(pairs), accuracy=sum(a == b for a, b in zip(truth, pred)) / len(truth),
+                          macro_f1=macro_f1(truth, pred), confusion=confusion(truth, pred))
+
+
+# ---- probe ---------------------------------------------------------------------------------------
+def probe_checkpoint(model_dir: Path, expert: dict[str, list["Trajectory"]], *, max_tokens: int) -> dict[str, dict[str, ProbeScore]]:
+    """`next_action_probe` of one checkpoint on expert trajectories per capability, and their sum ("all")."""
+    import torch
+
+    from deepresearch.evaluation.probe import combine, next_action_probe
+    from deepresearch.modeling.checkpoint import load_checkpoint
+
+    model, tokenizer = load_checkpoint(model_dir)
+    if torch.cuda.is_available():
+        model.to("cuda")
+    try:
+        out = {cap: next_action_probe(model, tokenizer, trajs, max_tokens=max_tokens) for cap, trajs in expert.items()}
+    finally:
+        del model
+        gc.collect()
+    out[ALL] = combine(list(out.values()))
+    return out
+
+
+# ---- the stage -----------------------------------------------------------------------------------
 def evaluate(
     cfg: PipelineConfig,
     world_dir: Path,
@@ -113,29 +288,54 @@ def evaluate(
     out_dir: Path,
     *,
     judge_dir: Path | None = None,
+    pairs: Sequence[tuple[str, str]] | None = None,
     curves: dict[str, list[tuple[float, float]]] | None = None,
     tracker: Any = None,
     progress: bool = True,
-) -> tuple[list[CheckpointMetrics], Path]:
+    notes: Sequence[str] = (),
+) -> Evaluation:
     """Evaluate each checkpoint (name → HF dir, or "expert") on the held-out tasks; write the report.
 
-    Returns:
-        (metrics per checkpoint in the given order, path of report.md).
+    Args:
+        cfg: the pipeline config (evaluation, agent, synthesis, search sections).
+        world_dir: the world the tasks come from.
+        checkpoints: name → HF checkpoint directory or "expert", in reporting order.
+        out_dir: report directory (report.md/.html, plots, results.json, episodes.jsonl, heldout_tasks.jsonl).
+        judge_dir: the trained judge: judge compliance, the PPO reward and the judge's agreement need it.
+        pairs: (a, b) checkpoint pairs whose paired difference a − b is reported; default consecutive ones.
+        curves: training curves to plot in the report.
+        tracker: an MLflow run (`tracking.stage_run`) to log metrics, inputs and the report to.
+        notes: extra lines for the report.
     """
+    import torch
+
+    ev = cfg.evaluation
+    if not checkpoints:
+        raise ValueError("nothing to evaluate: give at least one checkpoint")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(ev.torch_threads)
+    try:
+        return _evaluate(cfg, world_dir, checkpoints, out_dir, judge_dir=judge_dir, pairs=pairs, curves=curves,
+                         tracker=tracker, progress=progress, notes=notes)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _evaluate(cfg, world_dir, checkpoints, out_dir, *, judge_dir, pairs, curves, tracker, progress, notes) -> Evaluation:
     from rich.progress import Progress
 
-    from deepresearch.evaluation.accuracy import token_f1
+    from deepresearch.evaluation.cost import cost_summary
     from deepresearch.evaluation.elo import elo_with_ci
-    from deepresearch.evaluation.report import CheckpointEval, EvalResults, write_report
+    from deepresearch.evaluation.metrics import summarize
+    from deepresearch.evaluation.report import CheckpointEval, metric_tables, print_tables, write_report
     from deepresearch.search.backend import open_backend
-    from deepresearch.synthesis.rubrics import grade_report, rubric_score
-    from deepresearch.synthesis.run import deep_search_correct
-    from deepresearch.synthesis.schema import DeepSearchTask
-    from deepresearch.world.schema import World
+    from deepresearch.synthesis.split import heldout_tasks
+    from deepresearch.world.schema import World, atomic_write_text
 
+    ev = cfg.evaluation
     world = World.load(world_dir)
     search = open_backend(cfg.search, world_dir)
-    ds, dr = heldout_tasks(cfg, world)
+    ds, dr = heldout_tasks(world, cfg.synthesis, ev)
     tasks = [*ds, *dr]
     judge = None
     if judge_dir is not None:
@@ -143,110 +343,120 @@ def evaluate(
 
         judge = Judge.load(judge_dir)
 
-    records: list[EpisodeRecord] = []
-    judge_scores: dict[str, list[float]] = {}
-    rewards: dict[str, list[float]] = {}
+    # The expert plays first: its episodes are a reference row and the trajectories the probe reads.
+    order = sorted(checkpoints, key=lambda n: checkpoints[n] != EXPERT)
+    probe_tasks = [*ds[: ev.probe_episodes], *dr[: ev.probe_episodes]]
+    hf = [n for n in checkpoints if checkpoints[n] != EXPERT]
+    played: dict[str, dict[str, tuple[Trajectory, float]]] = {}
+    probe: dict[str, dict[str, dict[str, ProbeScore]]] = {}
+    engines = _Engines(ev)
     with Progress(disable=not progress, transient=True) as bar:
         job = bar.add_task("evaluation", total=len(tasks) * len(checkpoints))
-        for name, spec in checkpoints.items():
-            policies, batcher = _policies(spec, cfg, world, len(tasks))
+        for name in order:
+            played[name] = _play_checkpoint(cfg, checkpoints[name], tasks, search, world, engines,
+                                             on_done=lambda: bar.advance(job))
+        engines.close()  # before the probe loads each checkpoint again (a vLLM engine holds GPU memory)
+        expert_played = next((played[n] for n in order if checkpoints[n] == EXPERT), None)
+        if hf and probe_tasks:
+            if expert_played is None:  # no expert row asked for: play the probe's episodes only
+                expert_played = _play_checkpoint(cfg, EXPERT, probe_tasks, search, world, engines, lambda: None)
+            expert = {cap: [expert_played[t.task_id][0] for t in probe_tasks if t.capability == cap]
+                      for cap in ("deep_search", "deep_research")}
+            for name in hf:
+                probe[name] = probe_checkpoint(Path(checkpoints[name]), expert, max_tokens=ev.probe_max_tokens)
 
-            def episode(i: int, policies=policies, batcher=batcher):
-                task = tasks[i]
-                with batcher.client() if batcher is not None else contextlib.nullcontext():
-                    out = play(cfg, policies[i], task, search, seed=f"eval:{cfg.evaluation.seed}:{task.task_id}")
-                bar.advance(job)
-                return out
-
-            # every held-out episode at once, one thread each: their turns are decoded in batches
-            with ThreadPoolExecutor(max_workers=len(tasks), thread_name_prefix=f"eval-{name}") as pool:
-                played = list(pool.map(episode, range(len(tasks))))
-            if judge is not None:
-                from deepresearch.judge.reward import score_trajectories
-
-                rewards[name] = score_trajectories(tasks, [traj for traj, _ in played], judge)
-            for task, (traj, wall) in zip(tasks, played):
-                answer = traj.answer if traj.outcome == "answered" else None
-                if isinstance(task, DeepSearchTask):
-                    score = token_f1(answer, [task.answer, *task.aliases])
-                else:
-                    score = rubric_score(task.rubrics, grade_report(task, answer)) if answer else 0.0
-                    if judge is not None:
-                        judged = rubric_score(task.rubrics, judge.label(answer, task.rubrics)) if answer else 0.0
-                        judge_scores.setdefault(name, []).append(judged)
-                records.append(EpisodeRecord(
-                    checkpoint=name, task_id=task.task_id, capability=task.capability, outcome=traj.outcome,
-                    well_formed=traj.outcome == "answered" and traj.tool_errors == 0,
-                    tool_calls=traj.tool_calls, tool_errors=traj.tool_errors, tokens=traj.tokens,
-                    wall_s=round(wall, 3), score=score, answer=answer,
-                ))
-
-    metrics: list[CheckpointMetrics] = []
+    records: list[EpisodeRecord] = []
+    judged_pairs: list = []
     for name in checkpoints:
-        mine = [r for r in records if r.checkpoint == name]
-        dsr = [r for r in mine if r.capability == "deep_search"]
-        drr = [r for r in mine if r.capability == "deep_research"]
-        ems = [float(deep_search_correct(t, r.answer)) for t, r in zip(ds, dsr)]
-        comp_bin = [
-            rubric_score(t.rubrics, grade_report(t, r.answer or ""), binary=True) if r.answer else 0.0
-            for t, r in zip(dr, drr)
-        ]
-        n = max(1, len(mine))
-        metrics.append(CheckpointMetrics(
-            name=name,
-            episodes=len(mine),
-            well_formed_rate=sum(r.well_formed for r in mine) / n,
-            exact_match=sum(ems) / max(1, len(ems)),
-            f1=sum(r.score for r in dsr) / max(1, len(dsr)),
-            compliance=sum(r.score for r in drr) / max(1, len(drr)),
-            compliance_binary=sum(comp_bin) / max(1, len(comp_bin)),
-            judge_compliance=(sum(judge_scores[name]) / len(judge_scores[name])) if name in judge_scores else None,
-            mean_reward=(sum(rewards[name]) / len(rewards[name])) if name in rewards else None,
-            mean_tokens=sum(r.tokens for r in mine) / n,
-            mean_tool_calls=sum(r.tool_calls for r in mine) / n,
-            mean_wall_s=sum(r.wall_s for r in mine) / n,
-        ))
+        recs, jp = score_checkpoint(name, ds, dr, played[name], judge)
+        records += recs
+        judged_pairs += jp
+    agreement = judge_agreement(judged_pairs)
+    metrics, diffs = summarize(records, list(checkpoints), pairs=pairs, n_resamples=ev.bootstrap,
+                               confidence=ev.confidence, seed=ev.seed)
 
-    # Elo: on every held-out task, the checkpoint with the higher score wins.
-    per_task = {name: {r.task_id: r.score for r in records if r.checkpoint == name} for name in checkpoints}
-    elo = elo_with_ci(per_task, k=cfg.evaluation.elo_k, n_bootstrap=cfg.evaluation.elo_bootstrap,
-                      seed=cfg.evaluation.seed) if len(checkpoints) > 1 else []
+    # Elo: on every held-out task, the checkpoint with the higher score (F1 / compliance) wins.
+    per_task = {n: {r.task_id: (r.f1 if r.capability == "deep_search" else r.compliance) or 0.0
+                    for r in records if r.checkpoint == n} for n in checkpoints}
+    elo = elo_with_ci(per_task, k=ev.elo_k, n_bootstrap=ev.elo_bootstrap, seed=ev.seed) if len(checkpoints) > 1 else []
+    probe_rows = {f"{n} · {cap}" if cap != ALL else n: s for n, caps in probe.items() for cap, s in caps.items()}
     results = EvalResults(
-        title=f"Evaluation — pipeline '{cfg.name}' (config {cfg.hash})",
+        title=f"Evaluation — pipeline '{cfg.name}' (config {cfg.hash}): {len(ds)} deep-search + {len(dr)} "
+        "deep-research held-out tasks",
         checkpoints=[
-            CheckpointEval(name=m.name, compliance=m.compliance, compliance_binary=m.compliance_binary,
-                           exact_match=m.exact_match, f1=m.f1)
+            CheckpointEval(
+                name=m.name, compliance=m.compliance, compliance_binary=m.compliance_binary,
+                exact_match=m.exact_match, f1=m.f1, intervals=m.intervals,
+                cost=cost_summary([played[m.name][t.task_id][0] for t in tasks],
+                                  wall_s=[played[m.name][t.task_id][1] for t in tasks]),
+            )
             for m in metrics
         ],
         elo=elo,
         curves=curves or {},
-        notes=[f"{m.name}: well-formed {m.well_formed_rate:.0%}, {m.mean_tool_calls:.1f} tool calls, "
-               f"{m.mean_tokens:.0f} tokens, {m.mean_wall_s:.1f} s per episode"
-               + (f", judge compliance {m.judge_compliance:.3f}" if m.judge_compliance is not None else "")
-               + (f", mean reward {m.mean_reward:.3f}" if m.mean_reward is not None else "")
-               for m in metrics],
+        differences=diffs,
+        probe=probe_rows,
+        judge_agreement=agreement,
+        notes=[*notes, f"Held-out tasks target only held-out entities (synthesis.heldout_fraction "
+               f"{cfg.synthesis.heldout_fraction}, split seed {cfg.synthesis.split_seed}); evaluation seed {ev.seed}. "
+               "Wall seconds are per episode while sharing the model with the other episodes."],
     )
-    report = write_report(results, Path(out_dir))
-    from deepresearch.world.schema import atomic_write_text
-
-    atomic_write_text(Path(out_dir) / "episodes.jsonl", "".join(r.model_dump_json() + "\n" for r in records))
+    out_dir = Path(out_dir)
+    report = write_report(results, out_dir)
+    atomic_write_text(out_dir / "episodes.jsonl", "".join(r.model_dump_json() + "\n" for r in records))
+    atomic_write_text(out_dir / "heldout_tasks.jsonl",
+                      "".join(t.model_dump_json() + "\n" for t in tasks))
     if tracker is not None:
-        from deepresearch.stages import world_digest
-        from deepresearch.training.stage import artifact_digest
+        _log(tracker, cfg, world_dir, judge_dir, checkpoints, metrics, diffs, probe, elo, agreement, out_dir)
+    print_tables(metric_tables(metrics, diffs, probe_rows, confidence=ev.confidence))
+    return Evaluation(checkpoints=metrics, differences=diffs, probe=probe, judge_agreement=agreement,
+                      records=records, results=results, report=report)
 
-        # Lineage: each evaluated checkpoint (and the world) is an input of this run, by digest.
-        tracker.log_dataset(Path(world_dir), name="world", context="input", digest=world_digest(Path(world_dir)))
-        if judge_dir is not None:
-            tracker.log_dataset(Path(judge_dir), name="judge", context="input", digest=artifact_digest(Path(judge_dir)))
-        for name, spec in checkpoints.items():
-            if spec != "expert":
-                tracker.log_dataset(Path(spec), name=f"checkpoint_{name}", context="input",
-                                    digest=artifact_digest(Path(spec)))
-        for m in metrics:
-            tracker.log_metrics({f"eval/{m.name}/{k}": v for k, v in m.model_dump().items()
-                                 if isinstance(v, (int, float)) and not isinstance(v, bool) and v is not None})
-        for e in elo:
-            tracker.log_metrics({f"eval/{e.name}/elo": e.rating, f"eval/{e.name}/elo_ci_low": e.ci_low,
-                                 f"eval/{e.name}/elo_ci_high": e.ci_high})
-        tracker.log_artifact(Path(out_dir))
-    return metrics, report
+
+def mlflow_metrics(
+    metrics: Sequence[CheckpointMetrics],
+    diffs: Sequence[Difference],
+    probe: dict[str, dict[str, dict[str, ProbeScore]]],
+) -> dict[str, float]:
+    """The evaluation's MLflow metrics: eval/<checkpoint>/<metric>[_ci_low|_ci_high],
+    eval/diff/<a>_vs_<b>/<metric>[_ci_low|_ci_high], probe/<checkpoint>/<kind> and
+    probe/<checkpoint>/<capability>/<kind> (kinds with spans only)."""
+    out: dict[str, float] = {}
+    for m in metrics:
+        out[f"eval/{m.name}/episodes"] = m.episodes
+        for key, e in m.intervals.items():
+            out[f"eval/{m.name}/{key}"] = e.value
+            out[f"eval/{m.name}/{key}_ci_low"] = e.ci_low
+            out[f"eval/{m.name}/{key}_ci_high"] = e.ci_high
+    for d in diffs:
+        out[f"eval/diff/{d.key}/{d.metric}"] = d.value
+        out[f"eval/diff/{d.key}/{d.metric}_ci_low"] = d.ci_low
+        out[f"eval/diff/{d.key}/{d.metric}_ci_high"] = d.ci_high
+    for name, caps in probe.items():
+        for cap, scores in caps.items():
+            prefix = f"probe/{name}" if cap == ALL else f"probe/{name}/{cap}"
+            out.update({f"{prefix}/{k}": s.accuracy for k, s in scores.items() if s.n})
+    return out
+
+
+def _log(tracker, cfg, world_dir, judge_dir, checkpoints, metrics, diffs, probe, elo, agreement, out_dir) -> None:
+    from deepresearch.stages import world_digest
+    from deepresearch.training.stage import artifact_digest
+
+    # Lineage: each evaluated checkpoint (and the world) is an input of this run, by digest.
+    tracker.log_dataset(Path(world_dir), name="world", context="input", digest=world_digest(Path(world_dir)))
+    if judge_dir is not None:
+        tracker.log_dataset(Path(judge_dir), name="judge", context="input", digest=artifact_digest(Path(judge_dir)))
+    for name, spec in checkpoints.items():
+        if spec != EXPERT:
+            tracker.log_dataset(Path(spec), name=f"checkpoint_{name}", context="input",
+                                digest=artifact_digest(Path(spec)))
+    tracker.log_metrics(mlflow_metrics(metrics, diffs, probe))
+    for e in elo:
+        tracker.log_metrics({f"eval/{e.name}/elo": e.rating, f"eval/{e.name}/elo_ci_low": e.ci_low,
+                             f"eval/{e.name}/elo_ci_high": e.ci_high})
+    if agreement is not None:
+        tracker.log_metrics({"eval/judge/macro_f1": agreement.macro_f1, "eval/judge/accuracy": agreement.accuracy,
+                             "eval/judge/items": agreement.items})
+        tracker.log_dict(agreement.model_dump(mode="json"), "judge_agreement.json")
+    tracker.log_artifact(Path(out_dir))

@@ -417,8 +417,8 @@ def build_judge_dataset(
 ) -> dict:
     """The judge-data stage: tasks from the world, controlled-quality reports, labelled examples, split.
 
-    Tasks are `synthesize_research(world, n_tasks, seed=cfg.synthesis.seed)` (the SFT tasks: the
-    judge learns to grade reports on them; the evaluation's tasks use their own seed).
+    Tasks are the SFT's research tasks (`synthesis.split.training_tasks` with `synthesis.seed`): the
+    judge learns to grade reports on them, never on a held-out entity the evaluation asks about.
 
     Args:
         cfg: the pipeline config (judge and synthesis sections are used).
@@ -429,11 +429,12 @@ def build_judge_dataset(
         The manifest: counts, class balance per split, held-out task ids, intended-label agreement,
         sha256 of each file.
     """
-    from deepresearch.synthesis.tasks import synthesize_research
+    from deepresearch.synthesis.split import training_tasks
 
     jc = cfg.judge
     world = World.load(Path(world_dir))
-    tasks = synthesize_research(world, n_tasks or cfg.synthesis.n_deep_research, seed=cfg.synthesis.seed)
+    _, tasks = training_tasks(world, cfg.synthesis, n_deep_search=0,
+                              n_deep_research=n_tasks or cfg.synthesis.n_deep_research, seed=cfg.synthesis.seed)
     variants = [v for t in tasks for v in make_variants(world, t, n=jc.reports_per_task, seed=jc.seed)]
     by_id = {t.sample_id: t for t in tasks}
     examples = [ex for v in variants for ex in label_variant(by_id[v.sample_id], v)]

@@ -1,13 +1,13 @@
 """The tasks a PPO step plays, and their rewards.
 
-    pools = rl_task_pools(cfg, world)          # (deep-search pool, research pool), held-out tasks removed
+    pools = rl_task_pools(cfg, world)          # (deep-search pool, research pool), training side of the split
     tasks = step_tasks(cfg, pools, step)       # step `step`'s tasks: deep search first, then research
     rewards = score_episodes(tasks, episodes, judge)   # judge.reward.score_trajectories of the episodes
 
 `episodes_per_step` tasks per step, deep search and deep research mixed in the SFT proportion
-(`training.sft_deep_search_ratio`), drawn from pools synthesized from the world with `rl.seed`. Any
-task whose text equals an evaluation task's (`evaluation.seed`) is dropped, so RL never trains on the
-held-out set. Steps walk each pool in a seeded order, reshuffled on every pass, so step s draws the
+(`training.sft_deep_search_ratio`), drawn from pools synthesized from the world with `rl.seed` on the
+training side of the entity split (`synthesis.split.training_tasks`), so RL never trains on a
+held-out target or question. Steps walk each pool in a seeded order, reshuffled on every pass, so step s draws the
 same tasks whatever ran before it. Rewards are defined in `deepresearch.judge.reward`.
 """
 
@@ -50,48 +50,28 @@ def split_episodes(n: int, deep_search_ratio: float) -> tuple[int, int]:
 
 
 def rl_task_pools(cfg: PipelineConfig, world: World) -> tuple[list[DeepSearchTask], list[ResearchTask]]:
-    """The RL task pools: tasks synthesized with `rl.seed`, minus any that evaluation also asks.
+    """The RL task pools: training-side tasks (targets outside the held-out entities) synthesized with `rl.seed`.
 
     Each pool has as many tasks as the synthesis stage makes for that capability (a size the world
     is known to support), at most as many as the run's steps need.
 
     Args:
-        cfg: the pipeline config (rl, synthesis, evaluation, training sections).
+        cfg: the pipeline config (rl, synthesis, training sections).
         world: the loaded world.
     Returns:
         (deep-search pool, research pool); a pool is empty only when its capability gets no episodes.
     Raises:
-        PPOError: `rl.seed` equals `evaluation.seed`, or a needed pool is empty after removing held-out tasks.
+        PPOError: the training side of the world cannot supply the pools.
     """
-    from deepresearch.evaluation.run import heldout_tasks
-    from deepresearch.synthesis.tasks import synthesize_deep_search, synthesize_research
+    from deepresearch.synthesis.split import training_tasks
 
     rl, syn = cfg.rl, cfg.synthesis
-    if rl.seed == cfg.evaluation.seed:
-        raise PPOError(
-            f"rl.seed ({rl.seed}) equals evaluation.seed: PPO would train on the held-out tasks; "
-            "set rl.seed to another value"
-        )
     n_ds, n_dr = split_episodes(rl.episodes_per_step, cfg.training.sft_deep_search_ratio)
-    held_ds, held_dr = heldout_tasks(cfg, world)
-    held_text = {t.question for t in held_ds} | {t.prompt for t in held_dr}
-    ds: list = []
-    dr: list = []
-    if n_ds:
-        want = min(syn.n_deep_search, n_ds * rl.steps)
-        ds = synthesize_deep_search(world, want, min_hops=syn.min_hops, max_hops=syn.max_hops, seed=rl.seed)
-        ds = [t for t in ds if t.question not in held_text]
-    if n_dr:
-        want = min(syn.n_deep_research, n_dr * rl.steps)
-        dr = synthesize_research(world, want, seed=rl.seed)
-        dr = [t for t in dr if t.prompt not in held_text]
-    for name, n, pool in (("deep-search", n_ds, ds), ("research", n_dr, dr)):
-        if n and not pool:
-            raise PPOError(
-                f"no {name} task left for RL after removing the evaluation's held-out tasks "
-                f"(rl.seed={rl.seed}, evaluation.seed={cfg.evaluation.seed}); grow the world or change rl.seed"
-            )
-    return ds, dr
+    try:
+        return training_tasks(world, syn, n_deep_search=min(syn.n_deep_search, n_ds * rl.steps),
+                              n_deep_research=min(syn.n_deep_research, n_dr * rl.steps), seed=rl.seed)
+    except ValueError as e:
+        raise PPOError(f"no RL task pool (rl.seed={rl.seed}): {e}") from e
 
 
 def pool_slice(pool: Sequence[Any], start: int, count: int, *, seed: str) -> list[Any]:

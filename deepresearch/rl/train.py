@@ -9,7 +9,8 @@
 One step (`cfg.rl.steps` of them), setup → rollout → reward → experience → update → sync:
 
 1. Tasks (`rl.tasks`): `episodes_per_step` tasks mixed in the SFT proportion, from pools synthesized
-   with `rl.seed`, the evaluation's held-out tasks removed.
+   with `rl.seed` on the training side of the entity split (`synthesis.split.training_tasks`), so RL
+   never trains on a held-out target or question.
 2. Rollout (`rl.rollout`): `collect` on a `RolloutPool` of `rl.rollout_workers` Ray actors; each plays
    its share of the step's episodes concurrently with the real tools under `agent.budget`, their turns
    decoded in batches, sampling at `rl.temperature`. An actor that dies is replaced and its episodes

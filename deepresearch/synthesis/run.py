@@ -28,7 +28,7 @@ from deepresearch.io import atomic_dir
 from deepresearch.search.backend import SearchBackend, open_backend
 from deepresearch.synthesis.rubrics import grade_report, rubric_score
 from deepresearch.synthesis.schema import DeepSearchTask, ResearchTask
-from deepresearch.synthesis.tasks import synthesize_deep_search, synthesize_research
+from deepresearch.synthesis.split import training_tasks
 from deepresearch.world.schema import World, atomic_write_text
 
 DATASETS = ("deep_search", "deep_research")
@@ -129,8 +129,9 @@ def synthesize(cfg: PipelineConfig, world_dir: Path, out_dir: Path, *, progress:
     world = World.load(world_dir)
     search = open_backend(cfg.search, world_dir)
     sc = cfg.synthesis
-    ds_tasks = synthesize_deep_search(world, sc.n_deep_search, min_hops=sc.min_hops, max_hops=sc.max_hops, seed=sc.seed)
-    dr_tasks = synthesize_research(world, sc.n_deep_research, seed=sc.seed)
+    # training tasks only: none targets a held-out entity (synthesis/split.py)
+    ds_tasks, dr_tasks = training_tasks(world, sc, n_deep_search=sc.n_deep_search,
+                                        n_deep_research=sc.n_deep_research, seed=sc.seed)
     expert = ScriptedExpert(cfg.agent, world, tool_error_rate=sc.tool_error_rate, detour_rate=sc.detour_rate)
 
     trajs: dict[str, list[Trajectory]] = {name: [] for name in DATASETS}

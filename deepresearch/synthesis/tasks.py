@@ -6,12 +6,20 @@ the chain. Deep research (report writing): an open-ended prompt about one entity
 ResearchRubrics-style rubric whose items are checkable against the world (facts, relations,
 conflict resolution, citations, structure, and negative-weight penalties for stale claims).
 
+Both builders can be restricted to target entities (`targets`, `about`): that is how training and
+held-out tasks are kept apart (`synthesis.split`). Questions are unambiguous: the start entity's
+description is unique in the world and every hop follows a relation the entity has only one tail
+for, so a question names exactly one path and one target, and two tasks with different targets
+never share a question. A builder that cannot make `n` distinct tasks raises; it never repeats one.
+
 Same world + seed → the same tasks, in the same order.
 """
 
 from __future__ import annotations
 
 import random
+from collections import Counter
+from collections.abc import Collection
 
 from deepresearch.synthesis.phrasing import attribute_phrase, relation_phrase, value_variants
 from deepresearch.synthesis.schema import DeepSearchTask, ResearchTask, RubricCheck, RubricItem
@@ -26,7 +34,10 @@ def _walk(world: World, rng: random.Random, start: str, hops: int) -> list[Tripl
     seen = {start}
     node = start
     for _ in range(hops):
-        edges = [t for t in world.out_edges(node) if t.tail not in seen and t.tail in world.entities]
+        # a relation with several tails would make "the <relation> of X" ambiguous
+        fanout = Counter(t.relation for t in world.out_edges(node))
+        edges = [t for t in world.out_edges(node)
+                 if t.tail not in seen and t.tail in world.entities and fanout[t.relation] == 1]
         if not edges:
             return None
         t = rng.choice(edges)
@@ -36,18 +47,34 @@ def _walk(world: World, rng: random.Random, start: str, hops: int) -> list[Tripl
     return path
 
 
-def synthesize_deep_search(world: World, n: int, *, min_hops: int, max_hops: int, seed: int) -> list[DeepSearchTask]:
-    """`n` multi-hop questions with obfuscated start entities; answers are names or attribute values.
+def synthesize_deep_search(
+    world: World, n: int, *, min_hops: int, max_hops: int, seed: int, targets: Collection[str] | None = None
+) -> list[DeepSearchTask]:
+    """`n` distinct multi-hop questions with obfuscated start entities; answers are names or attribute values.
 
     A "hop" is one relation to follow or one attribute to read off at the end.
+
+    Args:
+        world: the research world.
+        n: questions to build.
+        min_hops, max_hops: the range each question's hop count is drawn from.
+        seed: same world + seed (+ targets) → the same questions.
+        targets: entity ids a question may end at (the last entity of its path: the answer, or the
+            entity whose attribute is the answer); None = any entity.
+    Raises:
+        ValueError: the world cannot supply `n` distinct questions (grow the world or ask for fewer).
     """
     rng = random.Random(f"deep_search:{seed}")
-    starts = [e for e in world.entities.values() if world.out_edges(e.id) and e.description]
+    described = Counter(e.description for e in world.entities.values())
+    starts = [e for e in world.entities.values()
+              if world.out_edges(e.id) and e.description and described[e.description] == 1]
     if not starts:
-        raise ValueError("the world has no entity with outgoing relations to start a question from")
+        raise ValueError("the world has no uniquely described entity with outgoing relations to start a question from")
     tasks: list[DeepSearchTask] = []
+    asked: set[str] = set()
     attempts = 0
-    while len(tasks) < n and attempts < 50 * n:
+    max_attempts = 100 * n + 20 * len(starts)
+    while len(tasks) < n and attempts < max_attempts:
         attempts += 1
         hops = rng.randint(min_hops, max_hops)
         start = rng.choice(starts)
@@ -61,6 +88,8 @@ def synthesize_deep_search(world: World, n: int, *, min_hops: int, max_hops: int
         if any(world.entities[t.tail].name.lower() in desc for t in path):
             continue
         last = world.entities[path[-1].tail]
+        if targets is not None and last.id not in targets:
+            continue
         attr = None
         if ask_attribute:
             options = [a for a in _ANSWER_ATTRIBUTES if a in last.attributes]
@@ -79,6 +108,9 @@ def synthesize_deep_search(world: World, n: int, *, min_hops: int, max_hops: int
             question = question[0].upper() + question[1:]
             answer, aliases = last.name, list(last.aliases)
         question = question[0].upper() + question[1:]
+        if question in asked:
+            continue
+        asked.add(question)
         distractors = [t for t in world.out_edges(start.id) if t not in path]
         task_id = f"ds-{seed}-{len(tasks):05d}"
         tasks.append(
@@ -94,7 +126,11 @@ def synthesize_deep_search(world: World, n: int, *, min_hops: int, max_hops: int
             )
         )
     if len(tasks) < n:
-        raise ValueError(f"could only build {len(tasks)} of {n} deep-search questions; grow the world")
+        among = "" if targets is None else f" ending at the {len(targets)} allowed target entities"
+        raise ValueError(
+            f"could only build {len(tasks)} of {n} distinct deep-search questions{among} in {attempts} attempts "
+            f"(seed {seed}); grow the world (world.entities_per_type) or ask for fewer questions"
+        )
     return tasks
 
 
@@ -183,12 +219,30 @@ _PROMPTS = (
 )
 
 
-def synthesize_research(world: World, n: int, *, seed: int) -> list[ResearchTask]:
-    """`n` research prompts about distinct entities, preferring those with conflicting sources."""
+def synthesize_research(
+    world: World, n: int, *, seed: int, about: Collection[str] | None = None
+) -> list[ResearchTask]:
+    """`n` research prompts about distinct entities, preferring those with conflicting sources.
+
+    Args:
+        world: the research world.
+        n: tasks to build.
+        seed: same world + seed (+ about) → the same tasks.
+        about: entity ids a task may be about; None = any entity.
+    Raises:
+        ValueError: fewer than `n` entities can carry a task (grow the world or ask for fewer).
+    """
     rng = random.Random(f"deep_research:{seed}")
-    candidates = [e for e in world.entities.values() if world.docs_about(e.id) and world.out_edges(e.id)]
+    named = Counter(e.name for e in world.entities.values())  # the prompt names its entity: names must be unique
+    candidates = [e for e in world.entities.values()
+                  if world.docs_about(e.id) and world.out_edges(e.id) and named[e.name] == 1
+                  and (about is None or e.id in about)]
     if len(candidates) < n:
-        raise ValueError(f"only {len(candidates)} entities can carry a research task, {n} asked; grow the world")
+        among = "" if about is None else f" of the {len(about)} allowed"
+        raise ValueError(
+            f"only {len(candidates)} entities{among} can carry a research task, {n} asked; "
+            "grow the world (world.entities_per_type) or ask for fewer tasks"
+        )
 
     def has_conflict(eid: str) -> bool:
         return any(not c.correct for d in world.docs_about(eid) for c in d.claims if c.subject == eid)

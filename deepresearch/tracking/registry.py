@@ -1,11 +1,14 @@
 """MLflow Model Registry: register policy and judge versions, and move the `champion` alias only
-when the evaluation gate passes (the previous champion becomes `challenger`).
+when the evaluation decided so (the previous champion becomes `challenger`).
 
     version = register_model(cfg.tracking, "policy", run_id, Path("out/policy/hf"))
-    decision = promote_if_better(cfg.tracking, "policy", version, metrics={"compliance": 0.71},
-                                 thresholds={"compliance": 0.6}, higher_is_better=["compliance"])
+    current = current_version(cfg.tracking, "policy")                 # the champion's version, or None
+    local = download_version(cfg.tracking, "policy", current, Path("tmp/champion"))
+    decision = promote(cfg.tracking, "policy", version, promoted=True, reasons=[...], metrics={...})
 
-Every decision (promoted or not, with its figures) is logged to the run that produced the version.
+What decides is `deepresearch.evaluation.promotion` (the champion evaluated on the same held-out
+tasks). Every decision (promoted or not, with its reasons and figures) is logged to the run that
+produced the version and tagged on the version.
 """
 
 from __future__ import annotations
@@ -65,47 +68,38 @@ def _current(client, name: str, alias: str) -> str | None:
         return None
 
 
-def promote_if_better(
-    cfg: TrackingConfig,
-    name: str,
-    version: str,
-    *,
-    metrics: dict[str, float],
-    thresholds: dict[str, float],
-    champion_metrics: dict[str, float] | None = None,
-    higher_is_better: list[str] | None = None,
-) -> PromotionDecision:
-    """Move `champion` to `version` if every threshold is met and it beats the current champion
-    on every metric in `higher_is_better` (when the champion's figures are given)."""
+def current_version(cfg: TrackingConfig, name: str, alias: str = CHAMPION) -> str | None:
+    """The version `alias` points at, or None when `name` has no such alias (or is not registered)."""
+    return _current(_client(cfg), name, alias)
+
+
+def download_version(cfg: TrackingConfig, name: str, version: str, dst: Path) -> Path:
+    """Download a registered version's checkpoint directory (what `register_model` logged) under `dst`."""
     client = _client(cfg)
-    reasons: list[str] = []
-    ok = True
-    for key, minimum in sorted(thresholds.items()):
-        value = metrics.get(key)
-        if value is None or value < minimum:
-            ok = False
-            reasons.append(f"{key}={value} below the gate's {minimum}")
-        else:
-            reasons.append(f"{key}={value:.4f} meets the gate's {minimum}")
+    mv = client.get_model_version(name, version)
+    if not mv.run_id:
+        raise FileNotFoundError(f"{name} v{version} has no run: its checkpoint cannot be located ({mv.source})")
+    Path(dst).mkdir(parents=True, exist_ok=True)
+    return Path(client.download_artifacts(mv.run_id, name, str(dst)))
+
+
+def promote(
+    cfg: TrackingConfig, name: str, version: str, *, promoted: bool, reasons: list[str], metrics: dict[str, float]
+) -> PromotionDecision:
+    """Apply a decision: if `promoted`, `champion` moves to `version` and the previous champion becomes
+    `challenger`; either way the decision is logged to the version's run and tagged on the version."""
+    client = _client(cfg)
     previous = _current(client, name, CHAMPION)
-    if ok and previous is not None and champion_metrics is not None:
-        for key in higher_is_better or []:
-            mine, theirs = metrics.get(key), champion_metrics.get(key)
-            if mine is None or theirs is None or mine <= theirs:
-                ok = False
-                reasons.append(f"{key}={mine} does not beat champion v{previous}'s {theirs}")
-            else:
-                reasons.append(f"{key}={mine:.4f} beats champion v{previous}'s {theirs:.4f}")
-    if ok:
+    if promoted:
         if previous is not None and previous != version:
             client.set_registered_model_alias(name, CHALLENGER, previous)
         client.set_registered_model_alias(name, CHAMPION, version)
     decision = PromotionDecision(
-        model=name, version=version, promoted=ok, reasons=reasons, metrics=metrics, previous_champion=previous
+        model=name, version=version, promoted=promoted, reasons=reasons, metrics=metrics, previous_champion=previous
     )
     mv = client.get_model_version(name, version)
     if mv.run_id:
         client.log_dict(mv.run_id, decision.model_dump(mode="json"), f"promotion/{name}-v{version}.json")
-        client.set_tag(mv.run_id, f"promotion.{name}", "promoted" if ok else "rejected")
-    client.set_model_version_tag(name, version, "gate", json.dumps({"promoted": ok, "reasons": reasons}))
+        client.set_tag(mv.run_id, f"promotion.{name}", "promoted" if promoted else "rejected")
+    client.set_model_version_tag(name, version, "gate", json.dumps({"promoted": promoted, "reasons": reasons}))
     return decision
