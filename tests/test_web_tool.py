@@ -66,17 +66,18 @@ def test_explicit_k_and_search_only(ctx, backend):
 
 
 def test_open_by_url_records_the_doc_id(ctx, backend):
-    doc = backend.world.documents["D0000005"]
-    out = call(ctx, open=[doc.url, "D0000005"])
-    assert [h.doc_id for h in parse_hits(out)] == ["D0000005", "D0000005"]
-    assert ctx.opened_docs == ["D0000005"]
+    doc = list(backend.world.documents.values())[4]
+    out = call(ctx, open=[doc.url, doc.doc_id])
+    assert [h.doc_id for h in parse_hits(out)] == [doc.doc_id, doc.doc_id]
+    assert ctx.opened_docs == [doc.doc_id]
 
 
-def test_unknown_doc_id_is_an_error_entry(ctx):
-    out = call(ctx, open=["D0000001", "D9999999"])
-    assert [h.doc_id for h in parse_hits(out)] == ["D0000001"]
+def test_unknown_doc_id_is_an_error_entry(ctx, backend):
+    first = next(iter(backend.world.documents))
+    out = call(ctx, open=[first, "D9999999"])
+    assert [h.doc_id for h in parse_hits(out)] == [first]
     assert blocks(out)[1] == ["open: [D9999999] error: no such document (open a doc_id from search results)"]
-    assert ctx.opened_docs == ["D0000001"]
+    assert ctx.opened_docs == [first]
     out = call(ctx, search=["anything"], open=["D9999999"])  # a search still answers: no exception
     assert "no such document" in blocks(out)[-1][0]
 

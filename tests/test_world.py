@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from collections import Counter
@@ -143,9 +144,11 @@ def test_document_layout(world):
     assert len(world.documents) == len(world.entities) * per_entity
     reg = load_authority_registry()
     for d in world.documents.values():
-        assert d.doc_id.startswith("D") and len(d.doc_id) == 8
-        assert d.url == f"https://{d.domain}/{d.url.rsplit('/', 1)[1]}"
-        assert d.url.endswith(d.doc_id.lower())
+        # the id is the entity's name as a slug and the page number, the path of the page's URL
+        slug, page = d.doc_id.rsplit("-", 1)
+        assert re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)*", slug) and 0 <= int(page) < per_entity
+        assert slug.startswith(re.sub(r"[^a-z0-9]+", "-", world.entities[d.about].name.lower()).strip("-"))
+        assert d.url == f"https://{d.domain}/{d.doc_id}"
         assert d.tier == reg.tier(d.domain) and d.authority == reg.authority(d.domain)
         assert len(d.paragraphs) == CFG.paragraphs_per_page
         assert d.about in world.entities and d.year is not None
@@ -155,6 +158,7 @@ def test_document_layout(world):
         docs = world.docs_about(e.id)
         assert len(docs) == per_entity
         assert sum(d.tier == Tier.high for d in docs) == 1
+        assert world.primary_doc(e.id).doc_id.endswith("-0")
 
 
 def test_reference_page_states_every_fact_correctly(world):

@@ -49,12 +49,14 @@ TOKENIZER_TEXTS = 10_000
 
 
 def _value(world, claim) -> tuple[str, str]:
-    """(phrase, rendered value) of a claim: relations name the related entity."""
+    """(phrase, value as the page writes it) of a claim: relations name the related entity."""
     from deepresearch.synthesis.phrasing import attribute_phrase, relation_phrase
+    from deepresearch.world.generator import format_value
 
     if claim.value in world.entities:
         return relation_phrase(claim.predicate), world.entities[claim.value].name
-    return attribute_phrase(claim.predicate), str(claim.value)
+    value = int(claim.value) if claim.value.isdigit() else claim.value
+    return attribute_phrase(claim.predicate), format_value(claim.predicate, value)
 
 
 def world_texts(world, rng: random.Random) -> Iterator[str]:

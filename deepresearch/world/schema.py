@@ -73,7 +73,7 @@ class Claim(_Frozen):
 
 
 class Document(_Frozen):
-    doc_id: str  # "D0001234"
+    doc_id: str  # "preiraer-0" (synthetic worlds: name slug + page), "D0001234" (Wikidata5m)
     url: str
     domain: str
     tier: Tier

@@ -24,6 +24,7 @@ from deepresearch.config import AgentConfig
 from deepresearch.synthesis.phrasing import attribute_phrase, relation_phrase
 from deepresearch.synthesis.report import draft_lines, plan_report, render_report, revision_lines
 from deepresearch.synthesis.schema import DeepSearchTask, ResearchTask
+from deepresearch.world.generator import format_value
 from deepresearch.world.schema import Document, Entity, World
 
 Script = Generator[str, list[Message], None]
@@ -213,9 +214,10 @@ class ScriptedExpert:
             for a, b in zip(path, path[1:])
         )
         evidence = " ".join(f"\\cite{{{d}}}" for d in cited)
-        yield (
-            f"The chain is: {chain}.{note} Evidence: {evidence}.\n<answer>{task.answer}</answer>"
-        )
+        # the answer as the reference page writes it ("119,000"; exact match ignores the comma), so it is
+        # copied from the page, not re-formatted
+        answer = format_value(attr, int(task.answer)) if attr and task.answer.isdigit() else task.answer
+        yield f"The chain is: {chain}.{note} Evidence: {evidence}.\n<answer>{answer}</answer>"
 
     # ---- deep research -------------------------------------------------------------------
     def _research(self, entity_id: str | None, prompt: str) -> Script:
