@@ -96,3 +96,31 @@ def test_too_few_distinct_tasks_is_an_error_not_a_repeat(small_world_dir, small_
     ev = small_cfg.evaluation.model_copy(update={"n_deep_search": 1, "n_deep_research": 500})
     with pytest.raises(ValueError, match="can carry a research task, 500 asked; grow the world"):
         heldout_tasks(world, small_cfg.synthesis, ev)
+
+
+def test_mid1_asks_reading_questions_about_training_entities_only(tiny):
+    """mid1 reads every page of the world (held-out ones too, as a pretraining corpus would) but its
+    reading questions target training-side entities only: the pages a question is asked over, the result
+    it asks to pick and the entity it answers with."""
+    import random
+    import re
+
+    from deepresearch.modeling.pretrain import world_texts
+
+    cfg, _, world = tiny
+    split = entity_split(world, fraction=cfg.synthesis.heldout_fraction, seed=cfg.synthesis.split_seed)
+    held_names = {world.entities[e].name for e in split.heldout}
+    texts = list(world_texts(world, random.Random(0), ask_about=set(split.train)))
+    assert len(texts) == sum(1 for d in world.documents.values() if d.about is not None)
+    asked = [t for t in texts if "\nQ: " in t]
+    assert len(asked) > len(texts) // 3
+    for t in asked:
+        body, answer = t.rsplit("\nA: ", 1)
+        if "\nQ: Which result is about" in body:
+            assert world.documents[answer].about in split.train
+            continue
+        opened = re.findall(r"^open: \[([^\]]+)\]", body, flags=re.MULTILINE)
+        assert opened and all(world.documents[d].about in split.train for d in opened), t
+        assert answer not in held_names
+    read = " ".join(texts)
+    assert all(world.primary_doc(e).doc_id in read for e in split.heldout)  # their pages are read

@@ -59,8 +59,12 @@ def _value(world, claim) -> tuple[str, str]:
     return attribute_phrase(claim.predicate), format_value(claim.predicate, value)
 
 
-def world_texts(world, rng: random.Random) -> Iterator[str]:
-    """The pretraining texts of one world, in a seeded order (see the module docstring)."""
+def world_texts(world, rng: random.Random, *, ask_about: set[str] | None = None) -> Iterator[str]:
+    """The pretraining texts of one world, in a seeded order (see the module docstring).
+
+    `ask_about`: when given, a reading question's entities (the page's subject, a related entity it asks
+    about or answers with) are all among these ids; other pages come alone (the pipeline's mid1 asks only
+    about training-side entities, never a held-out one)."""
     from deepresearch.agent.tools.web import render_page
     from deepresearch.search.backend import SearchHit
 
@@ -73,6 +77,10 @@ def world_texts(world, rng: random.Random) -> Iterator[str]:
         subject = world.entities[d.about]
         facts = [c for c in d.claims if c.correct and c.subject == d.about]
         kind = rng.choice(KINDS)
+        if ask_about is not None:  # a question's entities (subject, related entity) all on the allowed side
+            facts = [c for c in facts if c.value not in world.entities or c.value in ask_about]
+            if d.about not in ask_about:
+                facts = []
         if kind == "page" or not facts:
             yield pages[d.doc_id]
         elif kind == "fact":
@@ -104,7 +112,8 @@ def world_texts(world, rng: random.Random) -> Iterator[str]:
                 continue
             hop = rng.choice(related)
             second = rng.choice(by_about[hop.value])
-            tail_facts = [c for c in second.claims if c.correct and c.subject == hop.value]
+            tail_facts = [c for c in second.claims if c.correct and c.subject == hop.value
+                          and (ask_about is None or c.value not in world.entities or c.value in ask_about)]
             if not tail_facts:
                 yield pages[d.doc_id]
                 continue

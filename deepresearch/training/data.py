@@ -135,7 +135,12 @@ def tokenizer_corpus(world_dir: str | Path, datasets_dir: str | Path) -> Iterato
 
 
 def midtrain1_samples(
-    world_dir: str | Path, datasets_dir: str | Path, tokenizer: PreTrainedTokenizerFast, *, seed: int = 0
+    world_dir: str | Path,
+    datasets_dir: str | Path,
+    tokenizer: PreTrainedTokenizerFast,
+    *,
+    seed: int = 0,
+    ask_about: set[str] | None = None,
 ) -> list[EncodedSample]:
     """Mid-training stage 1 (no tools): the world's pages read actively, and the Deep Research reports.
 
@@ -149,6 +154,8 @@ def midtrain1_samples(
         datasets_dir: the quality-gated datasets (only deep_research is read).
         tokenizer: the policy's tokenizer.
         seed: which reading question each page gets.
+        ask_about: the entity ids a reading question may be about (the pipeline passes the training side
+            of `synthesis.split`, so no question targets a held-out entity); None: every entity.
     Returns:
         One `encode_text` sample per page, then per non-empty report (loss on every token).
     """
@@ -158,7 +165,8 @@ def midtrain1_samples(
     from deepresearch.world.schema import World
 
     world = World.load(Path(world_dir))
-    samples = [encode_text(tokenizer, text) for text in world_texts(world, _random.Random(f"mid1:{seed}"))]
+    texts = world_texts(world, _random.Random(f"mid1:{seed}"), ask_about=ask_about)
+    samples = [encode_text(tokenizer, text) for text in texts]
     for traj in read_trajectories(datasets_dir, DEEP_RESEARCH):
         report = final_report(traj)
         if report.strip():

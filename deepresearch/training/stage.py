@@ -84,7 +84,11 @@ def _lm_dataset(cfg: PipelineConfig, stage: str, tokenizer, data: Path, world: P
     if stage == "mid1":
         if world is None:
             raise DeepResearchError("stage mid1 trains on the world's documents: pass world=WORLD_DIR")
-        samples = D.midtrain1_samples(world, data, tokenizer)
+        from deepresearch.synthesis.split import entity_split
+        from deepresearch.world.schema import World
+
+        split = entity_split(World.load(world), fraction=cfg.synthesis.heldout_fraction, seed=cfg.synthesis.split_seed)
+        samples = D.midtrain1_samples(world, data, tokenizer, ask_about=set(split.train))
     elif stage == "mid2":
         samples = D.midtrain2_samples(data, tokenizer)
     else:
