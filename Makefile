@@ -37,7 +37,7 @@ test: setup  ## the whole test suite (CPU, a few minutes)
 test-fast: setup  ## skip the end-to-end Flyte runs
 	$(UV) run pytest -m "not slow"
 
-base-model: setup  ## re-pretrain the shipped tiny base model (registry/models/tiny-base) from generated text (CPU: ~15 min)
+base-model: setup  ## re-pretrain the shipped tiny base model (registry/models/tiny-base) from generated text (2 CPU cores: ~15 min)
 	$(UV) run python -m deepresearch.modeling.pretrain --out registry/models/tiny-base
 
 bench-search: setup  ## index ≥1M paragraphs and measure query latency (several minutes)
