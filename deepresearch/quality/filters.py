@@ -23,7 +23,7 @@ from typing import Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
-from deepresearch.agent.schema import Trajectory, extract_citations, parse_assistant
+from deepresearch.agent.schema import CITE_RE, Trajectory, extract_citations, parse_assistant
 
 T = TypeVar("T")
 
@@ -129,13 +129,15 @@ def assistant_prose(traj: Trajectory) -> list[str]:
 
     Tool-call JSON is excluded because every call repeats the same `{"name": ..., "arguments"` frame;
     counting it would flag any long but healthy trajectory. Repeated calls are caught separately.
+    So are `\\cite{doc_id}` markers: a report cites its sources again and again, and a page id
+    ("the-little-mirror-0") is several words.
     """
     out = []
     for m in traj.messages:
         if m.role != "assistant":
             continue
         turn = parse_assistant(m.content)
-        out.append(" ".join(p for p in (turn.thought, turn.answer or "") if p))
+        out.append(CITE_RE.sub(" ", " ".join(p for p in (turn.thought, turn.answer or "") if p)))
     return out
 
 
