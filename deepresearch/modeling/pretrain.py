@@ -30,12 +30,10 @@ from __future__ import annotations
 
 import argparse
 import random
-import shutil
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 from deepresearch.config import ModelConfig, TrainStageConfig, WorldConfig
@@ -133,12 +131,12 @@ def pretrain_corpus(n_worlds: int, entities_per_type: int, seed: int = 0) -> lis
 def format_texts(entities_per_type: int, n_tasks: int, seed: int = 0) -> Iterator[str]:
     """Rendered expert episodes (chat template, tool calls, observations) of one more fresh world:
     tokenizer training text only, so the agent's format tokenizes compactly."""
+    from deepresearch.agent.policies.scripted import ScriptedExpert
     from deepresearch.config import PipelineConfig
     from deepresearch.modeling.chat import render_messages
-    from deepresearch.search.embedded import build_index, EmbeddedSearch
+    from deepresearch.search.embedded import EmbeddedSearch, build_index
     from deepresearch.synthesis.run import run_task
     from deepresearch.synthesis.tasks import synthesize_deep_search, synthesize_research
-    from deepresearch.agent.policies.scripted import ScriptedExpert
     from deepresearch.world.generator import generate_world
 
     cfg = PipelineConfig(world=WorldConfig(seed=AUX_SEED + seed * 1000 + 999, entities_per_type=entities_per_type))
