@@ -12,7 +12,7 @@
    scripted expert plays first (the reference row, and the trajectories the probe reads). Each HF
    checkpoint then gets one generation engine (`evaluation.engine`: transformers on CPU, vLLM on GPU),
    shared by at most `evaluation.max_concurrency` episodes running in threads, whose turns are decoded
-   in batches (`rl.batching`); decoding is greedy at `evaluation.temperature` 0. A checkpoint with the
+   in batches (`generation.batching`); decoding is greedy at `evaluation.temperature` 0. A checkpoint with the
    previous one's architecture reuses its engine (new weights, cleared prefix cache).
 3. Scores, from the tested metric functions, every result keyed by task id: `evaluate_deep_search`
    (EM, F1), `evaluate_compliance` (ResearchRubrics compliance, ground-truth labels and the judge's),
@@ -49,7 +49,7 @@ from deepresearch.evaluation.report import EvalResults
 
 if TYPE_CHECKING:
     from deepresearch.agent.schema import Trajectory
-    from deepresearch.rl.engine import EngineOptions, GenerationEngine
+    from deepresearch.generation.engine import EngineOptions, GenerationEngine
     from deepresearch.synthesis.schema import DeepSearchTask, ResearchTask
 
 EXPERT = "expert"  # a checkpoint spec naming the scripted expert (a reference, not a model)
@@ -78,7 +78,7 @@ class Evaluation(BaseModel):
 def engine_options(ev: EvalConfig) -> "EngineOptions":
     """How the evaluation's generation engine is built: vLLM on the GPU in bf16, transformers on the CPU
     with a prefix cache that holds every concurrent episode (else each turn would prefill its whole context)."""
-    from deepresearch.rl.engine import EngineOptions
+    from deepresearch.generation.engine import EngineOptions
 
     if ev.engine == "vllm":
         return EngineOptions(device="cuda", dtype="bfloat16", seed=ev.seed)
@@ -101,7 +101,7 @@ class _Engines:
         self.arch: dict | None = None
 
     def get(self, model_dir: Path) -> "GenerationEngine":
-        from deepresearch.rl.engine import make_engine
+        from deepresearch.generation.engine import make_engine
 
         arch = _architecture(model_dir)
         if self.engine is not None and arch == self.arch:
@@ -188,7 +188,7 @@ def _play_checkpoint(cfg, spec, tasks, search, world, engines: _Engines, on_done
     from transformers import AutoTokenizer
 
     from deepresearch.agent.policies.hf import HFPolicy
-    from deepresearch.rl.batching import BatchingEngine
+    from deepresearch.generation.batching import BatchingEngine
 
     ev = cfg.evaluation
     tokenizer = AutoTokenizer.from_pretrained(str(spec))

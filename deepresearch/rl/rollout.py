@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Sequence, Union
 
 from deepresearch.config import PipelineConfig
 from deepresearch.errors import DeepResearchError
-from deepresearch.rl.engine import EngineOptions
+from deepresearch.generation.engine import EngineOptions
 
 if TYPE_CHECKING:
     from deepresearch.agent.schema import Trajectory
@@ -101,7 +101,7 @@ class RolloutWorker:
         import torch
         from transformers import AutoTokenizer
 
-        from deepresearch.rl.engine import make_engine
+        from deepresearch.generation.engine import make_engine
         from deepresearch.search.backend import open_backend
 
         torch.set_num_threads(spec.torch_threads)
@@ -140,7 +140,7 @@ class RolloutWorker:
         """
         from concurrent.futures import ThreadPoolExecutor
 
-        from deepresearch.rl.batching import BatchingEngine
+        from deepresearch.generation.batching import BatchingEngine
 
         if len(seeds) != len(tasks):
             raise ValueError(f"{len(tasks)} tasks but {len(seeds)} seeds")

@@ -122,7 +122,7 @@ def rollout_metrics(tasks: Sequence[Task], episodes: Sequence[Episode], rewards:
 
 def rollout_worker_spec(cfg: PipelineConfig, policy_dir: Path, world_dir: Path) -> WorkerSpec:
     """Rollout actors on CPU with the transformers engine; with vLLM, each actor takes a slice of the GPU."""
-    from deepresearch.rl.engine import EngineOptions
+    from deepresearch.generation.engine import EngineOptions
     from deepresearch.rl.rollout import WorkerSpec
 
     if cfg.rl.engine == "vllm":

@@ -30,8 +30,8 @@ from deepresearch.errors import ConfigError, DeepResearchError
 if TYPE_CHECKING:
     from deepresearch.agent.schema import Message, Trajectory
     from deepresearch.config import AgentConfig
+    from deepresearch.generation.engine import EngineOptions, GenerationEngine
     from deepresearch.rl.buffer import Episode
-    from deepresearch.rl.engine import EngineOptions, GenerationEngine
 
 IM_END = "<|im_end|>"
 
@@ -103,7 +103,7 @@ class HFPolicy:
         """Load tokenizer and model from an HF checkpoint directory into the named engine."""
         from transformers import AutoTokenizer
 
-        from deepresearch.rl.engine import EngineOptions, make_engine
+        from deepresearch.generation.engine import EngineOptions, make_engine
 
         tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
         return cls(tokenizer, make_engine(engine, model_dir, options or EngineOptions()), **kwargs)
