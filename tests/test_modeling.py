@@ -462,8 +462,9 @@ def test_shipped_tiny_base_loads_and_reads():
 
     from deepresearch.config import WorldConfig, load_config
     from deepresearch.modeling.base_models import load_base
-    from deepresearch.modeling.pretrain import AUX_SEED, world_texts
+    from deepresearch.modeling.pretrain import AUX_SEED
     from deepresearch.modeling.tokenizer import ALL_ADDED_TOKENS, check_tokenizer
+    from deepresearch.synthesis.reading import world_texts
     from deepresearch.world.generator import generate_world
 
     cfg = load_config("configs/tiny.yaml")

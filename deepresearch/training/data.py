@@ -141,7 +141,7 @@ def midtrain1_samples(
 
     Every page of the world once, as the web tool renders it, either alone or followed by a reading
     question answered from it (a fact, the result a description points to, a two-hop chain): the
-    `deepresearch.modeling.pretrain.world_texts` mix, here over the pipeline's own world, so the model
+    `deepresearch.synthesis.reading.world_texts` mix (the base's pretraining texts), here over the pipeline's own world, so the model
     learns this world's pages the way it will meet them and keeps reading rather than guessing.
 
     Args:
@@ -154,7 +154,7 @@ def midtrain1_samples(
     """
     import random as _random
 
-    from deepresearch.modeling.pretrain import world_texts
+    from deepresearch.synthesis.reading import world_texts
     from deepresearch.world.schema import World
 
     world = World.load(Path(world_dir))
