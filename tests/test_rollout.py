@@ -494,8 +494,8 @@ def test_rollout_tokens_match_the_sft_encoding(small_cfg, tmp_path):
     """The contract with deepresearch.modeling: an episode's ids are the SFT encoding of its messages,
     and its action mask is the SFT loss mask except on tokens the policy did not sample (the
     <|im_end|> closing a turn cut by max_new_tokens)."""
-    tokenization = pytest.importorskip("deepresearch.modeling.tokenizer")
-    chat = pytest.importorskip("deepresearch.modeling.chat")
+    import deepresearch.modeling.chat as chat
+    import deepresearch.modeling.tokenizer as tokenization
     from deepresearch.config import ModelConfig
 
     tok = tokenization.train_tokenizer([system_prompt(make_tools()), NO_ACTION, FORCE_ANSWER] * 3,
