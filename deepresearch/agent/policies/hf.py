@@ -28,10 +28,9 @@ from deepresearch.agent.policies.base import PolicyName, register_policy
 from deepresearch.errors import ConfigError, DeepResearchError
 
 if TYPE_CHECKING:
-    from deepresearch.agent.schema import Message, Trajectory
+    from deepresearch.agent.schema import Episode, Message, Trajectory
     from deepresearch.config import AgentConfig
     from deepresearch.generation.engine import EngineOptions, GenerationEngine
-    from deepresearch.rl.buffer import Episode
 
 IM_END = "<|im_end|>"
 
@@ -180,7 +179,7 @@ class HFPolicy:
         Raises:
             ValueError: the trajectory's assistant turns are not the ones this policy produced.
         """
-        from deepresearch.rl.buffer import Episode
+        from deepresearch.agent.schema import Episode
 
         said = [m.content for m in trajectory.messages if m.role == "assistant"]
         if said != [t.text for t in self._turns]:
