@@ -13,13 +13,13 @@ two with one `renameat2(RENAME_EXCHANGE)` (Linux ≥ 3.15; ext4, xfs, btrfs, tmp
 At every instant `out_dir` is either the complete old directory or the complete new one; a crash
 at any point leaves one of them in place (and at worst a `.<name>.tmp-*` sibling to delete). On a
 filesystem without an atomic exchange (NFS, some FUSE mounts) the old directory is renamed aside
-first and put back if the second rename fails: crash-safe, but for the microseconds between the two
-renames `out_dir` is absent.
+first and put back if the second rename fails; for the microseconds between the two renames
+`out_dir` is absent (a crash exactly then leaves the old version in `.<name>.old-*/d`).
 
 Content digest. `content_digest` is sha256 over `sha256sum`-style lines ("<hex>  <path>\\n") of the
-files sorted by path, so a digest can be checked with coreutils:
-`cd DIR && find . -type f ... | sort | xargs sha256sum | sha256sum` (paths without "./"). Every
-digest a manifest, a registry catalog or an MLflow lineage tag records is this one.
+files sorted by path, so coreutils reproduce `content_digest(file_hashes(DIR))`:
+`cd DIR && find . -type f ! -path ./manifest.json -printf '%P\\n' | LC_ALL=C sort | xargs sha256sum | sha256sum`.
+Every digest a manifest, a registry catalog or an MLflow lineage tag records is this one.
 """
 
 from __future__ import annotations
