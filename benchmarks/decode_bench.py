@@ -38,7 +38,7 @@ def build_engine(prefix_cache: bool):
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     from deepresearch.config import load_config
-    from deepresearch.rl.engine import TransformersEngine
+    from deepresearch.generation.engine import TransformersEngine
 
     m = load_config("configs/tiny.yaml").model
     torch.manual_seed(0)
@@ -63,7 +63,7 @@ def main() -> None:
 
     import torch
 
-    from deepresearch.rl.engine import GenRequest
+    from deepresearch.generation.engine import GenRequest
 
     torch.set_num_threads(1)
     engine, vocab = build_engine(prefix_cache=False)

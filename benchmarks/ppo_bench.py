@@ -231,8 +231,8 @@ def main(argv: list[str] | None = None) -> dict:
     from rich.console import Console
     from rich.table import Table
 
+    from deepresearch.io import atomic_write_text
     from deepresearch.world.build import build_world
-    from deepresearch.world.schema import atomic_write_text
 
     args = parse_args(argv)
     console = Console()

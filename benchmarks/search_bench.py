@@ -73,9 +73,9 @@ def main(argv: list[str] | None = None) -> dict:
     from rich.table import Table
 
     from deepresearch.config import SearchConfig, WorldConfig
+    from deepresearch.io import atomic_write_text
     from deepresearch.search.embedded import EmbeddedSearch, build_index
     from deepresearch.world.generator import ENTITY_TYPES, generate_world
-    from deepresearch.world.schema import atomic_write_text
 
     args = parse_args(argv)
     console = Console()

@@ -244,7 +244,7 @@ def worker(argv: list[str]) -> None:
     {"startup_s": launch to worker entry, "worker_s": time in the worker, "runs": {name: RunResult}} as JSON."""
     entered = time.time()
     from deepresearch.config import ModelConfig, TrainStageConfig
-    from deepresearch.world.schema import atomic_write_text
+    from deepresearch.io import atomic_write_text
 
     p = argparse.ArgumentParser()
     p.add_argument("--models", required=True, help="JSON {name: ModelConfig}")
@@ -411,7 +411,7 @@ def main(argv: list[str] | None = None) -> dict:
     from rich.table import Table
 
     from deepresearch.config import load_config
-    from deepresearch.world.schema import atomic_write_text
+    from deepresearch.io import atomic_write_text
 
     args = parse_args(argv)
     sizes = args.sizes.split(",")

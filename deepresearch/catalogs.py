@@ -86,7 +86,7 @@ def load_images(path: Path | None = None) -> ImagesCatalog:
 
 def validate_all() -> dict[str, int]:
     """Validate every catalog; returns entry counts per catalog."""
-    from deepresearch.modeling.tokenizer import load_base_registry
+    from deepresearch.modeling.base_models import load_base_registry
     from deepresearch.world.authority import load_authority_registry
 
     return {

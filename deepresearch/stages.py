@@ -45,11 +45,10 @@ def publish(cfg: PipelineConfig, path: Path, kind: str, digest: str, run) -> str
 
 
 def world_digest(world_dir: Path) -> str:
-    """Identity of a world: sha256 over its files' sha256s (from its manifest)."""
-    import hashlib
+    """Identity of a world: its content digest (`deepresearch.io.dir_digest`, over its manifest's files)."""
+    from deepresearch.io import dir_digest
 
-    manifest = json.loads((Path(world_dir) / "manifest.json").read_text())
-    return hashlib.sha256(json.dumps(manifest["sha256"], sort_keys=True).encode()).hexdigest()
+    return dir_digest(world_dir)
 
 
 def _preview(path: Path, n: int = 20) -> list[dict]:

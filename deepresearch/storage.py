@@ -41,11 +41,9 @@ import json
 import logging
 import os
 import re
-import shutil
 import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -55,6 +53,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from deepresearch.config import StorageConfig
 from deepresearch.errors import DeepResearchError
+from deepresearch.io import atomic_dir, content_digest, file_sha256
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from boto3.s3.transfer import TransferConfig
@@ -236,8 +235,8 @@ class Manifest(BaseModel):
 
     @property
     def digest(self) -> str:
-        """sha256 of the canonical manifest: one content hash for the whole directory (for lineage)."""
-        return hashlib.sha256(self.to_bytes()).hexdigest()
+        """The directory's content digest (`deepresearch.io.content_digest` over its files)."""
+        return content_digest({f.path: f.sha256 for f in self.files})
 
     def to_bytes(self) -> bytes:
         """Canonical JSON (sorted keys, stable file order) as stored in `_MANIFEST.json`."""
@@ -248,11 +247,6 @@ def _check_relpath(path: str) -> None:
     p = PurePosixPath(path)
     if not path or p.is_absolute() or any(part in ("", ".", "..") for part in path.split("/")):
         raise ValueError(f"path {path!r} must be relative, without '.', '..' or empty segments")
-
-
-def _sha256_file(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def build_manifest(local: Path) -> Manifest:
@@ -295,7 +289,7 @@ def build_manifest(local: Path) -> Manifest:
                 raise StorageError(
                     f"cannot upload {local}: {path} is not a regular file (broken link, socket?)"
                 )
-            files.append(ManifestEntry(path=rel, size=path.stat().st_size, sha256=_sha256_file(path)))
+            files.append(ManifestEntry(path=rel, size=path.stat().st_size, sha256=file_sha256(path)))
     files.sort(key=lambda e: e.path)
     return Manifest(files=tuple(files), empty_dirs=tuple(sorted(empty)))
 
@@ -542,7 +536,7 @@ def _verify(path: Path, size: int, sha256: str, name: str, uri: S3Uri) -> None:
             f"checksum mismatch for file {name!r} ({uri}): expected {size} bytes, got {actual_size}; "
             "the stored object was changed or corrupted after upload; re-upload the directory"
         )
-    actual = _sha256_file(path)
+    actual = file_sha256(path)
     if actual != sha256:
         raise ChecksumMismatchError(
             f"checksum mismatch for file {name!r} ({uri}): expected sha256 {sha256}, got {actual}; "
@@ -707,10 +701,7 @@ def download_dir(uri: str, local: Path, cfg: StorageConfig, *, client: Any = Non
             )
         raise ObjectNotFoundError(f"nothing stored at {d}: no {MANIFEST_NAME} and no objects; check the URI")
 
-    local.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{local.name}.partial-", dir=local.parent))
-    try:
-        os.chmod(tmp, 0o755)  # mkdtemp makes it 0700; the target should read like any other directory
+    with atomic_dir(local) as tmp:  # the old copy stays in place until every file is verified
         for rel in manifest.empty_dirs:
             (tmp / rel).mkdir(parents=True, exist_ok=True)
         for entry in manifest.files:
@@ -719,10 +710,6 @@ def download_dir(uri: str, local: Path, cfg: StorageConfig, *, client: Any = Non
             obj = d.child(entry.path)
             _get_file(client, obj, target, cfg)
             _verify(target, entry.size, entry.sha256, entry.path, obj)
-        _swap_into_place(tmp, local)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log.info(
         "downloaded %s -> %s: %d files, %d bytes, verified",
         d,
@@ -731,21 +718,6 @@ def download_dir(uri: str, local: Path, cfg: StorageConfig, *, client: Any = Non
         manifest.total_bytes,
     )
     return manifest
-
-
-def _swap_into_place(tmp: Path, local: Path) -> None:
-    """Replace directory `local` by `tmp`; if the second rename fails, the old `local` is restored."""
-    if not local.exists():
-        os.rename(tmp, local)
-        return
-    old = local.parent / f".{local.name}.old-{uuid.uuid4().hex[:8]}"
-    os.rename(local, old)
-    try:
-        os.rename(tmp, local)
-    except BaseException:
-        os.rename(old, local)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def upload_file(local: Path, uri: str, cfg: StorageConfig, *, client: Any = None) -> ManifestEntry:
@@ -768,7 +740,7 @@ def upload_file(local: Path, uri: str, cfg: StorageConfig, *, client: Any = None
     if not local.is_file():
         raise StorageError(f"cannot upload {local} to {obj}: not a file")
     entry = ManifestEntry(
-        path=PurePosixPath(obj.key).name, size=local.stat().st_size, sha256=_sha256_file(local)
+        path=PurePosixPath(obj.key).name, size=local.stat().st_size, sha256=file_sha256(local)
     )
     client = client or make_client(cfg)
     _check_bucket(client, obj, cfg)

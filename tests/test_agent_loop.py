@@ -180,7 +180,7 @@ def test_system_prompt_lists_tool_schemas(tmp_path):
 
 
 def test_registry_refuses_duplicates_and_lists_names():
-    with pytest.raises(ToolError, match="available tools"):
+    with pytest.raises(ToolError, match=r"unknown tool 'no_such_tool'; valid: batch_web_surfer, .*todo"):
         get_tool("no_such_tool")
     existing = get_tool("todo")
     with pytest.raises(ValueError, match="already registered"):
@@ -189,3 +189,46 @@ def test_registry_refuses_duplicates_and_lists_names():
 
 def test_approx_tokens_is_deterministic():
     assert approx_tokens("Hello, world!") == 4
+
+
+# ---- the episode runner (agent/episode.py) ---------------------------------------------------------
+def test_play_episode_resets_runs_in_a_fresh_workspace_and_cleans_up(monkeypatch):
+    """What synthesis, rollouts and evaluation share: reset with the seed, the task's prompt, the policy's
+    own token count, a workspace of its own (gone afterwards), the tool context closed."""
+    from types import SimpleNamespace
+
+    from deepresearch.agent.episode import play_episode
+
+    closed = []  # (workspace, whether the episode's file was in it at close)
+    real_close = EpisodeContext.close
+
+    def close(self):
+        closed.append((self.workspace, (self.workspace / "notes.md").is_file()))
+        real_close(self)
+
+    monkeypatch.setattr(EpisodeContext, "close", close)
+
+    class Counting(Replay):
+        def reset(self, task, *, seed=""):
+            self.reset_with = (task.task_id, seed)
+
+        def count_tokens(self, text):
+            return 1000  # the policy's own tokenizer, so to speak
+
+    task = SimpleNamespace(task_id="ds-1", capability="deep_search", question="Who founded Zephyr?")
+    write = ToolCall(name="file", arguments={"action": "write", "path": "notes.md", "content": "x"}).render()
+    policy = Counting([write, "<answer>Ada</answer>"])
+    agent = AgentConfig(budget=BudgetConfig(max_context_tokens=100_000))
+    traj = play_episode(policy, task, agent, None, seed="s:ds-1:0", trajectory_id="ds-1:a0")
+    assert policy.reset_with == ("ds-1", "s:ds-1:0")
+    assert (traj.trajectory_id, traj.task_id, traj.capability) == ("ds-1:a0", "ds-1", "deep_search")
+    assert traj.messages[1].content == "Who founded Zephyr?" and traj.answer == "Ada" and traj.tool_errors == 0
+    assert traj.tokens == len(traj.messages) * (1000 + 4)  # counted with the policy's count, not approx_tokens
+    (ws, had_file), = closed
+    assert had_file and not ws.exists()  # the tool wrote into the workspace; closed, then removed
+
+    play_episode(Counting(["<answer>b</answer>"]), task, agent, None, seed="s:ds-1:1")
+    assert len(closed) == 2 and closed[1][0] != ws and not closed[1][1]  # a fresh, empty workspace each time
+    with pytest.raises(TypeError, match="a question or a prompt"):
+        play_episode(Counting(["<answer>b</answer>"]), SimpleNamespace(task_id="x", capability="c"), agent, None,
+                     seed="")

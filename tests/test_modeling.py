@@ -445,7 +445,7 @@ def test_load_checkpoint_refuses_a_tokenizer_larger_than_the_embedding(model, to
 
 
 def test_repo_registry_validates_and_names_the_paper_models():
-    from deepresearch.modeling.tokenizer import load_base_registry
+    from deepresearch.modeling.base_models import load_base_registry
 
     reg = load_base_registry(ModelConfig().base_models_registry)
     assert reg.models["tiny"].source == "built"
@@ -461,8 +461,10 @@ def test_shipped_tiny_base_loads_and_reads():
     import torch
 
     from deepresearch.config import WorldConfig, load_config
-    from deepresearch.modeling.pretrain import AUX_SEED, world_texts
-    from deepresearch.modeling.tokenizer import ALL_ADDED_TOKENS, check_tokenizer, load_base
+    from deepresearch.modeling.base_models import load_base
+    from deepresearch.modeling.pretrain import AUX_SEED
+    from deepresearch.modeling.tokenizer import ALL_ADDED_TOKENS, check_tokenizer
+    from deepresearch.synthesis.reading import world_texts
     from deepresearch.world.generator import generate_world
 
     cfg = load_config("configs/tiny.yaml")
@@ -504,7 +506,7 @@ def test_pretrain_writes_a_loadable_base(tmp_path):
 
 def test_registry_errors(tmp_path):
     from deepresearch.modeling import ModelError
-    from deepresearch.modeling.tokenizer import load_base, load_base_registry
+    from deepresearch.modeling.base_models import load_base, load_base_registry
 
     with pytest.raises(ModelError, match="is built, not loaded"):
         load_base(ModelConfig(base="tiny"))
@@ -525,7 +527,7 @@ def _registry(tmp_path: Path, path: str) -> ModelConfig:
 def test_load_base_from_a_local_directory(saved, model, tmp_path):
     import torch
 
-    from deepresearch.modeling.tokenizer import load_base
+    from deepresearch.modeling.base_models import load_base
 
     base, tok = load_base(_registry(tmp_path, str(saved)))
     ids = tok.encode("Widelt Company <answer>", add_special_tokens=False)
@@ -537,7 +539,7 @@ def test_load_base_stages_an_s3_prefix_once(saved, model, tmp_path, monkeypatch)
     import torch
     from moto import mock_aws
 
-    from deepresearch.modeling.tokenizer import load_base
+    from deepresearch.modeling.base_models import load_base
 
     for k, v in {
         "AWS_ACCESS_KEY_ID": "x",

@@ -48,8 +48,8 @@ def tiny_policy(seed: int = 0):
 def play(engine, step: int, n: int, temperature: float):
     """n episodes with the rollout engine; returns (episodes, rewards)."""
     from deepresearch.agent.schema import Trajectory
+    from deepresearch.generation.engine import GenRequest
     from deepresearch.rl.buffer import Episode
-    from deepresearch.rl.engine import GenRequest
 
     questions = [2 + i % 2 for i in range(n)]
     prompts = [[BOS, q] for q in questions]
@@ -102,7 +102,7 @@ def rl_config(**over):
 
 
 def test_the_stage_learner_raises_the_reward_of_a_learnable_task(small_cfg):
-    from deepresearch.rl.engine import TransformersEngine
+    from deepresearch.generation.engine import TransformersEngine
     from deepresearch.rl.learner import init_learner
 
     rl = rl_config()
@@ -130,7 +130,7 @@ def test_the_stage_learner_raises_the_reward_of_a_learnable_task(small_cfg):
 def test_deepspeed_and_plain_torch_learners_take_the_same_steps(small_cfg):
     """The `Trainable` back ends differ in nothing that changes the update (CPU, fp32, ZeRO from the
     tiny config): same metrics, same parameters after a full PPO update."""
-    from deepresearch.rl.engine import TransformersEngine
+    from deepresearch.generation.engine import TransformersEngine
     from deepresearch.rl.experience import build_experience
     from deepresearch.rl.learner import init_learner, ppo_update, torch_learner
 
@@ -165,7 +165,7 @@ def test_deepspeed_and_plain_torch_learners_take_the_same_steps(small_cfg):
 def test_rollouts_and_learner_score_the_same_distribution_at_any_temperature(temperature):
     """On-policy at rl.temperature: the learner's first ratio π_θ/π_old is 1 on every action token
     (nothing clipped, KL 0) because the engine recorded log π of the distribution it sampled from."""
-    from deepresearch.rl.engine import TransformersEngine
+    from deepresearch.generation.engine import TransformersEngine
     from deepresearch.rl.experience import build_experience
     from deepresearch.rl.learner import ppo_step, torch_learner
 

@@ -94,7 +94,7 @@ def ppo(tmp_path_factory, small_world_dir):
 
 def test_ppo_trains_the_sft_policy_into_a_loadable_checkpoint(ppo):
     from deepresearch.agent.policies.hf import HFPolicy
-    from deepresearch.rl.engine import read_checkpoint_tensors
+    from deepresearch.generation.engine import read_checkpoint_tensors
     from deepresearch.rl.value import ValueModel
 
     res = ppo["res"]

@@ -19,8 +19,7 @@ from deepresearch.agent.policies.hf import ChatTemplateError, ContextFullError, 
 from deepresearch.agent.schema import Message, ToolCall
 from deepresearch.agent.tools.base import EpisodeContext
 from deepresearch.config import BudgetConfig, apply_overrides, config_from_dict
-from deepresearch.rl.buffer import iter_minibatches, make_experience, pad_episodes
-from deepresearch.rl.engine import (
+from deepresearch.generation.engine import (
     EngineName,
     Generation,
     GenRequest,
@@ -28,6 +27,7 @@ from deepresearch.rl.engine import (
     make_engine,
     register_engine,
 )
+from deepresearch.rl.buffer import iter_minibatches, make_experience, pad_episodes
 from deepresearch.rl.ppo import token_logprobs
 
 SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<tool_call>", "</tool_call>",
@@ -189,7 +189,7 @@ def test_transformers_engine_records_policy_logprobs(model):
 
 
 def test_sample_tokens_inverse_cdf_by_hand_and_in_distribution():
-    from deepresearch.rl.engine import sample_tokens
+    from deepresearch.generation.engine import sample_tokens
 
     # probabilities 0.5, 0.0, 0.25, 0.25: cumulative 0.5, 0.5, 0.75, 1.0
     logits = torch.log(torch.tensor([[0.5, 0.0, 0.25, 0.25]] * 4))
@@ -211,7 +211,7 @@ def test_sample_tokens_inverse_cdf_by_hand_and_in_distribution():
 
 
 def test_batched_generation_matches_one_prompt_at_a_time(model, model_dir):
-    from deepresearch.rl.engine import CPU_ATTENTION
+    from deepresearch.generation.engine import CPU_ATTENTION
 
     engine = TransformersEngine.from_model(model)
     prompts = [[5, 17, 99, 3], [42] * 9, [7, 8]]  # different lengths: the batch is left-padded
@@ -283,7 +283,7 @@ def test_batching_engine_serves_threads_in_batches_with_their_own_results(model)
     import threading
     from concurrent.futures import ThreadPoolExecutor
 
-    from deepresearch.rl.batching import BatchingEngine
+    from deepresearch.generation.batching import BatchingEngine
 
     engine = TransformersEngine.from_model(model)
     # every client's conversation keeps its place in the prefix cache, however many there are
@@ -351,7 +351,7 @@ def test_engine_load_weights_from_state_dict_and_directory(model_dir, tokenizer,
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_vllm_engine_records_policy_logprobs_and_loads_weights(model_dir, model, tokenizer):
     pytest.importorskip("vllm", reason="the gpu extra (vllm) is not installed")
-    from deepresearch.rl.engine import EngineOptions
+    from deepresearch.generation.engine import EngineOptions
 
     engine = make_engine("vllm", model_dir, EngineOptions(dtype="float32", gpu_memory_utilization=0.2,
                                                           enforce_eager=True, max_model_len=4096))
@@ -494,8 +494,8 @@ def test_rollout_tokens_match_the_sft_encoding(small_cfg, tmp_path):
     """The contract with deepresearch.modeling: an episode's ids are the SFT encoding of its messages,
     and its action mask is the SFT loss mask except on tokens the policy did not sample (the
     <|im_end|> closing a turn cut by max_new_tokens)."""
-    tokenization = pytest.importorskip("deepresearch.modeling.tokenizer")
-    chat = pytest.importorskip("deepresearch.modeling.chat")
+    import deepresearch.modeling.chat as chat
+    import deepresearch.modeling.tokenizer as tokenization
     from deepresearch.config import ModelConfig
 
     tok = tokenization.train_tokenizer([system_prompt(make_tools()), NO_ACTION, FORCE_ANSWER] * 3,

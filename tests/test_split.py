@@ -105,7 +105,7 @@ def test_mid1_asks_reading_questions_about_training_entities_only(tiny):
     import random
     import re
 
-    from deepresearch.modeling.pretrain import world_texts
+    from deepresearch.synthesis.reading import world_texts
 
     cfg, _, world = tiny
     split = entity_split(world, fraction=cfg.synthesis.heldout_fraction, seed=cfg.synthesis.split_seed)

@@ -68,12 +68,18 @@ def test_judge_trains_from_the_policy_backbone_and_reports_heldout_f1(chain, sma
     from deepresearch.training.stage import run_stage
 
     cfg, root = chain["cfg"], chain["root"]
+    from deepresearch.judge.data import read_examples
+    from deepresearch.judge.model import Judge, macro_f1
+
     manifest = build_judge_dataset(cfg, small_world_dir, root / "judge_data", n_tasks=3)
-    assert manifest
+    held = read_examples(root / "judge_data" / "heldout.jsonl")
+    assert manifest["examples"]["heldout"] == len(held) > 0 and manifest["examples"]["train"] > 0
     res = run_stage(cfg, "judge", init_model=chain["runs"]["sft"].path, data=root / "judge_data",
                     out=root / "judge", progress=False)
-    assert 0.0 <= res.metrics["judge/heldout_macro_f1"] <= 1.0
-    assert res.metrics["judge/heldout_pairs"] > 0
+    # the reported F1 is the saved judge's on the held-out pairs (not the training pairs, not the backbone)
+    pred = Judge.load(res.path).label_pairs([(ex.report, ex.criterion) for ex in held])
+    assert res.metrics["judge/heldout_macro_f1"] == pytest.approx(macro_f1([ex.label for ex in held], pred))
+    assert res.metrics["judge/heldout_pairs"] == len(held)
 
 
 def test_evaluation_stage_compares_checkpoints_with_intervals_probe_and_promotion(chain, small_world_dir):

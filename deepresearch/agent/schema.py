@@ -6,12 +6,16 @@ An assistant turn is plain text that may contain
     <answer>... report with \\cite{D0000123} ...</answer>
 Tool results come back as `tool` messages; the chat template renders them inside
 <tool_response>...</tool_response>. Citations are `\\cite{doc_id}`.
+
+`Episode` is a trajectory as the policy saw and sampled it (token ids, action mask, log-probs):
+what an HF policy records and RL trains on.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -206,3 +210,40 @@ class Trajectory(BaseModel):
     citations: list[str] = Field(default_factory=list)
     success: bool | None = None  # set by synthesis, which knows the ground truth
     metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Episode:
+    """One rollout of the agent, as the policy saw and produced it, ready to become RL data."""
+
+    episode_id: str
+    task_id: str
+    capability: str
+    token_ids: list[int]  # (T,) system + user + every turn + every observation, exactly as fed/sampled
+    action_mask: list[int]  # (T,) 1 on tokens the policy sampled; 0 on system/user/tool tokens
+    logprobs: list[float]  # (T,) log π_old(token_t | tokens_<t) at rl.temperature on action tokens; 0 elsewhere
+    trajectory: Trajectory  # the messages, outcome, answer, tool counts, ground-truth success
+    weights_version: int = 0  # the policy weights that generated every action token
+    attempt: int = 0  # 0 = first run; k > 0 = re-run k times because the worker running it died
+    worker: str = ""  # id of the rollout worker that produced it
+    metadata: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        n = len(self.token_ids)
+        if len(self.action_mask) != n or len(self.logprobs) != n:
+            raise ValueError(
+                f"episode {self.episode_id}: token_ids ({n}), action_mask ({len(self.action_mask)}) and "
+                f"logprobs ({len(self.logprobs)}) must have the same length"
+            )
+
+    @property
+    def answer(self) -> str | None:
+        return self.trajectory.answer
+
+    @property
+    def num_actions(self) -> int:
+        return sum(self.action_mask)
+
+    def sampled_ids(self) -> list[int]:
+        """The tokens the policy sampled, in order (what `action_mask` selects)."""
+        return [tid for tid, m in zip(self.token_ids, self.action_mask) if m]

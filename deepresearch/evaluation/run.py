@@ -12,7 +12,7 @@
    scripted expert plays first (the reference row, and the trajectories the probe reads). Each HF
    checkpoint then gets one generation engine (`evaluation.engine`: transformers on CPU, vLLM on GPU),
    shared by at most `evaluation.max_concurrency` episodes running in threads, whose turns are decoded
-   in batches (`rl.batching`); decoding is greedy at `evaluation.temperature` 0. A checkpoint with the
+   in batches (`generation.batching`); decoding is greedy at `evaluation.temperature` 0. A checkpoint with the
    previous one's architecture reuses its engine (new weights, cleared prefix cache).
 3. Scores, from the tested metric functions, every result keyed by task id: `evaluate_deep_search`
    (EM, F1), `evaluate_compliance` (ResearchRubrics compliance, ground-truth labels and the judge's),
@@ -33,7 +33,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import json
-import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -49,7 +48,7 @@ from deepresearch.evaluation.report import EvalResults
 
 if TYPE_CHECKING:
     from deepresearch.agent.schema import Trajectory
-    from deepresearch.rl.engine import EngineOptions, GenerationEngine
+    from deepresearch.generation.engine import EngineOptions, GenerationEngine
     from deepresearch.synthesis.schema import DeepSearchTask, ResearchTask
 
 EXPERT = "expert"  # a checkpoint spec naming the scripted expert (a reference, not a model)
@@ -78,7 +77,7 @@ class Evaluation(BaseModel):
 def engine_options(ev: EvalConfig) -> "EngineOptions":
     """How the evaluation's generation engine is built: vLLM on the GPU in bf16, transformers on the CPU
     with a prefix cache that holds every concurrent episode (else each turn would prefill its whole context)."""
-    from deepresearch.rl.engine import EngineOptions
+    from deepresearch.generation.engine import EngineOptions
 
     if ev.engine == "vllm":
         return EngineOptions(device="cuda", dtype="bfloat16", seed=ev.seed)
@@ -101,7 +100,7 @@ class _Engines:
         self.arch: dict | None = None
 
     def get(self, model_dir: Path) -> "GenerationEngine":
-        from deepresearch.rl.engine import make_engine
+        from deepresearch.generation.engine import make_engine
 
         arch = _architecture(model_dir)
         if self.engine is not None and arch == self.arch:
@@ -121,21 +120,11 @@ class _Engines:
 
 
 def play(cfg: PipelineConfig, policy, task, search, *, seed: str) -> tuple["Trajectory", float]:
-    """One episode of `policy` on `task` in a fresh workspace; returns (trajectory, wall seconds)."""
-    from deepresearch.agent.loop import make_tools, run_episode
-    from deepresearch.agent.tools.base import EpisodeContext
-    from deepresearch.synthesis.split import task_text
+    """One episode (`agent.episode.play_episode`) of `policy` on `task`; returns (trajectory, wall seconds)."""
+    from deepresearch.agent.episode import play_episode
 
-    policy.reset(task, seed=seed)
     t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="eval-") as ws:
-        ctx = EpisodeContext(workspace=Path(ws), agent=cfg.agent, search=search)
-        try:
-            kwargs = {"count_tokens": policy.count_tokens} if hasattr(policy, "count_tokens") else {}
-            traj = run_episode(policy, task_text(task), task_id=task.task_id, capability=task.capability, ctx=ctx,
-                               budget=cfg.agent.budget, tools=make_tools(), **kwargs)
-        finally:
-            ctx.close()
+    traj = play_episode(policy, task, cfg.agent, search, seed=seed)
     return traj, time.perf_counter() - t0
 
 
@@ -188,7 +177,7 @@ def _play_checkpoint(cfg, spec, tasks, search, world, engines: _Engines, on_done
     from transformers import AutoTokenizer
 
     from deepresearch.agent.policies.hf import HFPolicy
-    from deepresearch.rl.batching import BatchingEngine
+    from deepresearch.generation.batching import BatchingEngine
 
     ev = cfg.evaluation
     tokenizer = AutoTokenizer.from_pretrained(str(spec))
@@ -328,9 +317,10 @@ def _evaluate(cfg, world_dir, checkpoints, out_dir, *, judge_dir, pairs, curves,
     from deepresearch.evaluation.elo import elo_with_ci
     from deepresearch.evaluation.metrics import summarize
     from deepresearch.evaluation.report import CheckpointEval, metric_tables, print_tables, write_report
+    from deepresearch.io import atomic_write_text
     from deepresearch.search.backend import open_backend
     from deepresearch.synthesis.split import heldout_tasks
-    from deepresearch.world.schema import World, atomic_write_text
+    from deepresearch.world.schema import World
 
     ev = cfg.evaluation
     world = World.load(world_dir)
@@ -440,17 +430,16 @@ def mlflow_metrics(
 
 
 def _log(tracker, cfg, world_dir, judge_dir, checkpoints, metrics, diffs, probe, elo, agreement, out_dir) -> None:
-    from deepresearch.stages import world_digest
-    from deepresearch.training.stage import artifact_digest
+    from deepresearch.io import dir_digest
 
     # Lineage: each evaluated checkpoint (and the world) is an input of this run, by digest.
-    tracker.log_dataset(Path(world_dir), name="world", context="input", digest=world_digest(Path(world_dir)))
+    tracker.log_dataset(Path(world_dir), name="world", context="input", digest=dir_digest(world_dir))
     if judge_dir is not None:
-        tracker.log_dataset(Path(judge_dir), name="judge", context="input", digest=artifact_digest(Path(judge_dir)))
+        tracker.log_dataset(Path(judge_dir), name="judge", context="input", digest=dir_digest(judge_dir))
     for name, spec in checkpoints.items():
         if spec != EXPERT:
             tracker.log_dataset(Path(spec), name=f"checkpoint_{name}", context="input",
-                                digest=artifact_digest(Path(spec)))
+                                digest=dir_digest(spec))
     tracker.log_metrics(mlflow_metrics(metrics, diffs, probe))
     for e in elo:
         tracker.log_metrics({f"eval/{e.name}/elo": e.rating, f"eval/{e.name}/elo_ci_low": e.ci_low,

@@ -45,14 +45,14 @@ from typing import TYPE_CHECKING, Iterable, Sequence
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from deepresearch.io import atomic_dir
+from deepresearch.io import atomic_dir, atomic_write_text
 from deepresearch.synthesis.phrasing import (
     REFUTATION_MARKERS,
 )
 from deepresearch.synthesis.report import plan_report, render_report
 from deepresearch.synthesis.rubrics import check_label
 from deepresearch.synthesis.schema import LABELS, Label, ResearchTask
-from deepresearch.world.schema import World, atomic_write_text
+from deepresearch.world.schema import World
 
 if TYPE_CHECKING:
     from deepresearch.config import PipelineConfig

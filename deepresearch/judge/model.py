@@ -246,33 +246,34 @@ def _check_labels(name: str, labels: Sequence[str]) -> None:
 
 
 def confusion(y_true: Sequence[str], y_pred: Sequence[str]) -> list[list[int]]:
-    """3×3 confusion matrix: row = true label, column = predicted label, both in `LABELS` order."""
+    """3×3 confusion matrix (`sklearn.metrics.confusion_matrix`): row = true label, column = predicted
+    label, both in `LABELS` order."""
+    from sklearn.metrics import confusion_matrix
+
     if len(y_true) != len(y_pred):
         raise ValueError(f"{len(y_true)} true labels but {len(y_pred)} predictions")
     _check_labels("y_true", y_true)
     _check_labels("y_pred", y_pred)
-    m = [[0] * len(LABELS) for _ in LABELS]
-    for t, p in zip(y_true, y_pred):
-        m[LABEL2ID[t]][LABEL2ID[p]] += 1
-    return m
+    return confusion_matrix(list(y_true), list(y_pred), labels=list(LABELS)).tolist()
 
 
 def macro_f1(y_true: Sequence[str], y_pred: Sequence[str]) -> float:
-    """Unweighted mean of per-class F1 over the classes that occur in y_true or y_pred.
+    """Unweighted mean of per-class F1 (`sklearn.metrics.f1_score`, average="macro") over the classes
+    that occur in y_true or y_pred.
 
     F1_c = 2·TP / (2·TP + FP + FN); a class absent from both lists has no F1 and is skipped
     (so a perfect prediction scores 1.0 even when a class never occurs).
     """
-    m = confusion(y_true, y_pred)
-    scores = []
-    for c in range(len(LABELS)):
-        tp = m[c][c]
-        fn = sum(m[c]) - tp
-        fp = sum(m[r][c] for r in range(len(LABELS))) - tp
-        if tp + fn + fp == 0:
-            continue
-        scores.append(2 * tp / (2 * tp + fp + fn))
-    return sum(scores) / len(scores) if scores else 0.0
+    from sklearn.metrics import f1_score
+
+    if len(y_true) != len(y_pred):
+        raise ValueError(f"{len(y_true)} true labels but {len(y_pred)} predictions")
+    _check_labels("y_true", y_true)
+    _check_labels("y_pred", y_pred)
+    present = [lab for lab in LABELS if lab in set(y_true) | set(y_pred)]
+    if not present:
+        return 0.0
+    return float(f1_score(list(y_true), list(y_pred), labels=present, average="macro", zero_division=0.0))
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,9 @@ from deepresearch.config import PipelineConfig
 
 def build_base(cfg: PipelineConfig, world_dir: Path, datasets_dir: Path, out_dir: Path) -> dict:
     """Write the base checkpoint to `out_dir`; returns facts about it (vocabulary, parameters)."""
+    from deepresearch.modeling.base_models import load_base, resolve_base
     from deepresearch.modeling.checkpoint import save_checkpoint
-    from deepresearch.modeling.tokenizer import load_base, resolve_base, train_tokenizer
+    from deepresearch.modeling.tokenizer import train_tokenizer
 
     entry = resolve_base(cfg.model)
     if entry.source == "built":

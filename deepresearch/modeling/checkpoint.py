@@ -17,12 +17,10 @@ renamed into place, so a crash never leaves a half-written checkpoint under the 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from deepresearch.io import atomic_dir
 from deepresearch.modeling import ModelError
 from deepresearch.modeling.tokenizer import ENDOFTEXT, IM_END
 
@@ -37,17 +35,6 @@ WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model.bin", "pytorch_model-*.bin")
 def _token_id(tokenizer: PreTrainedTokenizerFast, token: str) -> int | None:
     tid = tokenizer.convert_tokens_to_ids(token)
     return tid if isinstance(tid, int) and tid >= 0 and tid != tokenizer.unk_token_id else None
-
-
-def _replace_dir(tmp: Path, out_dir: Path) -> None:
-    """Move `tmp` to `out_dir`; an existing `out_dir` is swapped out first, then deleted."""
-    old = None
-    if out_dir.exists():
-        old = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.old-"))
-        os.replace(out_dir, old / "ckpt")
-    os.replace(tmp, out_dir)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def _add_v4_config_keys(path: Path) -> None:
@@ -88,9 +75,7 @@ def save_checkpoint(
         meta_json = json.dumps(metadata or {}, sort_keys=True)
     except TypeError as e:
         raise ModelError(f"save_checkpoint({out_dir}): metadata is not JSON-serialisable ({e})") from e
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
-    try:
+    with atomic_dir(out_dir) as tmp:
         model.save_pretrained(tmp)
         _add_v4_config_keys(tmp / "config.json")
         eot, im_end = _token_id(tokenizer, ENDOFTEXT), _token_id(tokenizer, IM_END)
@@ -112,10 +97,6 @@ def save_checkpoint(
             "metadata": json.loads(meta_json),
         }
         (tmp / METADATA_FILE).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
-        _replace_dir(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir
 
 

@@ -27,11 +27,7 @@ attached as `error.report`.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
@@ -41,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, computed_fie
 from deepresearch.agent.schema import Trajectory
 from deepresearch.config import QualityConfig
 from deepresearch.errors import DataQualityError
+from deepresearch.io import atomic_dir, content_digest, file_sha256, sha256_bytes
 from deepresearch.quality.expectations import (
     DEEP_RESEARCH_TASK_COLUMNS,
     DEEP_SEARCH_TASK_COLUMNS,
@@ -170,14 +167,6 @@ class QualityReport(BaseModel):
 
 
 # ---- loading ------------------------------------------------------------------------------------
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _validation_summary(err: ValidationError) -> str:
@@ -393,48 +382,6 @@ def _jsonl_bytes(items: Sequence[BaseModel]) -> bytes:
     return "".join(_dumps(x) + "\n" for x in items).encode("utf-8")
 
 
-def dataset_digest(sha256: dict[str, str]) -> str:
-    """sha256 over `sha256sum`-style lines ("<hex>  <path>") of the files, sorted by path."""
-    text = "".join(f"{h}  {p}\n" for p, h in sorted(sha256.items()))
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def _write_dir_atomically(out_dir: Path, files: dict[str, bytes]) -> None:
-    """Write `files` (relative path -> bytes) into a temp directory, then swap it in as `out_dir`.
-
-    An existing `out_dir` is moved aside first and deleted only once the new one is in place, so
-    at every moment `out_dir` is either the old complete dataset or the new complete dataset.
-    """
-    if out_dir.exists() and not out_dir.is_dir():
-        raise DataQualityError(
-            f"output path {out_dir} exists and is not a directory; remove it or pick another"
-        )
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.", suffix=".tmp"))
-    old: Path | None = None
-    try:
-        for rel, data in files.items():
-            path = tmp / rel
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(data)
-        os.chmod(tmp, 0o755)  # mkdtemp makes 0700; the dataset should read like any other directory
-        if out_dir.exists():
-            old = tmp.with_name(tmp.name[: -len(".tmp")] + ".old")
-            os.rename(out_dir, old)
-        try:
-            os.rename(tmp, out_dir)
-        except BaseException:
-            if old is not None:
-                os.rename(old, out_dir)  # put the previous dataset back
-                old = None
-            raise
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def run_quality_gates(cfg: QualityConfig, raw_dir: Path, out_dir: Path) -> QualityReport:
     """Filter and validate the synthesized datasets in `raw_dir`; write them to `out_dir` if they pass.
 
@@ -453,7 +400,7 @@ def run_quality_gates(cfg: QualityConfig, raw_dir: Path, out_dir: Path) -> Quali
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
     raw = load_raw(raw_dir)
     raw_sha = {
-        str(p.relative_to(raw_dir)): _sha256_file(p)
+        str(p.relative_to(raw_dir)): file_sha256(p)
         for p in sorted(raw_dir / f for f in (*DATA_FILES, MANIFEST_FILE))
         if p.is_file()
     }
@@ -489,8 +436,8 @@ def run_quality_gates(cfg: QualityConfig, raw_dir: Path, out_dir: Path) -> Quali
     for name, (kept_tasks, kept_trajs) in kept.items():
         files[f"{name}/{TASKS_FILE}"] = _jsonl_bytes(kept_tasks)
         files[f"{name}/{TRAJECTORIES_FILE}"] = _jsonl_bytes(kept_trajs)
-    data_sha = {rel: hashlib.sha256(data).hexdigest() for rel, data in files.items()}
-    digest = dataset_digest(data_sha)
+    data_sha = {rel: sha256_bytes(data) for rel, data in files.items()}
+    digest = content_digest(data_sha)
     report = report.model_copy(update={"sha256": data_sha, "digest": digest})
 
     files[REPORT_FILE] = (
@@ -499,7 +446,7 @@ def run_quality_gates(cfg: QualityConfig, raw_dir: Path, out_dir: Path) -> Quali
     manifest = {
         "schema_version": QUALITY_SCHEMA_VERSION,
         "digest": digest,  # over the data files only (see module docstring)
-        "sha256": {rel: hashlib.sha256(data).hexdigest() for rel, data in sorted(files.items())},
+        "sha256": {rel: sha256_bytes(data) for rel, data in sorted(files.items())},
         "counts": {
             name: {"tasks": len(kept_tasks), "trajectories": len(kept_trajs)}
             for name, (kept_tasks, kept_trajs) in kept.items()
@@ -507,5 +454,10 @@ def run_quality_gates(cfg: QualityConfig, raw_dir: Path, out_dir: Path) -> Quali
         "source_sha256": raw_sha,
     }
     files[MANIFEST_FILE] = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
-    _write_dir_atomically(out_dir, files)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise DataQualityError(f"output path {out_dir} exists and is not a directory; remove it or pick another")
+    with atomic_dir(out_dir) as tmp:
+        for rel, data in files.items():
+            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+            (tmp / rel).write_bytes(data)
     return report

@@ -1,4 +1,4 @@
-"""Experience: one agent rollout as tokens (`Episode`), and a padded PPO batch (`ExperienceBatch`).
+"""Experience: agent rollouts as tokens (`agent.schema.Episode`) padded into a PPO batch (`ExperienceBatch`).
 
     padded = pad_episodes(episodes, pad_id=tok.pad_token_id)          # PaddedEpisodes (B, T)
     values = critic.token_values(padded.input_ids, padded.attention_mask)   # learner side
@@ -12,53 +12,14 @@ produced token t from tokens[:t]; position 0 is never an action.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, replace
-from typing import TYPE_CHECKING, Iterator, Sequence
+from dataclasses import dataclass, fields, replace
+from typing import Iterator, Sequence
 
 import torch
 from torch import Tensor
 
+from deepresearch.agent.schema import Episode
 from deepresearch.rl.ppo import get_advantage_estimator, kl_penalty, masked_whiten, terminal_rewards
-
-if TYPE_CHECKING:
-    from deepresearch.agent.schema import Trajectory
-
-
-@dataclass(frozen=True)
-class Episode:
-    """One rollout of the agent, as the policy saw and produced it, ready to become RL data."""
-
-    episode_id: str
-    task_id: str
-    capability: str
-    token_ids: list[int]  # (T,) system + user + every turn + every observation, exactly as fed/sampled
-    action_mask: list[int]  # (T,) 1 on tokens the policy sampled; 0 on system/user/tool tokens
-    logprobs: list[float]  # (T,) log π_old(token_t | tokens_<t) at rl.temperature on action tokens; 0 elsewhere
-    trajectory: "Trajectory"  # the messages, outcome, answer, tool counts, ground-truth success
-    weights_version: int = 0  # the policy weights that generated every action token
-    attempt: int = 0  # 0 = first run; k > 0 = re-run k times because the worker running it died
-    worker: str = ""  # id of the rollout worker that produced it
-    metadata: dict = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        n = len(self.token_ids)
-        if len(self.action_mask) != n or len(self.logprobs) != n:
-            raise ValueError(
-                f"episode {self.episode_id}: token_ids ({n}), action_mask ({len(self.action_mask)}) and "
-                f"logprobs ({len(self.logprobs)}) must have the same length"
-            )
-
-    @property
-    def answer(self) -> str | None:
-        return self.trajectory.answer
-
-    @property
-    def num_actions(self) -> int:
-        return sum(self.action_mask)
-
-    def sampled_ids(self) -> list[int]:
-        """The tokens the policy sampled, in order (what `action_mask` selects)."""
-        return [tid for tid, m in zip(self.token_ids, self.action_mask) if m]
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,8 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from deepresearch.registry import Registry
+
 # ---------------------------------------------------------------------------------------------
 # masked statistics
 
@@ -91,37 +93,17 @@ class AdvantageEstimator(str, Enum):
 
 # (rewards (B,T), values (B,T), mask (B,T), gamma, lam) -> (advantages (B,T), returns (B,T))
 AdvantageFn = Callable[[Tensor, Tensor, Tensor, float, float], tuple[Tensor, Tensor]]
-ADVANTAGE_ESTIMATORS: dict[AdvantageEstimator, AdvantageFn] = {}
+ADVANTAGE_ESTIMATORS: Registry[AdvantageFn] = Registry("advantage estimator", AdvantageEstimator)
 
 
 def register_advantage_estimator(name: AdvantageEstimator | str) -> Callable[[AdvantageFn], AdvantageFn]:
-    """Decorator registering an advantage estimator under `name`; refuses duplicates."""
-    try:
-        key = AdvantageEstimator(name)
-    except ValueError:
-        raise ValueError(
-            f"{name!r} is not an AdvantageEstimator member; add it to the enum first "
-            f"(members: {', '.join(e.value for e in AdvantageEstimator)})"
-        ) from None
-
-    def deco(fn: AdvantageFn) -> AdvantageFn:
-        if key in ADVANTAGE_ESTIMATORS:
-            raise ValueError(
-                f"advantage estimator {key.value!r} is already registered by {ADVANTAGE_ESTIMATORS[key].__qualname__}"
-            )
-        ADVANTAGE_ESTIMATORS[key] = fn
-        return fn
-
-    return deco
+    """Decorator registering an advantage estimator under `name` (an AdvantageEstimator member); refuses duplicates."""
+    return ADVANTAGE_ESTIMATORS.register(name)
 
 
 def get_advantage_estimator(name: AdvantageEstimator | str) -> AdvantageFn:
     """Look up an estimator by name; the error lists the valid names."""
-    try:
-        return ADVANTAGE_ESTIMATORS[AdvantageEstimator(name)]
-    except (ValueError, KeyError):
-        valid = ", ".join(e.value for e in AdvantageEstimator if e in ADVANTAGE_ESTIMATORS)
-        raise ValueError(f"unknown advantage estimator {name!r}; valid: {valid}") from None
+    return ADVANTAGE_ESTIMATORS.get(name)
 
 
 # ---------------------------------------------------------------------------------------------

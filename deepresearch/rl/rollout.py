@@ -13,7 +13,7 @@ backend over the world. `collect` gives every actor its share of the step's epis
 (task i goes to actor i mod N, so each gets a mix of capabilities), and the actor plays them
 concurrently: one thread per episode, each with its own `HFPolicy`, all sharing the engine through a
 `BatchingEngine`, so their turns are decoded in batches while tools run in the other threads (as
-evaluation does). Each episode runs `run_episode` with every registered tool (`batch_web_surfer`,
+evaluation does). Each episode is `agent.episode.play_episode` (the runner synthesis and evaluation use): every registered tool (`batch_web_surfer`,
 `todo`, `file`, `shell`) in a fresh workspace, within `cfg.agent.budget`, sampling at
 `rl.temperature`. Episodes carry the ground-truth success the synthesis stage would assign (exact
 answer for deep search, rubric checks for research) as a metric; the training reward is the judge's
@@ -27,7 +27,6 @@ there with the same seeds, batched the same way — never dropped. The re-run ep
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -35,10 +34,9 @@ from typing import TYPE_CHECKING, Any, Sequence, Union
 
 from deepresearch.config import PipelineConfig
 from deepresearch.errors import DeepResearchError
-from deepresearch.rl.engine import EngineOptions
+from deepresearch.generation.engine import EngineOptions
 
 if TYPE_CHECKING:
-    from deepresearch.agent.schema import Trajectory
     from deepresearch.rl.buffer import Episode
     from deepresearch.rl.weights import PublishedWeights
     from deepresearch.synthesis.schema import DeepSearchTask, ResearchTask
@@ -63,29 +61,6 @@ class WorkerSpec:
     torch_threads: int = 1  # intra-op threads per actor (also makes CPU sampling reproducible)
 
 
-def task_prompt(task: "Task") -> str:
-    """The user message of a task: a deep-search question or a research prompt."""
-    prompt = getattr(task, "question", None) or getattr(task, "prompt", None)
-    if not prompt:
-        raise TypeError(f"a rollout task needs a question or a prompt, got {type(task).__name__}")
-    return prompt
-
-
-def grade(task: "Task", traj: "Trajectory") -> "Trajectory":
-    """Label a trajectory with ground-truth success (as the synthesis stage does)."""
-    from deepresearch.synthesis.run import deep_search_correct, research_success
-    from deepresearch.synthesis.schema import DeepSearchTask
-
-    meta = dict(traj.metadata)
-    if isinstance(task, DeepSearchTask):
-        success = traj.outcome == "answered" and deep_search_correct(task, traj.answer)
-    else:
-        ok, score, labels = research_success(task, traj.answer)
-        success = traj.outcome == "answered" and ok
-        meta.update(rubric_score=round(score, 6), rubric_labels=labels)
-    return traj.model_copy(update={"success": success, "metadata": meta})
-
-
 class RolloutWorker:
     """One rollout process: engine + tokenizer + search backend. Used as a Ray actor (see `RolloutPool`)."""
 
@@ -101,7 +76,7 @@ class RolloutWorker:
         import torch
         from transformers import AutoTokenizer
 
-        from deepresearch.rl.engine import make_engine
+        from deepresearch.generation.engine import make_engine
         from deepresearch.search.backend import open_backend
 
         torch.set_num_threads(spec.torch_threads)
@@ -140,7 +115,7 @@ class RolloutWorker:
         """
         from concurrent.futures import ThreadPoolExecutor
 
-        from deepresearch.rl.batching import BatchingEngine
+        from deepresearch.generation.batching import BatchingEngine
 
         if len(seeds) != len(tasks):
             raise ValueError(f"{len(tasks)} tasks but {len(seeds)} seeds")
@@ -162,29 +137,13 @@ class RolloutWorker:
 
     def _play(self, task: "Task", seed: str, engine: Any, attempt: int) -> "Episode":
         """One episode of `task` with its own policy over `engine`, in a fresh workspace."""
-        from deepresearch.agent.loop import make_tools, run_episode
+        from deepresearch.agent.episode import play_episode
         from deepresearch.agent.policies.hf import HFPolicy
-        from deepresearch.agent.tools.base import EpisodeContext
+        from deepresearch.synthesis.run import grade
 
         cfg = self.spec.cfg
         policy = HFPolicy(self.tokenizer, engine, max_new_tokens=cfg.rl.max_new_tokens, temperature=cfg.rl.temperature)
-        policy.reset(task, seed=seed)
-        with tempfile.TemporaryDirectory(prefix="rollout-") as ws:
-            ctx = EpisodeContext(workspace=Path(ws), agent=cfg.agent, search=self.search)
-            try:
-                traj = run_episode(
-                    policy,
-                    task_prompt(task),
-                    task_id=task.task_id,
-                    capability=task.capability,
-                    ctx=ctx,
-                    budget=cfg.agent.budget,
-                    tools=make_tools(),
-                    trajectory_id=f"{task.task_id}:{seed}",
-                    count_tokens=policy.count_tokens,
-                )
-            finally:
-                ctx.close()
+        traj = play_episode(policy, task, cfg.agent, self.search, seed=seed, trajectory_id=f"{task.task_id}:{seed}")
         episode = policy.to_experience(grade(task, traj), weights_version=self.version, worker=self.worker_id)
         return replace(episode, attempt=attempt)
 

@@ -122,7 +122,7 @@ def rollout_metrics(tasks: Sequence[Task], episodes: Sequence[Episode], rewards:
 
 def rollout_worker_spec(cfg: PipelineConfig, policy_dir: Path, world_dir: Path) -> WorkerSpec:
     """Rollout actors on CPU with the transformers engine; with vLLM, each actor takes a slice of the GPU."""
-    from deepresearch.rl.engine import EngineOptions
+    from deepresearch.generation.engine import EngineOptions
     from deepresearch.rl.rollout import WorkerSpec
 
     if cfg.rl.engine == "vllm":
@@ -211,6 +211,7 @@ def run_ppo(
     import torch
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from deepresearch.io import atomic_write_text, dir_digest
     from deepresearch.judge.model import Judge
     from deepresearch.modeling.checkpoint import load_checkpoint, save_checkpoint
     from deepresearch.rl.experience import build_experience, experience_metrics
@@ -218,10 +219,8 @@ def run_ppo(
     from deepresearch.rl.rollout import RolloutPool, collect
     from deepresearch.rl.value import ValueModel
     from deepresearch.rl.weights import push_weights
-    from deepresearch.stages import world_digest
     from deepresearch.tracking import BufferedTracker, stage_run
-    from deepresearch.training.stage import artifact_digest as _digest
-    from deepresearch.world.schema import World, atomic_write_text
+    from deepresearch.world.schema import World
 
     t_start = time.perf_counter()
     rl = cfg.rl
@@ -253,9 +252,9 @@ def run_ppo(
     with stage_run(cfg, parent_run_id, "rl", flyte_execution_id=execution_id) as run, \
             BufferedTracker(run, spill=out / "unlogged_tracking.jsonl") as step_log, torch_threads(1):
         try:
-            run.log_dataset(policy_dir, name="policy", context="input", digest=_digest(policy_dir))
-            run.log_dataset(judge_dir, name="judge", context="input", digest=_digest(judge_dir))
-            run.log_dataset(world_dir, name="world", context="input", digest=world_digest(world_dir))
+            run.log_dataset(policy_dir, name="policy", context="input", digest=dir_digest(policy_dir))
+            run.log_dataset(judge_dir, name="judge", context="input", digest=dir_digest(judge_dir))
+            run.log_dataset(world_dir, name="world", context="input", digest=dir_digest(world_dir))
             run.set_tags({"input.policy": str(policy_dir), "input.judge": str(judge_dir)})
             try:
                 learner = init_learner(policy, critic, rl, cfg.training.sft)
@@ -387,7 +386,7 @@ def run_ppo(
             run.log_dict(json.loads(res.model_dump_json()), "ppo_run.json")
             if plot is not None:
                 run.log_artifact(plot)
-            digest = _digest(policy_path)
+            digest = dir_digest(policy_path)
             # model.digest as run_stage tags its models; dataset.digest is what `deepresearch lineage`
             # follows from a run that logs this policy as an input back to this run
             run.set_tags(

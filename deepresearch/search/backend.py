@@ -9,6 +9,7 @@ from typing import Callable, Protocol
 from pydantic import BaseModel, ConfigDict
 
 from deepresearch.config import SearchConfig
+from deepresearch.registry import Registry
 from deepresearch.world.schema import Document
 
 
@@ -41,33 +42,22 @@ class BackendName(str, Enum):
 
 
 BackendFactory = Callable[[SearchConfig, Path], SearchBackend]
-BACKENDS: dict[BackendName, BackendFactory] = {}
+BACKENDS: Registry[BackendFactory] = Registry(
+    "search backend", BackendName, plugins=("deepresearch.search.embedded", "deepresearch.search.http")
+)
 
 
 def register_backend(name: BackendName) -> Callable[[BackendFactory], BackendFactory]:
     """Decorator registering a backend factory `(cfg, world_dir) -> SearchBackend`; refuses duplicates."""
-
-    def deco(fn: BackendFactory) -> BackendFactory:
-        if name in BACKENDS:
-            raise ValueError(f"search backend {name.value!r} is already registered")
-        BACKENDS[name] = fn
-        return fn
-
-    return deco
+    return BACKENDS.register(name)
 
 
 def open_backend(cfg: SearchConfig, world_dir: Path) -> SearchBackend:
     """Open the configured backend over a world directory."""
     from deepresearch.errors import WorldError
-    from deepresearch.search import embedded, http  # noqa: F401 - registers the backends
 
     if cfg.backend == "embedded" and not Path(world_dir).is_dir():
         raise WorldError(
             f"world directory not found: {world_dir} (build one with `deepresearch world build --out {world_dir}`)"
         )
-
-    try:
-        factory = BACKENDS[BackendName(cfg.backend)]
-    except (KeyError, ValueError):
-        raise ValueError(f"unknown search backend {cfg.backend!r}; valid: {[b.value for b in BackendName]}") from None
-    return factory(cfg, Path(world_dir))
+    return BACKENDS.get(cfg.backend)(cfg, Path(world_dir))

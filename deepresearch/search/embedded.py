@@ -24,16 +24,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import shutil
-import tempfile
 import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol, TypeVar
 
 from deepresearch.errors import WorldError
+from deepresearch.io import atomic_dir
 from deepresearch.search.backend import BackendName, SearchHit, register_backend
 from deepresearch.world.schema import Document, World
 
@@ -167,9 +165,7 @@ def build_index(world: World, index_dir: Path, cfg: SearchConfig) -> dict:
     vocab_size = len(tokens.vocab)
     del tokens
 
-    index_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=index_dir.parent, prefix=f".{index_dir.name}.tmp-"))
-    try:
+    with atomic_dir(index_dir) as tmp:
         retriever.save(str(tmp / "bm25"), show_progress=False)
         np.save(tmp / "para_doc.npy", np.asarray(para_doc, dtype=np.int32))
         np.save(tmp / "para_idx.npy", np.asarray(para_idx, dtype=np.int32))
@@ -186,24 +182,7 @@ def build_index(world: World, index_dir: Path, cfg: SearchConfig) -> dict:
         # meta.json is written last: its presence marks a complete index.
         (tmp / "meta.json").write_text(json.dumps(stats, indent=2, sort_keys=True) + "\n")
         stats["bytes"] = _dir_bytes(tmp)
-        os.chmod(tmp, 0o755)  # mkdtemp makes it private; the index is shared with readers
-        _swap_into_place(tmp, index_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return stats
-
-
-def _swap_into_place(tmp: Path, dest: Path) -> None:
-    """Replace directory `dest` by `tmp` (renames only; an old index is removed after the swap)."""
-    if dest.exists():
-        old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(dest, old)
-        os.replace(tmp, dest)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, dest)
 
 
 # ---- serving ------------------------------------------------------------------------------------

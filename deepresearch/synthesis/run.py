@@ -11,25 +11,22 @@ Same config + world → hash-identical files.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import tempfile
 from pathlib import Path
 from typing import Iterable
 
 from pydantic import BaseModel
 
-from deepresearch.agent.loop import make_tools, run_episode
+from deepresearch.agent.episode import play_episode
 from deepresearch.agent.policies.scripted import ScriptedExpert
 from deepresearch.agent.schema import Trajectory
-from deepresearch.agent.tools.base import EpisodeContext
 from deepresearch.config import PipelineConfig
-from deepresearch.io import atomic_dir
+from deepresearch.io import atomic_dir, atomic_write_text, content_digest, file_hashes, file_sha256
 from deepresearch.search.backend import SearchBackend, open_backend
 from deepresearch.synthesis.rubrics import grade_report, rubric_score
 from deepresearch.synthesis.schema import DeepSearchTask, ResearchTask
 from deepresearch.synthesis.split import training_tasks
-from deepresearch.world.schema import World, atomic_write_text
+from deepresearch.world.schema import World
 
 DATASETS = ("deep_search", "deep_research")
 
@@ -63,32 +60,10 @@ def research_success(task: ResearchTask, report: str | None) -> tuple[bool, floa
     return ok, rubric_score(task.rubrics, labels), list(labels)
 
 
-def run_task(
-    expert: ScriptedExpert,
-    task: DeepSearchTask | ResearchTask,
-    cfg: PipelineConfig,
-    search: SearchBackend,
-    attempt: int,
-) -> Trajectory:
-    """One scripted-expert episode on `task` in a fresh workspace, labelled with ground-truth success."""
-    prompt = task.question if isinstance(task, DeepSearchTask) else task.prompt
-    expert.reset(task, seed=f"{cfg.synthesis.seed}:{task.task_id}:{attempt}")
-    with tempfile.TemporaryDirectory(prefix="episode-") as ws:
-        ctx = EpisodeContext(workspace=Path(ws), agent=cfg.agent, search=search)
-        try:
-            traj = run_episode(
-                expert,
-                prompt,
-                task_id=task.task_id,
-                capability=task.capability,
-                ctx=ctx,
-                budget=cfg.agent.budget,
-                tools=make_tools(),
-                trajectory_id=f"{task.task_id}:a{attempt}",
-            )
-        finally:
-            ctx.close()
-    meta = dict(traj.metadata, attempt=attempt, injected_errors=expert.injected_errors)
+def grade(task: DeepSearchTask | ResearchTask, traj: Trajectory) -> Trajectory:
+    """Label a trajectory with ground-truth success: the exact answer (deep search), every rubric check
+    (research: also `rubric_score` and `rubric_labels` in its metadata). Only an answered episode succeeds."""
+    meta = dict(traj.metadata)
     if isinstance(task, DeepSearchTask):
         success = traj.outcome == "answered" and deep_search_correct(task, traj.answer)
     else:
@@ -98,21 +73,22 @@ def run_task(
     return traj.model_copy(update={"success": success, "metadata": meta})
 
 
+def run_task(
+    expert: ScriptedExpert,
+    task: DeepSearchTask | ResearchTask,
+    cfg: PipelineConfig,
+    search: SearchBackend,
+    attempt: int,
+) -> Trajectory:
+    """One scripted-expert episode on `task` (`agent.episode.play_episode`), graded with ground truth."""
+    traj = play_episode(expert, task, cfg.agent, search, seed=f"{cfg.synthesis.seed}:{task.task_id}:{attempt}",
+                        trajectory_id=f"{task.task_id}:a{attempt}")
+    meta = dict(traj.metadata, attempt=attempt, injected_errors=expert.injected_errors)
+    return grade(task, traj.model_copy(update={"metadata": meta}))
+
+
 def _dump(models: Iterable[BaseModel]) -> str:
     return "".join(json.dumps(m.model_dump(mode="json"), sort_keys=True, ensure_ascii=False) + "\n" for m in models)
-
-
-def file_digests(root: Path) -> dict[str, str]:
-    """sha256 of every file under `root` except manifest.json, keyed by relative path."""
-    out = {}
-    for p in sorted(root.rglob("*")):
-        if p.is_file() and p.name != "manifest.json":
-            out[str(p.relative_to(root))] = hashlib.sha256(p.read_bytes()).hexdigest()
-    return out
-
-
-def dataset_digest(digests: dict[str, str]) -> str:
-    return hashlib.sha256(json.dumps(digests, sort_keys=True).encode()).hexdigest()
 
 
 def synthesize(cfg: PipelineConfig, world_dir: Path, out_dir: Path, *, progress: bool = True) -> dict:
@@ -149,7 +125,7 @@ def synthesize(cfg: PipelineConfig, world_dir: Path, out_dir: Path, *, progress:
             (tmp / name).mkdir()
             (tmp / name / "tasks.jsonl").write_text(_dump(tasks))
             (tmp / name / "trajectories.jsonl").write_text(_dump(trajs[name]))
-        digests = file_digests(tmp)
+        digests = file_hashes(tmp)
         stats = {}
         for name in DATASETS:
             ts = trajs[name]
@@ -163,10 +139,10 @@ def synthesize(cfg: PipelineConfig, world_dir: Path, out_dir: Path, *, progress:
         manifest = {
             "stage": "synthesis",
             "config_hash": cfg.hash,
-            "world_manifest_sha256": hashlib.sha256((world_dir / "manifest.json").read_bytes()).hexdigest(),
+            "world_manifest_sha256": file_sha256(world_dir / "manifest.json"),
             "datasets": stats,
             "sha256": digests,
-            "digest": dataset_digest(digests),
+            "digest": content_digest(digests),
         }
         atomic_write_text(tmp / "manifest.json", json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return manifest

@@ -319,7 +319,7 @@ def stage_run(
         tracker = MlflowTracker(client, run_id)
         tracker.log_params({**cfg.flat(), "config_hash": cfg.hash})
         if resume_file is not None:
-            from deepresearch.world.schema import atomic_write_text
+            from deepresearch.io import atomic_write_text
 
             atomic_write_text(resume_file, json.dumps({"run_id": run_id}) + "\n")
     try:

@@ -146,8 +146,9 @@ def midtrain1_samples(
 
     Every page of the world once, as the web tool renders it, either alone or followed by a reading
     question answered from it (a fact, the result a description points to, a two-hop chain): the
-    `deepresearch.modeling.pretrain.world_texts` mix, here over the pipeline's own world, so the model
-    learns this world's pages the way it will meet them and keeps reading rather than guessing.
+    `deepresearch.synthesis.reading.world_texts` mix (the base's pretraining texts), here over the
+    pipeline's own world, so the model learns this world's pages the way it will meet them and keeps
+    reading rather than guessing.
 
     Args:
         world_dir: a world directory.
@@ -161,7 +162,7 @@ def midtrain1_samples(
     """
     import random as _random
 
-    from deepresearch.modeling.pretrain import world_texts
+    from deepresearch.synthesis.reading import world_texts
     from deepresearch.world.schema import World
 
     world = World.load(Path(world_dir))

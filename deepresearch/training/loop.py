@@ -36,16 +36,15 @@ from __future__ import annotations
 
 import gc
 import json
-import os
 import random
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from deepresearch.config import TrainStageConfig
+from deepresearch.io import atomic_dir, atomic_write_text
 from deepresearch.training.distributed import TrainingError, barrier
 from deepresearch.training.engine import init_engine, set_lr
 from deepresearch.training.schedule import lr_at
@@ -152,37 +151,11 @@ def causal_lm_loss(model: Any, batch: Any) -> tuple[torch.Tensor, int]:
 
 
 # ---- saving --------------------------------------------------------------------------------------
-def _replace_dir(tmp: Path, dest: Path) -> None:
-    """Move the finished `tmp` to `dest`; a `dest` already there is swapped out, then deleted."""
-    old = None
-    if dest.exists():
-        old = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.old-"))
-        os.replace(dest, old / dest.name)
-    os.replace(tmp, dest)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def save_pretrained_atomic(model: Any, path: Path) -> Path:
-    """The default `save_fn`: `model.save_pretrained` (safetensors) into a temp dir, then rename to `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
-    try:
+    """The default `save_fn`: `model.save_pretrained` (safetensors) into a temp dir that replaces `path`."""
+    with atomic_dir(path) as tmp:
         model.save_pretrained(tmp)
-        _replace_dir(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return path
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _step_tag(step: int) -> str:
@@ -272,7 +245,7 @@ def _save_checkpoint(engine: DeepSpeedEngine, state: _State, cfg: TrainStageConf
     )
     barrier()  # every rank's shard is on disk before `latest` moves
     if dist.get_rank() == 0:
-        _write_text_atomic(ckpt_root / LATEST, _step_tag(state.step))
+        atomic_write_text(ckpt_root / LATEST, _step_tag(state.step), fsync=True)
     barrier()
 
 

@@ -13,7 +13,6 @@ rank 0 alone tracks the MLflow child run and writes the final checkpoint.
 from __future__ import annotations
 
 import contextlib
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -210,19 +209,7 @@ def _evaluate_judge(cfg: PipelineConfig, hf_dir: Path, data: Path, run) -> dict[
 
 
 def artifact_digest(path: Path) -> str:
-    """sha256 over a directory's manifest (if it has one) or its files' names and sizes."""
-    import hashlib
+    """A directory artifact's content digest (`deepresearch.io.dir_digest`)."""
+    from deepresearch.io import dir_digest
 
-    path = Path(path)
-    manifest = path / "manifest.json"
-    if manifest.is_file():
-        data = json.loads(manifest.read_text())
-        if "digest" in data:
-            return data["digest"]
-        return hashlib.sha256(manifest.read_bytes()).hexdigest()
-    h = hashlib.sha256()
-    for p in sorted(path.rglob("*")):
-        if p.is_file():
-            h.update(str(p.relative_to(path)).encode())
-            h.update(hashlib.sha256(p.read_bytes()).digest())
-    return h.hexdigest()
+    return dir_digest(path)

@@ -15,7 +15,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from deepresearch.world.schema import World, atomic_write_text
+from deepresearch.io import atomic_write_text
+from deepresearch.world.schema import World
 
 if TYPE_CHECKING:
     from deepresearch.config import PipelineConfig

@@ -10,10 +10,7 @@ On disk a world is a directory:
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import tempfile
 from enum import Enum
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -21,6 +18,7 @@ from typing import Iterable, Iterator
 from pydantic import BaseModel, ConfigDict, Field
 
 from deepresearch.errors import WorldError
+from deepresearch.io import atomic_write_lines, atomic_write_text  # noqa: F401 - atomic_write_text: old import path
 
 WORLD_SCHEMA_VERSION = 1
 WORLD_FILES = ("entities.jsonl", "triples.jsonl", "documents.jsonl")
@@ -84,36 +82,6 @@ class Document(_Frozen):
     links: list[str] = Field(default_factory=list)  # doc_ids this page links to
     claims: list[Claim] = Field(default_factory=list)
     year: int | None = None  # publication year; older low-authority pages may be stale
-
-
-def _atomic_write_lines(path: Path, lines: Iterable[str]) -> str:
-    """Write lines to `path` via a temp file + rename; return the sha256 of the bytes written."""
-    h = hashlib.sha256()
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            for line in lines:
-                b = (line + "\n").encode()
-                h.update(b)
-                f.write(b)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return h.hexdigest()
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write text via a temp file in the same directory, then rename (never half-written)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _dumps(model: BaseModel) -> str:
@@ -184,9 +152,9 @@ class World:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         hashes = {
-            "entities.jsonl": _atomic_write_lines(out / "entities.jsonl", (_dumps(e) for e in self.entities.values())),
-            "triples.jsonl": _atomic_write_lines(out / "triples.jsonl", (_dumps(t) for t in self.triples)),
-            "documents.jsonl": _atomic_write_lines(
+            "entities.jsonl": atomic_write_lines(out / "entities.jsonl", (_dumps(e) for e in self.entities.values())),
+            "triples.jsonl": atomic_write_lines(out / "triples.jsonl", (_dumps(t) for t in self.triples)),
+            "documents.jsonl": atomic_write_lines(
                 out / "documents.jsonl", (_dumps(d) for d in self.documents.values())
             ),
         }

@@ -9,6 +9,8 @@ from __future__ import annotations
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Callable, Protocol, Union
 
+from deepresearch.registry import Registry
+
 if TYPE_CHECKING:
     from deepresearch.agent.schema import Message
     from deepresearch.config import AgentConfig
@@ -35,27 +37,16 @@ class PolicyName(str, Enum):
 
 
 PolicyFactory = Callable[["AgentConfig", "World | None"], Policy]
-POLICIES: dict[PolicyName, PolicyFactory] = {}
+POLICIES: Registry[PolicyFactory] = Registry(
+    "policy", PolicyName, plugins=tuple(f"deepresearch.agent.policies.{m}" for m in ("hf", "openai_compat", "scripted"))
+)
 
 
 def register_policy(name: PolicyName) -> Callable[[PolicyFactory], PolicyFactory]:
     """Decorator registering a policy factory; refuses duplicates."""
-
-    def deco(fn: PolicyFactory) -> PolicyFactory:
-        if name in POLICIES:
-            raise ValueError(f"policy {name.value!r} is already registered")
-        POLICIES[name] = fn
-        return fn
-
-    return deco
+    return POLICIES.register(name)
 
 
 def make_policy(name: str, cfg: "AgentConfig", world: "World | None" = None) -> Policy:
     """Build a policy by name; the error lists valid names."""
-    from deepresearch.agent.policies import hf, openai_compat, scripted  # noqa: F401 - registers them
-
-    try:
-        key = PolicyName(name)
-    except ValueError:
-        raise ValueError(f"unknown policy {name!r}; valid: {', '.join(p.value for p in PolicyName)}") from None
-    return POLICIES[key](cfg, world)
+    return POLICIES.get(name)(cfg, world)

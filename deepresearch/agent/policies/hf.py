@@ -28,10 +28,9 @@ from deepresearch.agent.policies.base import PolicyName, register_policy
 from deepresearch.errors import ConfigError, DeepResearchError
 
 if TYPE_CHECKING:
-    from deepresearch.agent.schema import Message, Trajectory
+    from deepresearch.agent.schema import Episode, Message, Trajectory
     from deepresearch.config import AgentConfig
-    from deepresearch.rl.buffer import Episode
-    from deepresearch.rl.engine import EngineOptions, GenerationEngine
+    from deepresearch.generation.engine import EngineOptions, GenerationEngine
 
 IM_END = "<|im_end|>"
 
@@ -103,7 +102,7 @@ class HFPolicy:
         """Load tokenizer and model from an HF checkpoint directory into the named engine."""
         from transformers import AutoTokenizer
 
-        from deepresearch.rl.engine import EngineOptions, make_engine
+        from deepresearch.generation.engine import EngineOptions, make_engine
 
         tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
         return cls(tokenizer, make_engine(engine, model_dir, options or EngineOptions()), **kwargs)
@@ -180,7 +179,7 @@ class HFPolicy:
         Raises:
             ValueError: the trajectory's assistant turns are not the ones this policy produced.
         """
-        from deepresearch.rl.buffer import Episode
+        from deepresearch.agent.schema import Episode
 
         said = [m.content for m in trajectory.messages if m.role == "assistant"]
         if said != [t.text for t in self._turns]:

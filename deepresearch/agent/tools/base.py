@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from deepresearch.errors import ToolError
+from deepresearch.registry import Registry
 
 if TYPE_CHECKING:
     from deepresearch.config import AgentConfig
@@ -113,34 +114,26 @@ def compact_schema(model: type[BaseModel]) -> dict[str, Any]:
     return simplify(model.model_json_schema())
 
 
-TOOLS: dict[str, type[Tool]] = {}
+TOOLS: Registry[type[Tool]] = Registry(
+    "tool",
+    plugins=tuple(f"deepresearch.agent.tools.{m}" for m in ("file", "shell", "todo", "web")),  # the built-ins
+    error=ToolError,
+)
 
 
 def register_tool(cls: type[Tool]) -> type[Tool]:
-    """Class decorator adding a tool to the registry; refuses duplicate names."""
-    if cls.name in TOOLS:
-        raise ValueError(f"tool {cls.name!r} is already registered by {TOOLS[cls.name].__qualname__}")
-    TOOLS[cls.name] = cls
-    return cls
+    """Class decorator adding a tool to the registry under `cls.name`; refuses duplicate names."""
+    return TOOLS.register(cls.name)(cls)
 
 
 def get_tool(name: str) -> type[Tool]:
     """Look up a tool class; the error lists the valid names."""
-    _ensure_builtin_tools()
-    try:
-        return TOOLS[name]
-    except KeyError:
-        raise ToolError(f"unknown tool {name!r}; available tools: {', '.join(sorted(TOOLS))}") from None
+    return TOOLS.get(name)
 
 
 def all_tools() -> dict[str, type[Tool]]:
-    _ensure_builtin_tools()
-    return dict(TOOLS)
-
-
-def _ensure_builtin_tools() -> None:
-    # Importing the modules registers the built-in tools.
-    from deepresearch.agent.tools import file, shell, todo, web  # noqa: F401
+    """Every registered tool, built-ins included."""
+    return dict(TOOLS.items())
 
 
 def dumps_observation(obj: Any) -> str:

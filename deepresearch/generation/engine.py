@@ -25,6 +25,8 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping, Protocol, Sequence
 
+from deepresearch.registry import Registry
+
 if TYPE_CHECKING:
     import torch
 
@@ -91,28 +93,17 @@ class EngineName(str, Enum):
 
 
 EngineFactory = Callable[[Path, EngineOptions], GenerationEngine]
-ENGINES: dict[EngineName, EngineFactory] = {}
+ENGINES: Registry[EngineFactory] = Registry("generation engine", EngineName)
 
 
 def register_engine(name: EngineName) -> Callable[[EngineFactory], EngineFactory]:
     """Decorator registering an engine factory `(model_dir, options) -> GenerationEngine`; refuses duplicates."""
-
-    def deco(fn: EngineFactory) -> EngineFactory:
-        if name in ENGINES:
-            raise ValueError(f"generation engine {name.value!r} is already registered")
-        ENGINES[name] = fn
-        return fn
-
-    return deco
+    return ENGINES.register(name)
 
 
 def make_engine(name: str, model_dir: str | Path, options: EngineOptions = EngineOptions()) -> GenerationEngine:
     """Build a generation engine by name over an HF checkpoint directory; the error lists valid names."""
-    try:
-        key = EngineName(name)
-    except ValueError:
-        raise ValueError(f"unknown generation engine {name!r}; valid: {', '.join(e.value for e in EngineName)}") from None
-    return ENGINES[key](Path(model_dir), options)
+    return ENGINES.get(name)(Path(model_dir), options)
 
 
 def _torch_dtype(name: str):

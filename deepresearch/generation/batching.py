@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from deepresearch.rl.engine import Generation, GenerationEngine, GenRequest
+from deepresearch.generation.engine import Generation, GenerationEngine, GenRequest
 
 if TYPE_CHECKING:
     import torch
