@@ -89,6 +89,11 @@ def _lm_dataset(cfg: PipelineConfig, stage: str, tokenizer, data: Path, world: P
         samples = D.midtrain2_samples(data, tokenizer)
     else:
         samples = D.sft_samples(data, tokenizer, deep_search_ratio=cfg.training.sft_deep_search_ratio, seed=scfg.seed)
+    # the capability datasets' configured shares, on top of the stage's own data (training/mixes.py)
+    from deepresearch.training.mixes import capability_samples
+
+    extra, _ = capability_samples(cfg, stage, data, tokenizer, n_base=len(samples), seed=scfg.seed)
+    samples = samples + extra
     return D.PackedDataset.from_samples(
         samples, seq_len=scfg.seq_len, pad_id=tokenizer.pad_token_id, seed=scfg.seed,
         micro_batch_size=scfg.micro_batch_size, pack_documents=scfg.pack_documents,
