@@ -72,7 +72,13 @@ def _pair_filter(pairs: Sequence) -> FilterResult:
 
 
 def _gate(name: str, tasks: list, trajs: list[Trajectory], cfg: QualityConfig) -> tuple[list, list[Trajectory], DatasetReport]:
-    from deepresearch.quality.gate import REASON_TASK_REMOVED, REASON_UNKNOWN_TASK, DatasetReport, _rate, _step
+    from deepresearch.quality.gate import (
+        REASON_TASK_REMOVED,
+        REASON_UNKNOWN_TASK,
+        DatasetReport,
+        _rate,
+        _step,
+    )
 
     steps = []
     dedup = drop_near_duplicate_tasks(tasks, task_prompt, cfg.minhash_threshold, cfg.minhash_num_perm)

@@ -22,7 +22,12 @@ from collections.abc import Collection
 
 from deepresearch.agent.schema import Trajectory, extract_citations, parse_assistant
 from deepresearch.synthesis.capability_schema import PlanningTask, PlanStep
-from deepresearch.synthesis.phrasing import attribute_phrase, attribute_sentence, relation_phrase, relation_sentence
+from deepresearch.synthesis.phrasing import (
+    attribute_phrase,
+    attribute_sentence,
+    relation_phrase,
+    relation_sentence,
+)
 from deepresearch.world.schema import Entity, World
 
 # The role an entity plays for the hub when the hub is the tail of its relation.

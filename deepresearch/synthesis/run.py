@@ -27,7 +27,11 @@ from deepresearch.agent.tools.base import EpisodeContext
 from deepresearch.config import PipelineConfig
 from deepresearch.io import atomic_dir
 from deepresearch.search.backend import SearchBackend, open_backend
-from deepresearch.synthesis.capabilities import deep_search_candidates, filter_deep_search, synthesize_capabilities
+from deepresearch.synthesis.capabilities import (
+    deep_search_candidates,
+    filter_deep_search,
+    synthesize_capabilities,
+)
 from deepresearch.synthesis.rubrics import grade_report, rubric_score
 from deepresearch.synthesis.schema import DeepSearchTask, ResearchTask
 from deepresearch.synthesis.split import training_tasks
