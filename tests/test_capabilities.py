@@ -190,3 +190,26 @@ def test_shares_must_leave_room_for_the_stage_own_data():
         load_config("configs/tiny.yaml", ["capabilities.planning.sft=0.6", "capabilities.verification.sft=0.5"])
     with pytest.raises(ConfigError, match="tool_error_rate"):
         load_config("configs/tiny.yaml", ["capabilities.verification.tool_error_rate=0.2"])
+
+
+def test_difficulty_filter_on_deep_search_when_configured(small_cfg, world, search):
+    """Paper scale filters the chain questions too: oversample, drop what the solver answers, keep n."""
+    from deepresearch.synthesis.capabilities import deep_search_candidates, filter_deep_search
+    from deepresearch.synthesis.difficulty import is_correct, make_solver
+    from deepresearch.synthesis.split import training_tasks
+
+    assert deep_search_candidates(small_cfg) == small_cfg.synthesis.n_deep_search  # tiny: not filtered
+    same = [object()]
+    assert filter_deep_search(small_cfg, world, search, same) == (same, {})
+    df = small_cfg.capabilities.difficulty_filter.model_copy(update={"apply_to": ["deep_search"], "oversample": 3.0})
+    syn = small_cfg.synthesis.model_copy(update={"min_hops": 1, "max_hops": 1, "n_deep_search": 4})
+    cfg = small_cfg.model_copy(update={"synthesis": syn,
+                                       "capabilities": small_cfg.capabilities.model_copy(update={"difficulty_filter": df})})
+    n = deep_search_candidates(cfg)
+    assert n == 12
+    ds, _ = training_tasks(world, syn, n_deep_search=n, n_deep_research=0, seed=syn.seed)
+    kept, stats = filter_deep_search(cfg, world, search, ds)
+    solver = make_solver("shallow", cfg, world, search)
+    assert len(kept) <= 4 and not any(is_correct(q, solver(q.question)) for q in kept)
+    assert stats["difficulty_attempted"] == stats["difficulty_kept"] + stats["difficulty_dropped"]
+    assert stats.get("difficulty_hops1_dropped", 0) > 0  # one-hop chains are what a single search solves
