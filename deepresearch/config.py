@@ -274,6 +274,8 @@ class CapabilitiesConfig(Section):
 
     @model_validator(mode="after")
     def _shares_leave_room(self) -> "CapabilitiesConfig":
+        if self.query_report.mid2 or self.query_report.sft:
+            raise ValueError("capabilities.query_report: text pairs have no episodes; only mid1 can take a share")
         for stage in ("mid1", "mid2", "sft"):
             total = sum(getattr(c, stage) for c in self.datasets().values())
             if total >= 1.0:

@@ -213,3 +213,11 @@ def test_difficulty_filter_on_deep_search_when_configured(small_cfg, world, sear
     assert len(kept) <= 4 and not any(is_correct(q, solver(q.question)) for q in kept)
     assert stats["difficulty_attempted"] == stats["difficulty_kept"] + stats["difficulty_dropped"]
     assert stats.get("difficulty_hops1_dropped", 0) > 0  # one-hop chains are what a single search solves
+
+
+def test_text_pairs_take_no_episode_share():
+    from deepresearch.config import load_config
+    from deepresearch.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="only mid1"):
+        load_config("configs/tiny.yaml", ["capabilities.query_report.sft=0.1"])

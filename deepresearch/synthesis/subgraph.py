@@ -159,7 +159,7 @@ def synthesize_subgraph(
             continue
         asked.add(question)
         node_set = set(nodes)
-        edges = [t for t in world.triples if t.head in node_set and t.tail in node_set]
+        edges = [t for x in nodes for t in world.out_edges(x) if t.tail in node_set]  # sorted like world.triples
         tasks.append(SubgraphTask(task_id=f"sg-{seed}-{len(tasks):05d}", question=question, answer=e.name,
                                   aliases=list(e.aliases), hops=len(combo), target=e.id, constraints=list(combo),
                                   nodes=nodes, edges=edges))
