@@ -84,10 +84,12 @@ def _gate(name: str, tasks: list, trajs: list[Trajectory], cfg: QualityConfig) -
     dedup = drop_near_duplicate_tasks(tasks, task_prompt, cfg.minhash_threshold, cfg.minhash_num_perm)
     steps.append(_step("near_duplicate_tasks", "tasks", len(tasks), dedup))
     kept_tasks = dedup.kept
-    if name in TEXT_ONLY:
+    if name in TEXT_ONLY:  # text pairs: no episodes to filter
         pairs = _pair_filter(kept_tasks)
         steps.append(_step("source_citations", "tasks", len(kept_tasks), pairs))
-        kept_tasks = pairs.kept
+        report = DatasetReport(name=name, tasks_in=len(tasks), tasks_out=len(pairs.kept), trajectories_in=0,
+                               trajectories_out=0, steps=steps, pass_rates={"tasks": _rate(len(pairs.kept), len(tasks))})
+        return pairs.kept, [], report
     kept_ids = {t.task_id for t in kept_tasks}
     removed = {d.id for s in (dedup,) for d in s.dropped}
     member_kept, member_dropped = [], []
@@ -109,13 +111,12 @@ def _gate(name: str, tasks: list, trajs: list[Trajectory], cfg: QualityConfig) -
         current = plan.kept
     shortest = keep_shortest_successful(current)
     steps.append(_step("shortest_successful", "trajectories", len(current), shortest))
-    pass_rates = {"tasks": _rate(len(kept_tasks), len(tasks))}
-    if name not in TEXT_ONLY:
-        pass_rates.update({
-            "trajectories": _rate(len(shortest.kept), len(trajs)),
-            "raw_success": _rate(sum(t.success is True for t in trajs), len(trajs)),
-            "tasks_solved": _rate(len(shortest.kept), len(kept_tasks)),
-        })
+    pass_rates = {
+        "tasks": _rate(len(kept_tasks), len(tasks)),
+        "trajectories": _rate(len(shortest.kept), len(trajs)),
+        "raw_success": _rate(sum(t.success is True for t in trajs), len(trajs)),
+        "tasks_solved": _rate(len(shortest.kept), len(kept_tasks)),
+    }
     if name == "planning":
         pass_rates["plan_consistency"] = _rate(len(current), len(cites.kept))
     report = DatasetReport(name=name, tasks_in=len(tasks), tasks_out=len(kept_tasks), trajectories_in=len(trajs),
