@@ -34,8 +34,9 @@ class Section(BaseModel):
 class WorldConfig(Section):
     """The synthetic research world (or a Wikidata5m-format dump)."""
 
-    source: Literal["synthetic", "wikidata5m"] = "synthetic"
+    source: Literal["synthetic", "wikidata5m", "cndbpedia"] = "synthetic"
     wikidata5m_dir: str | None = None  # directory holding the wikidata5m_*.txt files
+    cndbpedia_path: str | None = None  # a CN-DBpedia triple file (subject TAB predicate TAB object)
     seed: int = 0
     # entities per type; six types (person, organization, place, work, event, product)
     entities_per_type: int = Field(60, ge=2)
@@ -50,6 +51,8 @@ class WorldConfig(Section):
     def _wikidata_needs_dir(self) -> "WorldConfig":
         if self.source == "wikidata5m" and not self.wikidata5m_dir:
             raise ValueError("world.source=wikidata5m needs world.wikidata5m_dir")
+        if self.source == "cndbpedia" and not self.cndbpedia_path:
+            raise ValueError("world.source=cndbpedia needs world.cndbpedia_path")
         return self
 
 
@@ -175,6 +178,116 @@ class SynthesisConfig(Section):
         if self.min_hops > self.max_hops:
             raise ValueError(f"synthesis.min_hops ({self.min_hops}) > synthesis.max_hops ({self.max_hops})")
         return self
+
+
+class CapabilityConfig(Section):
+    """One atomic-capability dataset (deepresearch/synthesis/capabilities.py): how many items to
+    synthesize, and its share of each language-model stage's mix.
+
+    A share is the fraction of the stage's final mix taken by this dataset: the stage's own data (the
+    world pages and reports for mid1, the deep-search and deep-research trajectories for mid2 and SFT)
+    is kept whole and these rows are added on top, at most every row the dataset has (nothing repeats).
+    """
+
+    n: int = Field(0, ge=0)  # items to synthesize (0: the dataset is not built)
+    mid1: float = Field(0.0, ge=0.0, lt=1.0)
+    mid2: float = Field(0.0, ge=0.0, lt=1.0)
+    sft: float = Field(0.0, ge=0.0, lt=1.0)
+
+
+class PlanningConfig(CapabilityConfig):
+    """Reverse-engineered plans from the world's institutional reports, executed by the expert."""
+
+    min_sections: int = Field(3, ge=2)  # entities a report (and its plan) covers
+    max_sections: int = Field(5, ge=2)
+    # chance the expert drifts from the plan (skips or reorders a step): what the consistency filter catches
+    deviation_rate: float = Field(0.2, ge=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "PlanningConfig":
+        if self.min_sections > self.max_sections:
+            raise ValueError(f"min_sections ({self.min_sections}) > max_sections ({self.max_sections})")
+        return self
+
+
+class SubgraphConfig(CapabilityConfig):
+    """Questions over sampled KG subgraphs that intersect several constraints (paper: 10-40 nodes)."""
+
+    min_nodes: int = Field(10, ge=2)
+    max_nodes: int = Field(40, ge=2)
+    constraints: int = Field(2, ge=2, le=4)  # constraints intersected per question
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "SubgraphConfig":
+        if self.min_nodes > self.max_nodes:
+            raise ValueError(f"min_nodes ({self.min_nodes}) > max_nodes ({self.max_nodes})")
+        return self
+
+
+class WikiWalkConfig(CapabilityConfig):
+    """Questions along hyperlink walks of the world's pages; evidence from at least two linked pages."""
+
+    min_links: int = Field(1, ge=1)  # links followed from the start page
+    max_links: int = Field(2, ge=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "WikiWalkConfig":
+        if self.min_links > self.max_links:
+            raise ValueError(f"min_links ({self.min_links}) > max_links ({self.max_links})")
+        return self
+
+
+class VerificationConfig(CapabilityConfig):
+    """Drafts carrying a planted conflict; the expert detects and resolves it (paper: 5-10 % tool errors)."""
+
+    tool_error_rate: float = Field(0.08, ge=0.05, le=0.10)
+
+
+class DifficultyFilterConfig(Section):
+    """The reference solver that drops questions a shallow agent already answers (paper: keep only
+    what a strong model's simple ReAct cannot solve)."""
+
+    # shallow: one search with the question, answer read off the top hit; openai: agent.openai's
+    # endpoint in the ReAct loop; checkpoint: agent.hf.model_dir in the ReAct loop
+    solver: Literal["shallow", "openai", "checkpoint"] = "shallow"
+    # datasets whose questions are filtered (deep_search too at paper scale)
+    apply_to: list[Literal["deep_search", "deep_search_subgraph", "wiki_walk"]] = Field(
+        default_factory=lambda: ["deep_search_subgraph", "wiki_walk"]
+    )
+    # candidates built per question wanted, so that enough survive the filter
+    oversample: float = Field(2.0, ge=1.0, le=20.0)
+
+
+class CapabilitiesConfig(Section):
+    """The atomic-capability datasets beyond deep_search and deep_research, and their mix shares."""
+
+    planning: PlanningConfig = PlanningConfig()
+    deep_search_subgraph: SubgraphConfig = SubgraphConfig()
+    wiki_walk: WikiWalkConfig = WikiWalkConfig()
+    verification: VerificationConfig = VerificationConfig()
+    query_report: CapabilityConfig = CapabilityConfig()  # mid1: <query, report> pairs, no trajectories
+    url_qa: CapabilityConfig = CapabilityConfig()  # mid2 family
+    long_summary: CapabilityConfig = CapabilityConfig()  # mid2 family
+    difficulty_filter: DifficultyFilterConfig = DifficultyFilterConfig()
+    # expert attempts per task (seeded by synthesis.seed, like the other datasets)
+    attempts_per_task: int = Field(1, ge=1)
+
+    @model_validator(mode="after")
+    def _shares_leave_room(self) -> "CapabilitiesConfig":
+        if self.query_report.mid2 or self.query_report.sft:
+            raise ValueError("capabilities.query_report: text pairs have no episodes; only mid1 can take a share")
+        for stage in ("mid1", "mid2", "sft"):
+            total = sum(getattr(c, stage) for c in self.datasets().values())
+            if total >= 1.0:
+                raise ValueError(f"capabilities: the {stage} shares add up to {total:g}; they must stay below 1 "
+                                 "(the stage's own data takes the rest)")
+        return self
+
+    def datasets(self) -> dict[str, CapabilityConfig]:
+        """Each capability dataset's section, by dataset name."""
+        names = ("planning", "deep_search_subgraph", "wiki_walk", "verification", "query_report", "url_qa",
+                 "long_summary")
+        return {n: getattr(self, n) for n in names}
 
 
 class ExpectationConfig(Section):
@@ -443,6 +556,7 @@ class PipelineConfig(Section):
     search: SearchConfig = SearchConfig()
     agent: AgentConfig = AgentConfig()
     synthesis: SynthesisConfig = SynthesisConfig()
+    capabilities: CapabilitiesConfig = CapabilitiesConfig()
     quality: QualityConfig = QualityConfig()
     model: ModelConfig = ModelConfig()
     training: TrainingConfig = TrainingConfig()

@@ -20,6 +20,14 @@ SMALL = [
     "synthesis.n_deep_search=6",
     "synthesis.n_deep_research=4",
     "quality.expectations.min_rows=2",
+    # the capability datasets: a few each (every code path, seconds)
+    "capabilities.planning.n=3",
+    "capabilities.deep_search_subgraph.n=3",
+    "capabilities.wiki_walk.n=3",
+    "capabilities.verification.n=3",
+    "capabilities.query_report.n=6",
+    "capabilities.url_qa.n=3",
+    "capabilities.long_summary.n=3",
     # where the machine cannot confine the shell's sandbox as a whole (not root), run it with per-process
     # limits instead of refusing: these tests are about the pipeline; tests/test_sandbox.py covers refusal
     "agent.shell.allow_weak_limits=true",

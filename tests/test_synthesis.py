@@ -102,6 +102,44 @@ def test_same_config_and_seed_give_hash_identical_datasets(small_cfg, small_worl
     rows = [json.loads(x) for x in (tmp_path / "a" / "deep_research" / "trajectories.jsonl").read_text().splitlines()]
     assert all(r["success"] for r in rows) and all(r["metadata"]["rubric_score"] > 0 for r in rows)
 
+    # the capability datasets: present, non-empty, byte-identical too (a["sha256"] covers every file)
+    from deepresearch.synthesis.capabilities import CAPABILITY_DATASETS
+    from deepresearch.synthesis.capability_schema import TEXT_ONLY
+
+    for name in CAPABILITY_DATASETS:
+        for f in ("tasks.jsonl", "trajectories.jsonl"):
+            assert f"{name}/{f}" in a["sha256"], f"{name}/{f} missing"
+            assert (tmp_path / "a" / name / f).read_bytes() == (tmp_path / "b" / name / f).read_bytes()
+        assert a["datasets"][name]["tasks"] > 0
+        if name not in TEXT_ONLY:
+            assert a["datasets"][name]["trajectories"] > 0 and a["datasets"][name]["success_rate"] == 1.0
+    assert "difficulty_hops2_kept" in a["datasets"]["deep_search_subgraph"]
+
+    # and the gates pass them, each through its own suites
+    from deepresearch.quality.gate import run_quality_gates
+
+    report = run_quality_gates(small_cfg.quality, tmp_path / "a", tmp_path / "gated")
+    for name in CAPABILITY_DATASETS:
+        d = report.datasets[name]
+        assert d.tasks_out > 0 and {s.name for s in d.suites} >= {f"{name}.tasks"}
+        assert all(s.success for s in d.suites)
+        assert (tmp_path / "gated" / name / "tasks.jsonl").is_file()
+    assert "plan_consistency" in report.datasets["planning"].pass_rates
+
+    # each stage's mix takes its configured share of the capability rows, on top of its own data
+    from deepresearch.modeling.tokenizer import train_tokenizer
+    from deepresearch.training.data import tokenizer_corpus
+    from deepresearch.training.mixes import capability_samples
+
+    tok = train_tokenizer(tokenizer_corpus(small_world_dir, tmp_path / "gated"), small_cfg.model)
+    cfg = small_cfg.model_copy(update={"capabilities": small_cfg.capabilities.model_copy(update={
+        "planning": small_cfg.capabilities.planning.model_copy(update={"sft": 0.2}),
+        "query_report": small_cfg.capabilities.query_report.model_copy(update={"mid1": 0.5})})})
+    extra, counts = capability_samples(cfg, "sft", tmp_path / "gated", tok, n_base=8, seed=0)
+    assert counts["planning"] == 2 and len(extra) == sum(counts.values())  # 0.2 * 8 / (1 - 0.2 - ...) → 2
+    extra, counts = capability_samples(cfg, "mid1", tmp_path / "gated", tok, n_base=4, seed=0)
+    assert counts == {"query_report": 4}  # 0.5 * 4 / 0.5 = 4 of the 6 pairs
+
 
 def test_missing_world_is_a_clear_error(small_cfg, tmp_path):
     from deepresearch.errors import WorldError

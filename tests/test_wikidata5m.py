@@ -101,22 +101,47 @@ def test_other_train_file_name_and_gzip(tmp_path):
     ("name", "lines", "where"),
     [
         ("wikidata5m_entity.txt", ENTITIES[:2] + ["Q145"] + ENTITIES[3:], "wikidata5m_entity.txt:3"),
-        ("wikidata5m_entity.txt", ["X1\tnot a q-id"], "wikidata5m_entity.txt:1"),
+        ("wikidata5m_entity.txt", ENTITIES + ["X1\tnot a q-id"], "wikidata5m_entity.txt:6"),
+        ("wikidata5m_entity.txt", ENTITIES + ["Q42\tDouglas Adams again"], "wikidata5m_entity.txt:6"),
         ("wikidata5m_relation.txt", RELATIONS + ["P99"], "wikidata5m_relation.txt:4"),
         (
             "wikidata5m_transductive_train.txt",
-            TRIPLES[:1] + ["Q42\tP31"],
+            TRIPLES[:1] + ["Q42\tP31"] + TRIPLES[1:],
             "wikidata5m_transductive_train.txt:2",
         ),
-        ("wikidata5m_text.txt", ["Q42 without a tab"], "wikidata5m_text.txt:1"),
+        ("wikidata5m_text.txt", ["Q42 without a tab"] + TEXTS, "wikidata5m_text.txt:1"),
     ],
 )
-def test_malformed_line_names_file_and_line(tmp_path, name, lines, where):
+def test_malformed_line_is_skipped_counted_and_located(tmp_path, name, lines, where):
+    """A malformed line no longer aborts the load: it is skipped, counted, and shown as file:line."""
+    from deepresearch.world.wikidata5m import LoadReport
+
     d = write_sample(tmp_path)
     (d / name).write_text("\n".join(lines) + "\n")
-    with pytest.raises(WorldError, match="malformed") as err:
+    report = LoadReport("wikidata5m")
+    world = load_wikidata5m(d, report=report)
+    assert report.malformed == 1 and report.malformed_by_file == {name: 1}
+    assert any(where in e and "malformed line" in e for e in report.examples)
+    assert where in report.summary()
+    assert "Q42" in world.entities and "Q350" in world.entities  # the good lines around it still load
+
+
+def test_dropped_triples_are_counted_by_reason(tmp_path):
+    from deepresearch.world.wikidata5m import LoadReport
+
+    report = LoadReport("wikidata5m")
+    load_wikidata5m(write_sample(tmp_path), report=report)
+    # P17 is not in the relation file; Q99999 is not in the entity file
+    assert report.dropped_triples == {"missing_entity": 1, "missing_relation": 1}
+    assert report.malformed == 0
+
+
+def test_entity_file_without_a_valid_line_is_an_error(tmp_path):
+    d = write_sample(tmp_path)
+    (d / "wikidata5m_entity.txt").write_text("X1\tnot a q-id\nQ5\n")
+    with pytest.raises(WorldError, match="no valid entity") as err:
         load_wikidata5m(d)
-    assert where in str(err.value)
+    assert "wikidata5m_entity.txt:1" in str(err.value) and "wikidata5m_entity.txt:2" in str(err.value)
 
 
 @pytest.mark.parametrize(

@@ -27,11 +27,13 @@ if TYPE_CHECKING:
 
 
 def task_prompt(task: Any) -> str:
-    """The user message of a task: a deep-search task's question or a research task's prompt."""
-    prompt = getattr(task, "question", None) or getattr(task, "prompt", None)
-    if not prompt:
-        raise TypeError(f"an episode needs a task with a question or a prompt, got {type(task).__name__}")
-    return prompt
+    """The user message of a task: its question (deep search and the capability datasets' questions), its
+    prompt (deep research) or its query (a reverse-engineered report query)."""
+    for field in ("question", "prompt", "query"):
+        prompt = getattr(task, field, None)
+        if prompt:
+            return prompt
+    raise TypeError(f"an episode needs a task with a question, a prompt or a query, got {type(task).__name__}")
 
 
 def play_episode(

@@ -162,6 +162,11 @@ SUITES: dict[str, Callable[[ExpectationConfig, bool], list[Any]]] = {
     "deep_research.tasks": _deep_research_task_suite,
 }
 
+# The capability datasets' suites (planning, deep_search_subgraph, wiki_walk, verification, ...).
+from deepresearch.quality.capability_suites import CAPABILITY_SUITES  # noqa: E402
+
+SUITES.update(CAPABILITY_SUITES)
+
 
 # ---- running a suite ----------------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ does it write OUT, all at once (a temp directory renamed into place):
 
     OUT/deep_search/{tasks,trajectories}.jsonl
     OUT/deep_research/{tasks,trajectories}.jsonl
+    OUT/<capability>/{tasks,trajectories}.jsonl   for each capability dataset in RAW (quality/capabilities.py)
     OUT/quality_report.json   the QualityReport (counts per filter, drop reasons, suites, digest)
     OUT/manifest.json         sha256 per file, dataset digest, counts, sha256 of the RAW inputs
 
@@ -420,6 +421,15 @@ def run_quality_gates(cfg: QualityConfig, raw_dir: Path, out_dir: Path) -> Quali
         ]
         kept[name] = (kept_tasks, kept_trajs)
         reports[name] = rep.model_copy(update={"suites": suites})
+
+    # the capability datasets (planning, subgraph questions, link walks, ...): quality/capabilities.py
+    from deepresearch.quality.capabilities import gate_capabilities
+
+    gated, cap_files = gate_capabilities(cfg, raw_dir)
+    for name, (kept_tasks, kept_trajs, rep) in gated.items():
+        kept[name], reports[name] = (kept_tasks, kept_trajs), rep
+    raw_sha.update({rel: file_sha256(raw_dir / rel) for rel in cap_files})
+    raw_sha = dict(sorted(raw_sha.items()))
 
     passed = all(s.success for r in reports.values() for s in r.suites)
     report = QualityReport(

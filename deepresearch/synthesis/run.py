@@ -5,6 +5,7 @@
 Writes (atomically: a temp directory renamed into place)
     out_dir/deep_search/{tasks,trajectories}.jsonl
     out_dir/deep_research/{tasks,trajectories}.jsonl
+    out_dir/<capability>/{tasks,trajectories}.jsonl   the capability datasets (synthesis/capabilities.py)
     out_dir/manifest.json     counts, success rates, injected-error rate, sha256 of each file
 Same config + world → hash-identical files.
 """
@@ -23,6 +24,11 @@ from deepresearch.agent.schema import Trajectory
 from deepresearch.config import PipelineConfig
 from deepresearch.io import atomic_dir, atomic_write_text, content_digest, file_hashes, file_sha256
 from deepresearch.search.backend import SearchBackend, open_backend
+from deepresearch.synthesis.capabilities import (
+    deep_search_candidates,
+    filter_deep_search,
+    synthesize_capabilities,
+)
 from deepresearch.synthesis.rubrics import grade_report, rubric_score
 from deepresearch.synthesis.schema import DeepSearchTask, ResearchTask
 from deepresearch.synthesis.split import training_tasks
@@ -106,8 +112,9 @@ def synthesize(cfg: PipelineConfig, world_dir: Path, out_dir: Path, *, progress:
     search = open_backend(cfg.search, world_dir)
     sc = cfg.synthesis
     # training tasks only: none targets a held-out entity (synthesis/split.py)
-    ds_tasks, dr_tasks = training_tasks(world, sc, n_deep_search=sc.n_deep_search,
+    ds_tasks, dr_tasks = training_tasks(world, sc, n_deep_search=deep_search_candidates(cfg),
                                         n_deep_research=sc.n_deep_research, seed=sc.seed)
+    ds_tasks, ds_difficulty = filter_deep_search(cfg, world, search, ds_tasks)  # as configured; else unchanged
     expert = ScriptedExpert(cfg.agent, world, tool_error_rate=sc.tool_error_rate, detour_rate=sc.detour_rate)
 
     trajs: dict[str, list[Trajectory]] = {name: [] for name in DATASETS}
@@ -125,6 +132,7 @@ def synthesize(cfg: PipelineConfig, world_dir: Path, out_dir: Path, *, progress:
             (tmp / name).mkdir()
             (tmp / name / "tasks.jsonl").write_text(_dump(tasks))
             (tmp / name / "trajectories.jsonl").write_text(_dump(trajs[name]))
+        cap_stats = synthesize_capabilities(cfg, world, search, tmp, progress=progress)
         digests = file_hashes(tmp)
         stats = {}
         for name in DATASETS:
@@ -136,6 +144,8 @@ def synthesize(cfg: PipelineConfig, world_dir: Path, out_dir: Path, *, progress:
                 "with_injected_errors": sum(1 for t in ts if t.metadata.get("injected_errors", 0) > 0),
                 "mean_tool_calls": round(sum(t.tool_calls for t in ts) / max(1, len(ts)), 3),
             }
+        stats["deep_search"].update(ds_difficulty)
+        stats.update(cap_stats)
         manifest = {
             "stage": "synthesis",
             "config_hash": cfg.hash,

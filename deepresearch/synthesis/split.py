@@ -69,6 +69,8 @@ def task_target(task: Task) -> str:
     """The entity a task asks about: a deep-search path's last entity, a research task's `about`."""
     if isinstance(task, DeepSearchTask):
         return task.path[-1]
+    if not isinstance(task, ResearchTask):  # a capability dataset's task (synthesis/capability_schema.py)
+        return task.target
     if task.about is None:
         raise SplitError(f"research task {task.sample_id} names no entity (`about`): it cannot be placed in the split")
     return task.about
@@ -76,7 +78,11 @@ def task_target(task: Task) -> str:
 
 def task_text(task: Task) -> str:
     """What the agent is asked: the question, or the research prompt."""
-    return task.question if isinstance(task, DeepSearchTask) else task.prompt
+    if isinstance(task, (DeepSearchTask, ResearchTask)):
+        return task.question if isinstance(task, DeepSearchTask) else task.prompt
+    from deepresearch.synthesis.capability_schema import task_prompt
+
+    return task_prompt(task)
 
 
 def _split(world: World, syn: SynthesisConfig) -> EntitySplit:

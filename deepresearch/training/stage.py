@@ -92,10 +92,16 @@ def _lm_dataset(cfg: PipelineConfig, stage: str, tokenizer, data: Path, world: P
         samples = D.midtrain2_samples(data, tokenizer)
     else:
         samples = D.sft_samples(data, tokenizer, deep_search_ratio=cfg.training.sft_deep_search_ratio, seed=scfg.seed)
-    return D.PackedDataset.from_samples(
-        samples, seq_len=scfg.seq_len, pad_id=tokenizer.pad_token_id, seed=scfg.seed,
+    # the capability datasets' configured shares, on top of the stage's own data (training/mixes.py)
+    from deepresearch.training.mixes import capability_samples
+
+    extra, counts = capability_samples(cfg, stage, data, tokenizer, n_base=len(samples), seed=scfg.seed)
+    dataset = D.PackedDataset.from_samples(
+        samples + extra, seq_len=scfg.seq_len, pad_id=tokenizer.pad_token_id, seed=scfg.seed,
         micro_batch_size=scfg.micro_batch_size, pack_documents=scfg.pack_documents,
     )
+    dataset.mix_counts = {"base": len(samples), **counts}  # samples per source, logged as <stage>/mix/<source>
+    return dataset
 
 
 def run_stage(
@@ -165,6 +171,8 @@ def run_stage(
             run.log_dataset(
                 Path(data), name=f"{stage}_data", context="input", digest=artifact_digest(Path(data)),
             )
+            if getattr(dataset, "mix_counts", None):
+                tracked.log_metrics({f"{stage}/mix/{k}": v for k, v in dataset.mix_counts.items()})
             run.log_dataset(Path(init_model), name="init_model", context="input",
                             digest=artifact_digest(Path(init_model)))
             if world is not None:

@@ -26,10 +26,21 @@ def make_world(cfg: PipelineConfig) -> World:
     """The world the config describes: seeded synthetic generation or a Wikidata5m dump."""
     from deepresearch.config import resolve_repo_path
 
-    if cfg.world.source == "wikidata5m":
-        from deepresearch.world.wikidata5m import load_wikidata5m
+    if cfg.world.source in ("wikidata5m", "cndbpedia"):
+        import logging
 
-        return load_wikidata5m(resolve_repo_path(cfg.world.wikidata5m_dir or ""))
+        from deepresearch.world.cndbpedia import load_cndbpedia
+        from deepresearch.world.wikidata5m import LoadReport, load_wikidata5m
+
+        # malformed lines are skipped and counted, not fatal: say what was skipped
+        report = LoadReport(cfg.world.source)
+        if cfg.world.source == "wikidata5m":
+            world = load_wikidata5m(resolve_repo_path(cfg.world.wikidata5m_dir or ""), report=report)
+        else:
+            world = load_cndbpedia(resolve_repo_path(cfg.world.cndbpedia_path or ""), report=report)
+        if report.malformed or report.dropped_triples:
+            logging.getLogger(__name__).warning("%s", report.summary())
+        return world
     from deepresearch.world.generator import generate_world
 
     return generate_world(cfg.world)

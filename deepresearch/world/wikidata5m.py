@@ -13,7 +13,13 @@ Each entity with a description gets one page on en.wikipedia.org (high tier; aut
 the authority registry says otherwise) whose paragraphs are the description's sentences, grouped
 SENTENCES_PER_PARAGRAPH at a time, and whose links point at the pages of its triples' tails.
 `max_entities` keeps the first N entities of the entity file; triples are kept when both ends are
-kept and the relation is listed. A missing file or a malformed line raises WorldError (file:line).
+kept and the relation is listed. A missing file raises WorldError. A malformed line does not abort a
+multi-million-line load: it is skipped and counted in the LoadReport (with the first few file:line
+examples), as are the triples dropped for a missing entity or relation:
+
+    report = LoadReport("wikidata5m")
+    world = load_wikidata5m(dir, report=report)
+    report.malformed, report.examples, report.dropped_triples   # 3, ["...entity.txt:7: ..."], {"missing_entity": 12}
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from __future__ import annotations
 import gzip
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from deepresearch.errors import WorldError
@@ -78,8 +85,37 @@ def _lines(path: Path) -> Iterator[tuple[int, str]]:
                 yield lineno, line
 
 
-def _malformed(path: Path, lineno: int, why: str) -> WorldError:
-    return WorldError(f"{path}:{lineno}: malformed line: {why}")
+MAX_EXAMPLES = 10  # file:line examples kept per load
+
+
+@dataclass
+class LoadReport:
+    """What a dump loader skipped: malformed lines (counted per file, first examples kept) and triples
+    dropped because an end or the relation is unknown."""
+
+    source: str
+    malformed: int = 0
+    malformed_by_file: dict[str, int] = field(default_factory=dict)
+    examples: list[str] = field(default_factory=list)  # "path:line: malformed line: why"
+    dropped_triples: dict[str, int] = field(default_factory=dict)  # reason -> count
+
+    def skip(self, path: Path, lineno: int, why: str) -> None:
+        """Count one malformed line of `path`."""
+        self.malformed += 1
+        self.malformed_by_file[path.name] = self.malformed_by_file.get(path.name, 0) + 1
+        if len(self.examples) < MAX_EXAMPLES:
+            self.examples.append(f"{path}:{lineno}: malformed line: {why}")
+
+    def drop(self, reason: str) -> None:
+        """Count one triple dropped for `reason` ("missing_entity", "missing_relation")."""
+        self.dropped_triples[reason] = self.dropped_triples.get(reason, 0) + 1
+
+    def summary(self) -> str:
+        """One paragraph: counts and the examples."""
+        dropped = ", ".join(f"{k}={v}" for k, v in sorted(self.dropped_triples.items())) or "none"
+        lines = [f"{self.source}: {self.malformed} malformed line(s) skipped {self.malformed_by_file or ''}; "
+                 f"triples dropped: {dropped}"]
+        return "\n".join(lines + [f"  {e}" for e in self.examples])
 
 
 def split_paragraphs(text: str, per_paragraph: int = SENTENCES_PER_PARAGRAPH) -> list[str]:
@@ -88,17 +124,19 @@ def split_paragraphs(text: str, per_paragraph: int = SENTENCES_PER_PARAGRAPH) ->
     return [" ".join(sentences[i : i + per_paragraph]) for i in range(0, len(sentences), per_paragraph)]
 
 
-def load_wikidata5m(dir: Path, *, max_entities: int | None = None) -> World:
+def load_wikidata5m(dir: Path, *, max_entities: int | None = None, report: LoadReport | None = None) -> World:
     """Read a Wikidata5m directory into a World (see the module docstring for the format).
 
     Args:
         dir: directory holding the wikidata5m_*.txt files.
         max_entities: keep only the first N entities of the entity file (None: all).
+        report: filled with the skipped lines and dropped triples (a fresh one when None).
     Returns:
         World with source "wikidata5m": EntityType.entity entities, P-id triples, one page per described entity.
     Raises:
-        WorldError: a missing directory or file (named), or a malformed line (file:line).
+        WorldError: a missing directory or file (named), or no valid entity at all (with examples).
     """
+    report = report if report is not None else LoadReport("wikidata5m")
     dir = Path(dir)
     if not dir.is_dir():
         raise WorldError(f"Wikidata5m directory not found: {dir} (set world.wikidata5m_dir)")
@@ -116,18 +154,24 @@ def load_wikidata5m(dir: Path, *, max_entities: int | None = None) -> World:
         qid, *aliases = line.split("\t")
         aliases = list(dict.fromkeys(a.strip() for a in aliases if a.strip()))
         if not _QID.fullmatch(qid):
-            raise _malformed(entity_path, lineno, f"expected a Q-id before the first tab, got {qid!r}")
+            report.skip(entity_path, lineno, f"expected a Q-id before the first tab, got {qid!r}")
+            continue
         if not aliases:
-            raise _malformed(entity_path, lineno, f"entity {qid} has no name (expected Q-id TAB alias ...)")
+            report.skip(entity_path, lineno, f"entity {qid} has no name (expected Q-id TAB alias ...)")
+            continue
         if qid in entities:
-            raise _malformed(entity_path, lineno, f"entity {qid} is listed twice")
+            report.skip(entity_path, lineno, f"entity {qid} is listed twice")
+            continue
         entities[qid] = Entity(id=qid, type=EntityType.entity, name=aliases[0], aliases=aliases[1:])
 
+    if not entities:
+        raise WorldError(f"{entity_path}: no valid entity line\n" + report.summary())
     relations: set[str] = set()
     for lineno, line in _lines(relation_path):
         pid, *aliases = line.split("\t")
         if not _PID.fullmatch(pid) or not any(a.strip() for a in aliases):
-            raise _malformed(relation_path, lineno, f"expected P-id TAB alias ..., got {line[:80]!r}")
+            report.skip(relation_path, lineno, f"expected P-id TAB alias ..., got {line[:80]!r}")
+            continue
         relations.add(pid)
 
     triples: list[Triple] = []
@@ -135,9 +179,14 @@ def load_wikidata5m(dir: Path, *, max_entities: int | None = None) -> World:
     for lineno, line in _lines(triples_path):
         parts = line.split("\t")
         if len(parts) != 3 or not all(p.strip() for p in parts):
-            raise _malformed(triples_path, lineno, f"expected head TAB relation TAB tail, got {line[:80]!r}")
+            report.skip(triples_path, lineno, f"expected head TAB relation TAB tail, got {line[:80]!r}")
+            continue
         head, rel, tail = (p.strip() for p in parts)
-        if head in entities and tail in entities and rel in relations:
+        if head not in entities or tail not in entities:
+            report.drop("missing_entity")
+        elif rel not in relations:
+            report.drop("missing_relation")
+        else:
             triples.append(Triple(head=head, relation=rel, tail=tail))
             out.setdefault(head, []).append(tail)
 
@@ -145,7 +194,8 @@ def load_wikidata5m(dir: Path, *, max_entities: int | None = None) -> World:
     for lineno, line in _lines(text_path):
         qid, sep, text = line.partition("\t")
         if not sep or not _QID.fullmatch(qid):
-            raise _malformed(text_path, lineno, f"expected Q-id TAB description, got {line[:80]!r}")
+            report.skip(text_path, lineno, f"expected Q-id TAB description, got {line[:80]!r}")
+            continue
         if qid in entities and qid not in texts and text.strip():
             texts[qid] = text
 
