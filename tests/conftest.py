@@ -19,6 +19,7 @@ SMALL = [
     "world.entities_per_type=12",
     "synthesis.n_deep_search=6",
     "synthesis.n_deep_research=4",
+    "judge.n_tasks=4",  # the tiny config's 120 need the full-size world
     "quality.expectations.min_rows=2",
     # where the machine cannot confine the shell's sandbox as a whole (not root), run it with per-process
     # limits instead of refusing: these tests are about the pipeline; tests/test_sandbox.py covers refusal

@@ -149,11 +149,12 @@ def test_build_judge_dataset(tmp_path, small_cfg, small_world_dir):
     assert manifest["intended_label_agreement"] == 1.0
     assert json.loads((tmp_path / "judge" / "manifest.json").read_text()) == manifest
     assert [p.name for p in tmp_path.iterdir()] == ["judge"]  # no temp directory left behind
-    # judge.n_tasks sets how many research tasks the data is built from (default: synthesis.n_deep_research)
-    assert manifest["tasks"] == small_cfg.synthesis.n_deep_research and small_cfg.judge.n_tasks is None
+    # judge.n_tasks sets how many research tasks the data is built from; null: synthesis.n_deep_research
+    assert manifest["tasks"] == small_cfg.judge.n_tasks
     from deepresearch.config import load_config
 
-    cfg = load_config("configs/tiny.yaml", SMALL + ["tracking.enabled=false", "judge.n_tasks=3"])
+    cfg = load_config("configs/tiny.yaml", SMALL + ["tracking.enabled=false", "judge.n_tasks=null",
+                                                    "synthesis.n_deep_research=3"])
     assert build_judge_dataset(cfg, small_world_dir, tmp_path / "judge3")["tasks"] == 3
 
 
