@@ -375,9 +375,15 @@ class TrainingConfig(Section):
 class JudgeConfig(Section):
     """Rubric judge: (report, rubric item) -> satisfied / partially / not."""
 
+    # research tasks (on training entities) whose reports make the judge's data; None: synthesis.n_deep_research
+    n_tasks: int | None = Field(None, ge=2)
     reports_per_task: int = Field(4, ge=1)  # controlled-quality variants per research task
     heldout_fraction: float = Field(0.2, gt=0, lt=1)
     max_len: int = Field(512, ge=32)
+    # what the judge reads of a report (deepresearch.judge.evidence.judge_view): 0 = the whole report,
+    # k = its headings and the k lines that best match the rubric item
+    evidence_lines: int = Field(0, ge=0)
+    mark_matches: bool = False  # mark report words the item shares and item words the report lacks
     train: TrainStageConfig = TrainStageConfig(max_steps=200, lr=5e-4)
     seed: int = 0
 

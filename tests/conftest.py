@@ -19,6 +19,7 @@ SMALL = [
     "world.entities_per_type=12",
     "synthesis.n_deep_search=6",
     "synthesis.n_deep_research=4",
+    "judge.n_tasks=4",  # the tiny config's 120 need the full-size world
     "quality.expectations.min_rows=2",
     # the capability datasets: a few each (every code path, seconds)
     "capabilities.planning.n=3",

@@ -28,7 +28,7 @@ from deepresearch.synthesis.rubrics import check_label, grade_report
 from deepresearch.synthesis.schema import LABELS, RubricItem
 from deepresearch.synthesis.tasks import synthesize_research
 from deepresearch.world.schema import World
-from tests.conftest import requires_sandbox
+from tests.conftest import SMALL, requires_sandbox
 
 
 @pytest.fixture(scope="module")
@@ -149,6 +149,13 @@ def test_build_judge_dataset(tmp_path, small_cfg, small_world_dir):
     assert manifest["intended_label_agreement"] == 1.0
     assert json.loads((tmp_path / "judge" / "manifest.json").read_text()) == manifest
     assert [p.name for p in tmp_path.iterdir()] == ["judge"]  # no temp directory left behind
+    # judge.n_tasks sets how many research tasks the data is built from; null: synthesis.n_deep_research
+    assert manifest["tasks"] == small_cfg.judge.n_tasks
+    from deepresearch.config import load_config
+
+    cfg = load_config("configs/tiny.yaml", SMALL + ["tracking.enabled=false", "judge.n_tasks=null",
+                                                    "synthesis.n_deep_research=3"])
+    assert build_judge_dataset(cfg, small_world_dir, tmp_path / "judge3")["tasks"] == 3
 
 
 @requires_sandbox
@@ -278,6 +285,7 @@ def test_tiny_judge_trains_and_predicts(tiny, tmp_path, one_thread):
         encode_judge_example,
         evaluate_judge,
         judge_loss_fn,
+        predict,
     )
 
     tok, examples = tiny
@@ -308,6 +316,21 @@ def test_tiny_judge_trains_and_predicts(tiny, tmp_path, one_thread):
 
     loaded = Judge.load(judge.save(tmp_path / "judge"))
     assert loaded.max_len == 96 and loaded.label(train[0].report, items) == labels
+    assert (loaded.evidence_lines, loaded.mark_matches) == (0, False)
+
+    # What the judge reads of a report is saved with it and used again when it is loaded.
+    reader = Judge(model, tok, max_len=96, evidence_lines=2, mark_matches=True)
+    loaded = Judge.load(reader.save(tmp_path / "reader"))
+    assert (loaded.evidence_lines, loaded.mark_matches) == (2, True)
+    pairs = [(train[0].report, it.criterion) for it in items]
+    # (the loaded tokenizer, not `tok`: this test's BPE, trained without a byte alphabet, splits some
+    # text differently after a save/load round trip)
+    assert loaded.label_pairs(pairs) == predict(loaded.model, loaded.tokenizer, pairs, max_len=96, evidence_lines=2,
+                                                mark_matches=True)
+    # a judge.json from before these options: a judge of whole, unmarked reports
+    meta = tmp_path / "reader" / "judge.json"
+    meta.write_text(json.dumps({"max_len": 96, "labels": list(LABELS)}))
+    assert (Judge.load(tmp_path / "reader").evidence_lines, Judge.load(tmp_path / "reader").mark_matches) == (0, False)
 
 
 def test_judge_from_a_policy_checkpoint(tiny, tmp_path, one_thread):

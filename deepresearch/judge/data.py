@@ -424,7 +424,7 @@ def build_judge_dataset(
         cfg: the pipeline config (judge and synthesis sections are used).
         world_dir: a world directory.
         out_dir: replaced atomically by train.jsonl, heldout.jsonl and manifest.json.
-        n_tasks: research tasks to use (default cfg.synthesis.n_deep_research).
+        n_tasks: research tasks to use (default `judge.n_tasks`, or else `synthesis.n_deep_research`).
     Returns:
         The manifest: counts, class balance per split, held-out task ids, intended-label agreement,
         sha256 of each file.
@@ -434,7 +434,8 @@ def build_judge_dataset(
     jc = cfg.judge
     world = World.load(Path(world_dir))
     _, tasks = training_tasks(world, cfg.synthesis, n_deep_search=0,
-                              n_deep_research=n_tasks or cfg.synthesis.n_deep_research, seed=cfg.synthesis.seed)
+                              n_deep_research=n_tasks or jc.n_tasks or cfg.synthesis.n_deep_research,
+                              seed=cfg.synthesis.seed)
     variants = [v for t in tasks for v in make_variants(world, t, n=jc.reports_per_task, seed=jc.seed)]
     by_id = {t.sample_id: t for t in tasks}
     examples = [ex for v in variants for ex in label_variant(by_id[v.sample_id], v)]

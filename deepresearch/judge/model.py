@@ -9,6 +9,9 @@
 
 Input text (one item at a time, as the paper's judge sees it):
     <rubric>{criterion}</rubric>\\n<report>{report}</report>[eos]
+where (criterion, report) is `judge.evidence.judge_view` of the item and the report: the whole
+report by default; with `evidence_lines` the headings and the lines that match the item, with
+`mark_matches` shared and missing words marked (the tiny config uses both; README, "Rubric judge").
 When it does not fit in `max_len` tokens, the report is cut from the left (its beginning goes)
 and the criterion is always kept whole. The eos token is appended when it differs from the pad
 token: the classifier reads the logits at the last non-pad token, so that token is the same
@@ -26,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Protocol, Sequence
 
 from deepresearch.io import atomic_dir
 from deepresearch.judge.data import JudgeExample
+from deepresearch.judge.evidence import judge_view
 from deepresearch.judge.reward import report_reward
 from deepresearch.synthesis.schema import LABELS, Label, RubricItem
 
@@ -135,12 +139,24 @@ def judge_text(criterion: str, report: str) -> str:
     return f"<rubric>{criterion}</rubric>\n<report>{report}</report>"
 
 
-def encode_judge_input(tokenizer: PreTrainedTokenizerBase, criterion: str, report: str, max_len: int) -> list[int]:
-    """Token ids of `judge_text(criterion, report)`, the report cut from the left to fit `max_len`.
+def encode_judge_input(
+    tokenizer: PreTrainedTokenizerBase,
+    criterion: str,
+    report: str,
+    max_len: int,
+    *,
+    evidence_lines: int = 0,
+    mark_matches: bool = False,
+) -> list[int]:
+    """Token ids of `judge_text(*judge_view(criterion, report, ...))`, the report cut from the left to fit `max_len`.
 
+    Args:
+        evidence_lines, mark_matches: what the judge reads of the report (`judge.evidence.judge_view`);
+            the defaults read it whole and unmarked.
     Raises:
         ValueError: if the criterion alone (with the tags) does not fit in `max_len`.
     """
+    criterion, report = judge_view(criterion, report, evidence_lines=evidence_lines, mark_matches=mark_matches)
     prefix = tokenizer.encode(f"<rubric>{criterion}</rubric>\n<report>", add_special_tokens=False)
     suffix = tokenizer.encode("</report>", add_special_tokens=False)
     eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
@@ -158,11 +174,15 @@ def encode_judge_input(tokenizer: PreTrainedTokenizerBase, criterion: str, repor
     return prefix + body + suffix
 
 
-def encode_judge_example(tokenizer: PreTrainedTokenizerBase, ex: JudgeExample, max_len: int) -> JudgeEncoding:
+def encode_judge_example(
+    tokenizer: PreTrainedTokenizerBase, ex: JudgeExample, max_len: int, *, evidence_lines: int = 0, mark_matches: bool = False
+) -> JudgeEncoding:
     """Encode a labelled example (see `encode_judge_input`)."""
     if ex.label not in LABEL2ID:
         raise ValueError(f"example {ex.report_id or ex.sample_id}: unknown label {ex.label!r}")
-    return JudgeEncoding(tuple(encode_judge_input(tokenizer, ex.criterion, ex.report, max_len)), LABEL2ID[ex.label])
+    ids = encode_judge_input(tokenizer, ex.criterion, ex.report, max_len,
+                             evidence_lines=evidence_lines, mark_matches=mark_matches)
+    return JudgeEncoding(tuple(ids), LABEL2ID[ex.label])
 
 
 def collate_judge(encodings: Sequence[JudgeEncoding], pad_token_id: int) -> JudgeBatch:
@@ -208,6 +228,8 @@ def predict(
     *,
     max_len: int = 512,
     batch_size: int = 16,
+    evidence_lines: int = 0,
+    mark_matches: bool = False,
 ) -> list[Label]:
     """Labels for (report, criterion) pairs: the argmax class, in input order.
 
@@ -217,6 +239,7 @@ def predict(
         pairs: (report, criterion) tuples.
         max_len: token budget per input (see `encode_judge_input`).
         batch_size: inputs per forward pass.
+        evidence_lines, mark_matches: what the judge reads of each report; as in training.
     """
     import torch
 
@@ -224,7 +247,11 @@ def predict(
         return []
     device = next(model.parameters()).device
     model.eval()
-    encs = [JudgeEncoding(tuple(encode_judge_input(tokenizer, c, r, max_len)), -1) for r, c in pairs]
+    encs = [
+        JudgeEncoding(tuple(encode_judge_input(tokenizer, c, r, max_len, evidence_lines=evidence_lines,
+                                               mark_matches=mark_matches)), -1)
+        for r, c in pairs
+    ]
     # Batch inputs of similar length together; restore the input order at the end.
     order = sorted(range(len(encs)), key=lambda i: len(encs[i].input_ids))
     out: list[Label | None] = [None] * len(encs)
@@ -293,9 +320,12 @@ def evaluate_judge(
     *,
     max_len: int = 512,
     batch_size: int = 16,
+    evidence_lines: int = 0,
+    mark_matches: bool = False,
 ) -> JudgeMetrics:
     """Predict every example and compare with its label."""
-    pred = predict(model, tokenizer, [(ex.report, ex.criterion) for ex in examples], max_len=max_len, batch_size=batch_size)
+    pred = predict(model, tokenizer, [(ex.report, ex.criterion) for ex in examples], max_len=max_len,
+                   batch_size=batch_size, evidence_lines=evidence_lines, mark_matches=mark_matches)
     true = [ex.label for ex in examples]
     acc = sum(t == p for t, p in zip(true, pred)) / len(true) if true else 0.0
     return JudgeMetrics(len(true), acc, macro_f1(true, pred), confusion(true, pred))
@@ -310,17 +340,30 @@ class Judge:
         r = judge.reward(report, task.rubrics)
     """
 
-    def __init__(self, model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, *, max_len: int, batch_size: int = 16):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        tokenizer: PreTrainedTokenizerBase,
+        *,
+        max_len: int,
+        batch_size: int = 16,
+        evidence_lines: int = 0,
+        mark_matches: bool = False,
+    ):
         if tokenizer.pad_token_id is None:
             raise ValueError("the judge's tokenizer needs a pad token")
         self.model = model
         self.tokenizer = tokenizer
         self.max_len = max_len
         self.batch_size = batch_size
+        # what it reads of a report (judge.evidence.judge_view): saved with it, as it was trained
+        self.evidence_lines = evidence_lines
+        self.mark_matches = mark_matches
 
     def label_pairs(self, pairs: Sequence[tuple[str, str]]) -> list[Label]:
         """Labels for (report, criterion) pairs; batch many reports in one call."""
-        return predict(self.model, self.tokenizer, pairs, max_len=self.max_len, batch_size=self.batch_size)
+        return predict(self.model, self.tokenizer, pairs, max_len=self.max_len, batch_size=self.batch_size,
+                       evidence_lines=self.evidence_lines, mark_matches=self.mark_matches)
 
     def label(self, report: str, items: Sequence[RubricItem]) -> list[Label]:
         """One label per rubric item (penalty items: "satisfied" = triggered)."""
@@ -331,19 +374,24 @@ class Judge:
         return report_reward(self.label(report, items), [it.weight for it in items])
 
     def save(self, path: str | Path) -> Path:
-        """Write model, tokenizer and judge.json (max_len, labels) to `path`, replacing it atomically."""
+        """Write model, tokenizer and judge.json (labels, max_len, what it reads) to `path`, replacing it atomically."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_dir(path) as tmp:
             self.model.save_pretrained(tmp)
             self.tokenizer.save_pretrained(tmp)
-            meta = {"max_len": self.max_len, "labels": list(LABELS)}
+            meta = {"max_len": self.max_len, "labels": list(LABELS), "evidence_lines": self.evidence_lines,
+                    "mark_matches": self.mark_matches}
             (tmp / JUDGE_META).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
         return path
 
     @classmethod
     def load(cls, path: str | Path, *, device: str = "cpu", batch_size: int = 16) -> "Judge":
-        """Load a directory written by `save` (or by the judge training stage, with a judge.json)."""
+        """Load a directory written by `save` (or by the judge training stage, with a judge.json).
+
+        A judge.json without `evidence_lines` / `mark_matches` (written before they existed) is a judge
+        trained on whole, unmarked reports, and reads them so.
+        """
         from transformers import AutoTokenizer, Qwen2ForSequenceClassification
 
         path = Path(path)
@@ -355,4 +403,5 @@ class Judge:
             raise ValueError(f"{meta_path}: labels {meta.get('labels')} differ from this code's {list(LABELS)}")
         tokenizer = AutoTokenizer.from_pretrained(str(path))
         model = Qwen2ForSequenceClassification.from_pretrained(str(path)).to(device).eval()
-        return cls(model, tokenizer, max_len=int(meta["max_len"]), batch_size=batch_size)
+        return cls(model, tokenizer, max_len=int(meta["max_len"]), batch_size=batch_size,
+                   evidence_lines=int(meta.get("evidence_lines", 0)), mark_matches=bool(meta.get("mark_matches", False)))

@@ -143,7 +143,8 @@ def run_stage(
         _, tokenizer = load_checkpoint(init_model)
         model = judge_from_backbone(init_model, pad_token_id=tokenizer.pad_token_id)
         train_ex = read_examples(Path(data) / "train.jsonl")
-        enc = [encode_judge_example(tokenizer, ex, cfg.judge.max_len) for ex in train_ex]
+        reads = {"evidence_lines": cfg.judge.evidence_lines, "mark_matches": cfg.judge.mark_matches}
+        enc = [encode_judge_example(tokenizer, ex, cfg.judge.max_len, **reads) for ex in train_ex]
         dataset: Any = _JudgeSteps(enc, tokenizer.pad_token_id, scfg.micro_batch_size, scfg.seed)
         loss_fn = judge_loss_fn
     else:
@@ -155,7 +156,8 @@ def run_stage(
         if stage == "judge":
             from deepresearch.judge.model import Judge
 
-            Judge(m, tokenizer, max_len=cfg.judge.max_len).save(directory)
+            Judge(m, tokenizer, max_len=cfg.judge.max_len, evidence_lines=cfg.judge.evidence_lines,
+                  mark_matches=cfg.judge.mark_matches).save(directory)
         else:
             meta = {"stage": stage, "config_hash": cfg.hash, "steps": scfg.max_steps}
             save_checkpoint(m, tokenizer, directory, metadata=meta)
