@@ -229,6 +229,6 @@ def test_play_episode_resets_runs_in_a_fresh_workspace_and_cleans_up(monkeypatch
 
     play_episode(Counting(["<answer>b</answer>"]), task, agent, None, seed="s:ds-1:1")
     assert len(closed) == 2 and closed[1][0] != ws and not closed[1][1]  # a fresh, empty workspace each time
-    with pytest.raises(TypeError, match="a question or a prompt"):
+    with pytest.raises(TypeError, match="a question, a prompt or a query"):
         play_episode(Counting(["<answer>b</answer>"]), SimpleNamespace(task_id="x", capability="c"), agent, None,
                      seed="")

@@ -64,12 +64,15 @@ def test_tiny_run_trains_on_no_heldout_target_or_question(tiny, tmp_path):
     rl_ds, rl_dr = rl_task_pools(cfg, world)
     build_judge_dataset(cfg, world_dir, tmp_path / "judge")
     judged = {ex.sample_id for f in ("train.jsonl", "heldout.jsonl") for ex in read_examples(tmp_path / "judge" / f)}
-    assert judged == {t.sample_id for t in sft_dr}  # the judge grades reports on the SFT's research tasks
+    # the judge grades reports on training-side research tasks (the SFT's, and more with judge.n_tasks)
+    _, judge_dr = training_tasks(world, syn, n_deep_search=0,
+                                 n_deep_research=cfg.judge.n_tasks or syn.n_deep_research, seed=syn.seed)
+    assert judged == {t.sample_id for t in judge_dr} and {t.sample_id for t in sft_dr} <= judged
     from deepresearch.search.backend import open_backend
     from deepresearch.synthesis.capabilities import build_tasks
 
     capability_tasks, _ = build_tasks(cfg, world, open_backend(cfg.search, world_dir))  # planning, subgraph, ...
-    train = [*sft_ds, *sft_dr, *rl_ds, *rl_dr, *(t for ts in capability_tasks.values() for t in ts)]
+    train = [*sft_ds, *sft_dr, *judge_dr, *rl_ds, *rl_dr, *(t for ts in capability_tasks.values() for t in ts)]
     assert rl_ds and rl_dr and all(capability_tasks.values())
     assert not {task_target(t) for t in train} & {task_target(t) for t in held}
     assert not {task_text(t) for t in train} & {task_text(t) for t in held}

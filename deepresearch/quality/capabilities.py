@@ -32,7 +32,7 @@ from deepresearch.synthesis.capability_schema import TASK_MODELS, TEXT_ONLY, tas
 if TYPE_CHECKING:
     import pandas as pd
 
-    from deepresearch.quality.gate import DatasetReport
+    from deepresearch.quality.records import DatasetReport
 
 REASON_INVALID_SOURCE = "invalid_source_citation"  # a pair's report cites a page outside its sources
 REASON_SHORT_REPORT = "short_report"
@@ -72,7 +72,7 @@ def _pair_filter(pairs: Sequence) -> FilterResult:
 
 
 def _gate(name: str, tasks: list, trajs: list[Trajectory], cfg: QualityConfig) -> tuple[list, list[Trajectory], DatasetReport]:
-    from deepresearch.quality.gate import (
+    from deepresearch.quality.records import (
         REASON_TASK_REMOVED,
         REASON_UNKNOWN_TASK,
         DatasetReport,
@@ -126,7 +126,7 @@ def _gate(name: str, tasks: list, trajs: list[Trajectory], cfg: QualityConfig) -
 
 def capability_trajectory_frame(name: str, tasks: Sequence, trajs: Sequence[Trajectory]) -> pd.DataFrame:
     """The gate's trajectory frame plus the columns of `name`'s own trajectory expectations."""
-    from deepresearch.quality.gate import trajectory_frame
+    from deepresearch.quality.records import trajectory_frame
 
     df = trajectory_frame(trajs)
     by_id = {t.task_id: t for t in tasks}
@@ -190,7 +190,7 @@ def gate_capabilities(cfg: QualityConfig, raw_dir: Path) -> tuple[dict[str, tupl
         ({name: (kept tasks, kept trajectories, DatasetReport with its suites)}, relative RAW paths read).
     """
     from deepresearch.quality.expectations import validate_dataset
-    from deepresearch.quality.gate import _check_unique_task_ids, read_jsonl
+    from deepresearch.quality.records import _check_unique_task_ids, read_jsonl
 
     out = {}
     read = []

@@ -88,12 +88,10 @@ def _tasks(name: str) -> SuiteBuilder:
     return build
 
 
-def _trajectories(name: str) -> SuiteBuilder:
+def _trajectories(name: str, base: Callable[[str], SuiteBuilder]) -> SuiteBuilder:
     def build(cfg: ExpectationConfig, require_citations: bool) -> list[Any]:
-        from deepresearch.quality.expectations import _trajectory_suite
-
         E = _E()
-        out = _trajectory_suite(name)(cfg, require_citations)
+        out = base(name)(cfg, require_citations)
         if require_citations and name in ("planning", "verification", "long_summary"):
             # These answers are reports judged on cited evidence (short-answer families cite in the thought).
             out.append(E.ExpectColumnValuesToBeBetween(column="n_citations", min_value=1))
@@ -111,8 +109,16 @@ def _trajectories(name: str) -> SuiteBuilder:
     return build
 
 
-CAPABILITY_SUITES: dict[str, SuiteBuilder] = {}
-for _name in ("planning", "deep_search_subgraph", "wiki_walk", "verification", "query_report", "url_qa", "long_summary"):
-    CAPABILITY_SUITES[f"{_name}.tasks"] = _tasks(_name)
-    if _name != "query_report":
-        CAPABILITY_SUITES[f"{_name}.trajectories"] = _trajectories(_name)
+CAPABILITIES = ("planning", "deep_search_subgraph", "wiki_walk", "verification", "query_report", "url_qa",
+                "long_summary")
+
+
+def capability_suites(trajectory_suite: Callable[[str], SuiteBuilder]) -> dict[str, SuiteBuilder]:
+    """Every capability dataset's suites, keyed "<name>.tasks" / "<name>.trajectories"; a trajectory
+    suite is `trajectory_suite(name)` (the deep-search one, `quality.expectations`) plus its own checks."""
+    suites: dict[str, SuiteBuilder] = {}
+    for name in CAPABILITIES:
+        suites[f"{name}.tasks"] = _tasks(name)
+        if name != "query_report":
+            suites[f"{name}.trajectories"] = _trajectories(name, trajectory_suite)
+    return suites

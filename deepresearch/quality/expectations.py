@@ -163,9 +163,9 @@ SUITES: dict[str, Callable[[ExpectationConfig, bool], list[Any]]] = {
 }
 
 # The capability datasets' suites (planning, deep_search_subgraph, wiki_walk, verification, ...).
-from deepresearch.quality.capability_suites import CAPABILITY_SUITES  # noqa: E402
+from deepresearch.quality.capability_suites import capability_suites  # noqa: E402
 
-SUITES.update(CAPABILITY_SUITES)
+SUITES.update(capability_suites(_trajectory_suite))
 
 
 # ---- running a suite ----------------------------------------------------------------------------

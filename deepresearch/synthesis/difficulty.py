@@ -126,7 +126,7 @@ def _checkpoint(cfg: PipelineConfig, world: World, search: SearchBackend) -> Sol
 
 def is_correct(question: Any, answer: str | None) -> bool:
     """Exact match after SQuAD normalization against the answer and its aliases."""
-    from deepresearch.synthesis.run import normalize_answer
+    from deepresearch.synthesis.answers import normalize_answer
 
     if not answer:
         return False

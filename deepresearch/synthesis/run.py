@@ -24,6 +24,7 @@ from deepresearch.agent.schema import Trajectory
 from deepresearch.config import PipelineConfig
 from deepresearch.io import atomic_dir, atomic_write_text, content_digest, file_hashes, file_sha256
 from deepresearch.search.backend import SearchBackend, open_backend
+from deepresearch.synthesis.answers import deep_search_correct, normalize_answer  # noqa: F401 (re-exported)
 from deepresearch.synthesis.capabilities import (
     deep_search_candidates,
     filter_deep_search,
@@ -35,24 +36,6 @@ from deepresearch.synthesis.split import training_tasks
 from deepresearch.world.schema import World
 
 DATASETS = ("deep_search", "deep_research")
-
-
-def normalize_answer(text: str) -> str:
-    """Lower-case, strip punctuation and articles, collapse spaces (SQuAD-style)."""
-    import re
-    import string
-
-    text = text.lower()
-    text = "".join(ch for ch in text if ch not in set(string.punctuation))
-    text = re.sub(r"\b(a|an|the)\b", " ", text)
-    return " ".join(text.split())
-
-
-def deep_search_correct(task: DeepSearchTask, answer: str | None) -> bool:
-    if not answer:
-        return False
-    got = normalize_answer(answer)
-    return any(got == normalize_answer(a) for a in [task.answer, *task.aliases])
 
 
 def research_success(task: ResearchTask, report: str | None) -> tuple[bool, float, list[str]]:
