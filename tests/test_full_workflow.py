@@ -233,3 +233,18 @@ def test_rerun_hits_the_cache_and_keeps_each_stage_record(run):
     assert len([r for r in runs if "mlflow.parentRunId" in r.data.tags]) == len(STAGES)
     assert len([r for r in runs if "mlflow.parentRunId" not in r.data.tags]) == 2
     assert _summary_rows(out2.summary) == _summary_rows(run["out"].summary)
+
+
+def test_a_changed_sft_setting_reruns_sft_and_what_follows_only(run):
+    """`training.sft.*` is in the cache keys of SFT (and PPO, whose learner takes its DeepSpeed settings) only:
+    world … mid2 and the judge data are cache hits; SFT runs again, and the judge, PPO and evaluation with it,
+    since they take SFT's new checkpoint. (A changed `rl.*` reaches PPO's key only: tests/test_stage_keys.py.)"""
+    _, before = _stage_runs(run["uri"])
+    old = {r.info.run_id for r in before}
+    out = run["full"](config=str(run["config"]), overrides=["training.sft.lr=0.002"])
+    _, after = _stage_runs(run["uri"])
+    rerun = sorted(r.data.tags["stage"] for r in after if r.info.run_id not in old and "stage" in r.data.tags)
+    assert rerun == sorted(["sft", "judge", "rl", "evaluation"])
+    rows, first = _summary_rows(out.summary), _summary_rows(run["out"].summary)
+    for stage in ("world", "synthesis", "quality", "base", "mid1", "mid2", "judge_data"):
+        assert rows[stage] == first[stage], stage  # the cached record: same run, same seconds
