@@ -36,8 +36,16 @@ def test_agent_run_prints_trajectory_and_report(small_world_dir):
 
 
 def test_world_build_config_show_and_errors(tmp_path):
-    proc = cli("world", "build", "--out", str(tmp_path / "w"), "--set", "world.entities_per_type=4")
-    assert json.loads(proc.stdout)["counts"]["entities"] == 24
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    proc = cli("world", "build", "--out", str(tmp_path / "w"), "--set", "world.entities_per_type=4",
+               "--set", f"tracking.uri={uri}")
+    out = json.loads(proc.stdout)
+    assert out["counts"]["entities"] == 24
+    # a stage command is the pipeline's stage function: tracked alike, as a run of its own
+    run = MlflowClient(tracking_uri=uri).get_run(out["run_id"])
+    assert run.data.tags["stage"] == "world" and run.info.status == "FINISHED"
     assert "config hash" in cli("config", "show", "--set", "world.seed=2").stdout
 
     bad = cli("search", "--world", str(tmp_path / "missing"), "x", check=False)
