@@ -17,7 +17,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import to_jsonable_python
 
 from deepresearch.errors import ConfigError
 
@@ -573,10 +582,16 @@ class PipelineConfig(Section):
     storage: StorageConfig = StorageConfig()
     tracking: TrackingConfig = TrackingConfig()
 
+    _pipeline_hash: str = PrivateAttr("")  # set on a stage's view: the hash of the whole pipeline config
+
     @property
     def hash(self) -> str:
-        """Stable digest of the resolved config (tracking, infra, storage excluded: they do not change results)."""
-        payload = self.model_dump(mode="json", exclude={"tracking", "infra", "storage"})
+        """Stable digest of the resolved config (tracking, infra, storage excluded: they do not change results).
+
+        A stage's view (`StageConfig.view`) answers with the hash of the pipeline config it was cut from."""
+        if self._pipeline_hash:
+            return self._pipeline_hash
+        payload = {k: v for k, v in _declared_dump(self).items() if k not in RUN_SECTIONS}
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
 
     def to_json(self) -> str:
@@ -598,8 +613,156 @@ class PipelineConfig(Section):
             else:
                 out[prefix] = node
 
-        walk("", self.model_dump(mode="json"))
+        walk("", _declared_dump(self))
         return out
+
+
+# ---- what each stage reads: the config part of its cache key --------------------------------------------
+#
+# A stage's Flyte task takes a `StageConfig` holding only the config it reads (`STAGE_INPUTS`), plus its
+# upstream artifacts and a `RunContext` (parent run, execution id, tracking and storage) that Flyte leaves
+# out of the cache key. So changing `rl.actor_lr` re-runs PPO and evaluation only, `training.sft.lr` SFT and
+# what follows it, and `tracking.uri` or `infra.*` nothing. `StageConfig.view` turns it back into the
+# `PipelineConfig` the library takes, in which reading anything the stage did not declare raises.
+
+STAGE_INPUTS: dict[str, tuple[str, ...]] = {
+    "world": ("world", "search"),
+    "synthesis": ("search", "agent", "synthesis"),
+    "quality": ("quality",),
+    "base": ("model",),
+    "mid1": ("training.mid1",),
+    "mid2": ("training.mid2",),
+    "sft": ("training.sft", "training.sft_deep_search_ratio"),
+    "judge_data": ("judge.reports_per_task", "judge.heldout_fraction", "judge.seed", "synthesis"),
+    "judge": ("judge.max_len", "judge.train"),
+    "rl": ("rl", "agent", "search", "synthesis", "training.sft", "training.sft_deep_search_ratio"),
+    "evaluation": ("evaluation", "agent", "search", "synthesis"),
+}
+# sections that never change what a stage produces: never part of a cache key
+RUN_SECTIONS = ("tracking", "infra", "storage")
+
+
+class Undeclared:
+    """Stands in a stage's view for config the stage did not declare in `STAGE_INPUTS`: reading it raises,
+    since a value missing from the cache key would let a changed setting hand back a stale output."""
+
+    def __init__(self, path: str, stage: str):
+        self._path, self._stage = path, stage
+
+    def __getattr__(self, name: str):
+        if name.startswith("__"):  # copy, pickle and friends probe dunders: answer as a plain object would
+            raise AttributeError(name)
+        raise ConfigError(
+            f"stage {self._stage!r} read {self._path}.{name}, which is not in its cache key; add "
+            f"{self._path!r} to STAGE_INPUTS[{self._stage!r}] in deepresearch/config.py"
+        )
+
+    def __repr__(self) -> str:
+        return f"<{self._path}: not an input of stage {self._stage!r}>"
+
+
+def _declared_dump(model: BaseModel) -> dict[str, Any]:
+    """model_dump(mode="json") of a config or a stage's view, leaving out what the stage did not declare."""
+    out: dict[str, Any] = {}
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        if isinstance(value, Undeclared):
+            continue
+        out[name] = _declared_dump(value) if isinstance(value, BaseModel) else to_jsonable_python(value)
+    return out
+
+
+class RunContext(Section):
+    """How a stage is tracked: never part of a cache key (a stage task lists it in `ignored_inputs`)."""
+
+    parent_run_id: str = ""  # the pipeline's MLflow parent run ("" = the stage's run is a top-level run)
+    execution_id: str = "local"  # the workflow execution, tagged on every run (`mark_failed` closes them)
+    pipeline: str = "tiny"  # PipelineConfig.name
+    config_hash: str = ""  # PipelineConfig.hash of the whole config
+    tracking: TrackingConfig = TrackingConfig()
+    storage: StorageConfig = StorageConfig()
+
+    @classmethod
+    def of(cls, cfg: PipelineConfig, parent_run_id: str = "", execution_id: str = "local") -> "RunContext":
+        return cls(parent_run_id=parent_run_id, execution_id=execution_id, pipeline=cfg.name,
+                   config_hash=cfg.hash, tracking=cfg.tracking, storage=cfg.storage)
+
+
+class StageConfig(Section):
+    """The config one stage reads (`STAGE_INPUTS[stage]`), a typed Flyte input and so its cache key.
+
+    A section the stage does not read is None; of a section it reads in part, the other fields keep their
+    defaults (so they never vary the key) and are undeclared in its `view`."""
+
+    stage: str
+    world: WorldConfig | None = None
+    search: SearchConfig | None = None
+    agent: AgentConfig | None = None
+    synthesis: SynthesisConfig | None = None
+    quality: QualityConfig | None = None
+    model: ModelConfig | None = None
+    training: TrainingConfig | None = None
+    judge: JudgeConfig | None = None
+    rl: RLConfig | None = None
+    evaluation: EvalConfig | None = None
+
+    @field_validator("stage")
+    @classmethod
+    def _known_stage(cls, v: str) -> str:
+        if v not in STAGE_INPUTS:
+            raise ValueError(f"unknown stage {v!r}; valid: {', '.join(STAGE_INPUTS)}")
+        return v
+
+    @staticmethod
+    def _declared(stage: str, section: str) -> set[str] | None:
+        """None: the whole section; else the fields declared (empty: none)."""
+        paths = STAGE_INPUTS[stage]
+        if section in paths:
+            return None
+        return {p.split(".", 1)[1] for p in paths if p.startswith(section + ".")}
+
+    @classmethod
+    def of(cls, cfg: PipelineConfig, stage: str) -> "StageConfig":
+        """The part of `cfg` that `stage` reads."""
+        if stage not in STAGE_INPUTS:
+            raise ConfigError(f"unknown stage {stage!r}; valid: {', '.join(STAGE_INPUTS)}")
+        values: dict[str, Any] = {}
+        for section in cls.model_fields:
+            if section == "stage":
+                continue
+            fields = cls._declared(stage, section)
+            given = getattr(cfg, section)
+            if fields is None:
+                values[section] = given
+            elif fields:
+                values[section] = type(given)(**{f: getattr(given, f) for f in fields})
+        return cls(stage=stage, **values)
+
+    def view(self, run: RunContext | None = None) -> PipelineConfig:
+        """The PipelineConfig the library's stage function takes: this stage's inputs, `run`'s tracking and
+        storage; every other setting raises ConfigError when read."""
+        run = run or RunContext()
+        values: dict[str, Any] = {
+            "name": run.pipeline, "tracking": run.tracking, "storage": run.storage,
+            "infra": Undeclared("infra", self.stage),
+        }
+        for section in type(self).model_fields:
+            if section == "stage":
+                continue
+            fields = self._declared(self.stage, section)
+            given = getattr(self, section)
+            if fields is None:
+                values[section] = given
+            elif not fields:
+                values[section] = Undeclared(section, self.stage)
+            else:
+                values[section] = type(given).model_construct(**{
+                    f: getattr(given, f) if f in fields else Undeclared(f"{section}.{f}", self.stage)
+                    for f in type(given).model_fields
+                })
+        view = PipelineConfig.model_construct(**values)
+        view._pipeline_hash = run.config_hash
+        return view
 
 
 def fresh_data_overrides(cfg: PipelineConfig, kickoff: datetime) -> list[str]:

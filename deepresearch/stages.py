@@ -1,11 +1,29 @@
-"""Pipeline stages as plain functions: one library call each, tracked as an MLflow child run.
+"""The pipeline's stages as library functions: one per stage, each one tracked MLflow child run.
 
-Flyte tasks (`tasks/`) and the CLI both call these, so a stage behaves the same in a local
-`pyflyte run`, on a cluster, or alone from the command line.
+A Flyte task (`tasks/`) downloads its inputs, calls one of these and wraps the result; the CLI command
+of the same stage calls the same function. So a stage behaves alike in a local `pyflyte run`, on a
+cluster, or alone from the command line (`deepresearch <stage> ...`).
 
     world = world_stage(cfg, out / "world", parent_run_id)
     raw = synthesis_stage(cfg, world.path, out / "raw", parent_run_id)
     datasets = quality_stage(cfg, raw.path, out / "datasets", parent_run_id)
+    base = base_stage(cfg, world.path, datasets.path, out / "base", parent_run_id)
+    sft = train_stage(cfg, "sft", init_model=..., data=datasets.path, out=out / "sft", parent_run_id=...)
+
+| stage | entry point | returns |
+|---|---|---|
+| world | `world_stage` | `StageResult` |
+| synthesis | `synthesis_stage` | `StageResult` |
+| quality | `quality_stage` | `StageResult` |
+| base | `base_stage` | `StageResult` |
+| mid1, mid2, sft, judge | `train_stage` (`training.stage.run_stage`) | `StageRun` |
+| judge_data | `judge_data_stage` | `StageResult` |
+| rl | `ppo_stage` (`rl.train.run_ppo`) | `PPORun` |
+| evaluation | `evaluation_stage` (`evaluation.promotion.evaluation_stage`) | `StageOutcome` |
+
+Every function takes the `PipelineConfig` (in a Flyte task: the stage's view, `StageConfig.view`, which
+holds only what the stage's cache key holds), its input directories, its output directory, and the
+pipeline's MLflow parent run and execution id ("" and "local" alone from the CLI).
 """
 
 from __future__ import annotations
@@ -13,12 +31,18 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
 from deepresearch.config import PipelineConfig
 from deepresearch.errors import DataQualityError
 from deepresearch.tracking import stage_run
+
+if TYPE_CHECKING:
+    from deepresearch.evaluation.promotion import StageOutcome
+    from deepresearch.rl.train import PPORun
+    from deepresearch.training.stage import StageRun
 
 
 class StageResult(BaseModel):
@@ -140,6 +164,85 @@ def quality_stage(
         run.set_tags({"output.path": str(out), "dataset.digest": manifest.get("digest", "")})
         publish(cfg, Path(out), "datasets", manifest["digest"], run)
         return StageResult(stage="quality", path=str(out), run_id=run.run_id or "", seconds=time.perf_counter() - t0, manifest=manifest)
+
+
+def base_stage(
+    cfg: PipelineConfig, world_dir: Path, datasets_dir: Path, out: Path, parent_run_id: str = "",
+    execution_id: str = "local",
+) -> StageResult:
+    """The base checkpoint: tiny (tokenizer trained on the corpus + random init) or a registry model.
+
+    The manifest holds `parameters` and `vocab_size`."""
+    from deepresearch.modeling.base import build_base
+    from deepresearch.training.stage import artifact_digest
+
+    t0 = time.perf_counter()
+    world_dir, datasets_dir, out = Path(world_dir), Path(datasets_dir), Path(out)
+    with stage_run(cfg, parent_run_id, "base", flyte_execution_id=execution_id) as run:
+        # the tiny tokenizer is trained on both: they are the base model's lineage
+        run.log_dataset(world_dir, name="world", context="input", digest=world_digest(world_dir))
+        run.log_dataset(datasets_dir, name="base_data", context="input", digest=artifact_digest(datasets_dir))
+        info = build_base(cfg, world_dir, datasets_dir, out)
+        run.log_metrics({"base/vocab_size": info["vocab_size"], "base/parameters": info["parameters"]})
+        run.set_tags({"output.path": str(out), "model.digest": artifact_digest(out)})
+        return StageResult(stage="base", path=str(out), run_id=run.run_id or "",
+                           seconds=time.perf_counter() - t0, manifest=info)
+
+
+def judge_data_stage(
+    cfg: PipelineConfig, world_dir: Path, out: Path, parent_run_id: str = "", execution_id: str = "local"
+) -> StageResult:
+    """(report, rubric item, label) pairs of controlled quality, labels known by construction; held-out split."""
+    from deepresearch.judge.data import build_judge_dataset
+    from deepresearch.training.stage import artifact_digest
+
+    t0 = time.perf_counter()
+    world_dir, out = Path(world_dir), Path(out)
+    with stage_run(cfg, parent_run_id, "judge_data", flyte_execution_id=execution_id) as run:
+        run.log_dataset(world_dir, name="world", context="input", digest=world_digest(world_dir))
+        manifest = json.loads(json.dumps(build_judge_dataset(cfg, world_dir, out), default=str))
+        run.log_dict(manifest, "judge_data_manifest.json")
+        # the digest the judge's training run logs this directory under (run_stage: artifact_digest),
+        # so that `deepresearch lineage` finds this run as its producer
+        run.set_tags({"output.path": str(out), "dataset.digest": artifact_digest(out)})
+        return StageResult(stage="judge_data", path=str(out), run_id=run.run_id or "",
+                           seconds=time.perf_counter() - t0, manifest=manifest)
+
+
+def train_stage(
+    cfg: PipelineConfig, stage: str, *, init_model: Path, data: Path, out: Path, world: Path | None = None,
+    parent_run_id: str = "", execution_id: str = "local", progress: bool = True,
+) -> "StageRun":
+    """Train "mid1", "mid2", "sft" or "judge" from `init_model` on `data` (every rank calls it alike);
+    see `deepresearch.training.stage.run_stage`, whose arguments these are."""
+    from deepresearch.training.stage import run_stage
+
+    return run_stage(cfg, stage, init_model=Path(init_model), data=Path(data), out=Path(out),
+                     world=Path(world) if world is not None else None, parent_run_id=parent_run_id,
+                     execution_id=execution_id, progress=progress)
+
+
+def ppo_stage(
+    cfg: PipelineConfig, *, policy_dir: Path, judge_dir: Path, world_dir: Path, out: Path,
+    parent_run_id: str = "", execution_id: str = "local",
+) -> "PPORun":
+    """PPO with a learned critic from the SFT policy against the judge; see `deepresearch.rl.train.run_ppo`."""
+    from deepresearch.rl.train import run_ppo
+
+    return run_ppo(cfg, policy_dir=Path(policy_dir), judge_dir=Path(judge_dir), world_dir=Path(world_dir),
+                   out=Path(out), parent_run_id=parent_run_id, execution_id=execution_id)
+
+
+def evaluation_stage(
+    cfg: PipelineConfig, world_dir: Path, checkpoints: dict[str, Any], out: Path, *, judge_dir: Path | None = None,
+    candidate: str | None = "rl", baseline: str = "sft", parent_run_id: str = "", execution_id: str = "local",
+) -> "StageOutcome":
+    """Every checkpoint on the held-out tasks, the champion on the same tasks, registration and promotion;
+    see `deepresearch.evaluation.promotion.evaluation_stage`."""
+    from deepresearch.evaluation.promotion import evaluation_stage as run
+
+    return run(cfg, Path(world_dir), checkpoints, Path(out), judge_dir=judge_dir, candidate=candidate,
+               baseline=baseline, parent_run_id=parent_run_id, execution_id=execution_id)
 
 
 def _flat_metrics(prefix: str, node: object, out: dict | None = None) -> dict[str, float]:

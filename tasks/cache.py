@@ -2,13 +2,15 @@
 
 A local `pyflyte run` caches each stage task's outputs in ~/.flyte/local-cache: the path of the
 directory it wrote and the id of its MLflow run. Either can vanish while the entry stays: the
-temp directory is cleaned up, or the MLflow store is reset (`rm -rf mlflow.db mlartifacts`). A
-cache hit then hands later stages a directory that does not exist (flytekit's 72-line "Expected a
-directory" traceback) or a run id the store has never seen. `check_local_cache` (called by the
-workflow's `start_tracking` task, before any stage) fails fast instead, naming each stale entry and
-the command that removes this project's entries:
+temp directory is cleaned up, or the MLflow store is reset (`make clean`, a second clone, another
+`tracking.uri`). A cache hit would then hand later stages a directory that does not exist (flytekit's
+72-line "Expected a directory" traceback) or a run id the store has never seen. So the workflow's
+`start_tracking` task, before any stage, calls `evict_stale`: each stale entry is removed (one log line
+naming it and why), and its stage runs again in this execution, producing a live directory and a run of
+the current store. The tracking store stays out of every cache key: an entry whose runs are all in the
+store is reused whatever `tracking.*` says.
 
-    make clean-cache                      # = python -m tasks.cache clear
+    make clean-cache                      # = python -m tasks.cache clear: all of this project's entries
     python -m tasks.cache check           # list stale entries (exit 1 if any)
     python -m tasks.cache clear --stale   # remove only the stale ones
 
@@ -19,6 +21,7 @@ cache key itself (what a hit depends on) belongs to the stage tasks.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +30,8 @@ from urllib.parse import urlparse
 
 from deepresearch.config import PipelineConfig, load_config
 from deepresearch.errors import StaleCacheError
+
+log = logging.getLogger(__name__)
 
 PROJECT_PREFIXES = ("tasks.", "workflows.")
 CLEAR_COMMAND = "make clean-cache"
@@ -122,6 +127,19 @@ def check_local_cache(cfg: PipelineConfig, prefixes: tuple[str, ...] = PROJECT_P
             f"project, which a cache hit would hand to later stages: {listed}. Clear them with `{CLEAR_COMMAND}` "
             "and run again."
         )
+
+
+def evict_stale(cfg: PipelineConfig, prefixes: tuple[str, ...] = PROJECT_PREFIXES) -> list[StaleEntry]:
+    """Remove this project's stale entries, so that their stages run again; returns them (one warning each)."""
+    stale = stale_entries(cfg, prefixes)
+    if stale:
+        from diskcache import Cache
+
+        with Cache(str(cache_dir())) as cache:
+            for e in stale:
+                cache.delete(e.key)
+                log.warning("Flyte's local cache: evicted %s; that stage runs again", e)
+    return stale
 
 
 def clear(cfg: PipelineConfig | None = None, *, stale_only: bool = False,

@@ -1,23 +1,21 @@
 """Flyte tasks of the model half around the training stages: base model, judge data, PPO, evaluation.
 
-The training stages themselves (mid1, mid2, SFT, judge) are `tasks.train.train_stage` (torch elastic +
-DeepSpeed). PPO runs as a Ray task (a RayJob on a cluster: KubeRay head + workers for the rollout
-actors); locally it starts Ray in-process.
+The training stages themselves (mid1, mid2, SFT, judge) are `tasks.train` (torch elastic + DeepSpeed).
+PPO runs as a Ray task (a RayJob on a cluster: KubeRay head + workers for the rollout actors); locally it
+starts Ray in-process. Each task: download its inputs, call its `deepresearch.stages` function, wrap.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import time
 from pathlib import Path
 
 from flytekit import Cache, Deck, Resources, task
 from flytekit.types.directory import FlyteDirectory
 
 from containers.images import DATA_IMAGE, EVAL_IMAGE, ROLLOUT_IMAGE, TRAIN_IMAGE
-from deepresearch.config import PipelineConfig
-from tasks.data import StageOut, _execution_id, _workdir, stage_out
+from deepresearch.config import RunContext, StageConfig
+from tasks.common import IGNORE_RUN, StageOut, stage_out, workdir
 
 # Bump a stage's version when its code changes the artifact it produces (v2: every task returns a StageOut,
 # and a cached output of the old shape would not load).
@@ -25,71 +23,47 @@ BASE_VERSION = "base-v2"
 JUDGE_DATA_VERSION = "judge-data-v2"
 PPO_VERSION = "ppo-v2"
 EVAL_VERSION = "eval-v3"  # v3: held-out split by entity, intervals, probe, promotion against the champion
-_IGNORE_RUN = ("parent_run_id",)
 
 
 @task(
     container_image=TRAIN_IMAGE,
-    cache=Cache(version=BASE_VERSION, ignored_inputs=_IGNORE_RUN),
+    cache=Cache(version=BASE_VERSION, ignored_inputs=IGNORE_RUN),
     retries=2,
     requests=Resources(cpu="2", mem="4Gi"),
 )
-def build_base(config_json: str, world: FlyteDirectory, datasets: FlyteDirectory, parent_run_id: str) -> StageOut:
+def build_base(cfg: StageConfig, world: FlyteDirectory, datasets: FlyteDirectory, run: RunContext) -> StageOut:
     """The base checkpoint: tiny (tokenizer trained on the corpus + random init) or a registry model."""
-    from deepresearch.modeling.base import build_base as build
-    from deepresearch.stages import world_digest
-    from deepresearch.tracking import stage_run
-    from deepresearch.training.stage import artifact_digest
+    from deepresearch.stages import base_stage
 
-    cfg = PipelineConfig.from_json(config_json)
-    out = _workdir("base")
-    world_dir, datasets_dir = Path(world.download()), Path(datasets.download())
-    t0 = time.perf_counter()
-    with stage_run(cfg, parent_run_id, "base", flyte_execution_id=_execution_id()) as run:
-        # the tiny tokenizer is trained on both: they are the base model's lineage
-        run.log_dataset(world_dir, name="world", context="input", digest=world_digest(world_dir))
-        run.log_dataset(datasets_dir, name="base_data", context="input", digest=artifact_digest(datasets_dir))
-        info = build(cfg, world_dir, datasets_dir, out)
-        run.log_metrics({"base/vocab_size": info["vocab_size"], "base/parameters": info["parameters"]})
-        run.set_tags({"output.path": str(out), "model.digest": artifact_digest(out)})
-    return stage_out("base", out, run.run_id, time.perf_counter() - t0,
+    res = base_stage(cfg.view(run), Path(world.download()), Path(datasets.download()), workdir("base"),
+                     run.parent_run_id, run.execution_id)
+    info = res.manifest
+    return stage_out("base", res.path, res.run_id, res.seconds,
                      produced=f"{info['parameters']:,} parameters, vocabulary {info['vocab_size']:,}")
 
 
 @task(
     container_image=DATA_IMAGE,
-    cache=Cache(version=JUDGE_DATA_VERSION, ignored_inputs=_IGNORE_RUN),
+    cache=Cache(version=JUDGE_DATA_VERSION, ignored_inputs=IGNORE_RUN),
     retries=2,
     requests=Resources(cpu="2", mem="4Gi"),
 )
-def judge_data(config_json: str, world: FlyteDirectory, parent_run_id: str) -> StageOut:
+def judge_data(cfg: StageConfig, world: FlyteDirectory, run: RunContext) -> StageOut:
     """(report, rubric item, label) pairs of controlled quality, labels known by construction; held-out split."""
-    from deepresearch.judge.data import build_judge_dataset
-    from deepresearch.stages import world_digest
-    from deepresearch.tracking import stage_run
-    from deepresearch.training.stage import artifact_digest
+    from deepresearch.stages import judge_data_stage
 
-    cfg = PipelineConfig.from_json(config_json)
-    out = _workdir("judge_data")
-    world_dir = Path(world.download())
-    t0 = time.perf_counter()
-    with stage_run(cfg, parent_run_id, "judge_data", flyte_execution_id=_execution_id()) as run:
-        run.log_dataset(world_dir, name="world", context="input", digest=world_digest(world_dir))
-        manifest = build_judge_dataset(cfg, world_dir, out)
-        run.log_dict(json.loads(json.dumps(manifest, default=str)), "judge_data_manifest.json")
-        # the digest the judge's training run logs this directory under (run_stage: artifact_digest),
-        # so that `deepresearch lineage` finds this run as its producer
-        run.set_tags({"output.path": str(out), "dataset.digest": artifact_digest(out)})
-    ex = manifest["examples"]
-    return stage_out("judge_data", out, run.run_id, time.perf_counter() - t0,
-                     produced=f"{ex['train']} train / {ex['heldout']} held-out pairs from {manifest['tasks']} tasks")
+    res = judge_data_stage(cfg.view(run), Path(world.download()), workdir("judge_data"), run.parent_run_id,
+                           run.execution_id)
+    ex, tasks = res.manifest["examples"], res.manifest["tasks"]
+    return stage_out("judge_data", res.path, res.run_id, res.seconds,
+                     produced=f"{ex['train']} train / {ex['heldout']} held-out pairs from {tasks} tasks")
 
 
 def _ray_config():
     from flytekitplugins.ray import HeadNodeConfig, RayJobConfig, WorkerNodeConfig
 
     from deepresearch.config import load_config
-    from workflows.infra import compile_config_path, infra
+    from tasks.infra import compile_config_path, infra
 
     workers = load_config(compile_config_path()).rl.rollout_workers
     res = infra().rollout
@@ -115,26 +89,19 @@ os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
 @task(
     container_image=ROLLOUT_IMAGE,
     task_config=_ray_config(),
-    cache=Cache(version=PPO_VERSION, ignored_inputs=_IGNORE_RUN),
+    cache=Cache(version=PPO_VERSION, ignored_inputs=IGNORE_RUN),
     retries=1,
     requests=Resources(cpu="2", mem="8Gi"),
 )
 def ppo(
-    config_json: str, policy: FlyteDirectory, judge: FlyteDirectory, world: FlyteDirectory, parent_run_id: str
+    cfg: StageConfig, policy: FlyteDirectory, judge: FlyteDirectory, world: FlyteDirectory, run: RunContext
 ) -> StageOut:
     """PPO with a learned critic: Ray rollout actors run the agent with its tools; rewards from the judge."""
-    from deepresearch.rl.train import run_ppo
+    from deepresearch.stages import ppo_stage
 
-    cfg = PipelineConfig.from_json(config_json)
-    res = run_ppo(
-        cfg,
-        policy_dir=Path(policy.download()),
-        judge_dir=Path(judge.download()),
-        world_dir=Path(world.download()),
-        out=_workdir("rl"),
-        parent_run_id=parent_run_id,
-        execution_id=_execution_id(),
-    )
+    res = ppo_stage(cfg.view(run), policy_dir=Path(policy.download()), judge_dir=Path(judge.download()),
+                    world_dir=Path(world.download()), out=workdir("rl"), parent_run_id=run.parent_run_id,
+                    execution_id=run.execution_id)
     curve = " → ".join(f"{r:.3f}" for r in res.reward_curve)
     return stage_out("rl", res.path, res.run_id, res.seconds,
                      produced=f"{res.steps} PPO steps, {res.episodes} episodes, reward {curve}")
@@ -142,37 +109,37 @@ def ppo(
 
 @task(
     container_image=EVAL_IMAGE,
-    cache=Cache(version=EVAL_VERSION, ignored_inputs=_IGNORE_RUN),
+    cache=Cache(version=EVAL_VERSION, ignored_inputs=IGNORE_RUN),
     retries=1,
     requests=Resources(cpu="2", mem="4Gi"),
     enable_deck=True,
 )
 def evaluate(
-    config_json: str,
+    cfg: StageConfig,
     world: FlyteDirectory,
     base: FlyteDirectory,
     mid: FlyteDirectory,
     sft: FlyteDirectory,
     rl: FlyteDirectory,
     judge: FlyteDirectory,
-    parent_run_id: str,
+    run: RunContext,
 ) -> StageOut:
     """Every checkpoint on the held-out tasks (plus the scripted expert as a reference), with bootstrap
     intervals, paired differences and the next-action probe; the registry's champion evaluated on the same
     tasks; the RL policy and the judge registered and promoted only when they win
-    (`deepresearch.evaluation.promotion.evaluation_stage`, which `deepresearch evaluate` runs too).
+    (`deepresearch.stages.evaluation_stage`, which `deepresearch evaluate` runs too).
 
     The output directory is the report's; its summary record carries every checkpoint's metrics."""
-    from deepresearch.evaluation.promotion import evaluation_stage
+    from deepresearch.stages import evaluation_stage
 
-    cfg = PipelineConfig.from_json(config_json)
-    out = _workdir("evaluation")
+    out = workdir("evaluation")
     checkpoints = {
         "base": base.download(), "mid-trained": mid.download(), "sft": sft.download(), "rl": rl.download(),
         "expert": "expert",
     }
-    res = evaluation_stage(cfg, Path(world.download()), checkpoints, out, judge_dir=Path(judge.download()),
-                           candidate="rl", baseline="sft", parent_run_id=parent_run_id, execution_id=_execution_id())
+    res = evaluation_stage(cfg.view(run), Path(world.download()), checkpoints, out, judge_dir=Path(judge.download()),
+                           candidate="rl", baseline="sft", parent_run_id=run.parent_run_id,
+                           execution_id=run.execution_id)
     Deck("evaluation", (out / "report.html").read_text())
     ev = res.evaluation
     produced = f"{len(ev.checkpoints)} checkpoints × {ev.checkpoints[0].episodes} held-out tasks"

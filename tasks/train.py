@@ -1,33 +1,30 @@
 """Flyte tasks of the training stages (mid-training 1/2, SFT, judge): torch elastic + DeepSpeed.
 
-    sft = train_stage(config_json=cfg, stage="sft", init_model=mid2.directory, data=datasets, parent_run_id=parent)
-    mid1 = train_stage(config_json=cfg, stage="mid1", init_model=base.directory, data=datasets,
-                       parent_run_id=parent, world=world)
+    sft = train_task_for(shape.training.sft)(cfg=cfg.sft, init_model=mid2.directory, data=datasets, run=run)
+    mid1 = train_task_for(shape.training.mid1)(cfg=cfg.mid1, init_model=base.directory, data=datasets,
+                                               run=run, world=world)
     # each returns a StageOut: .directory (the HF checkpoint), .run_id, .summary (its row of the summary)
 
-`train_stage` runs as `Elastic(nnodes=1, nproc_per_node=2)`: locally flytekit spawns two worker
-processes on this machine (gloo on CPU); on a cluster the pod runs torch elastic itself, and
-nnodes > 1 becomes a PyTorchJob (training-operator, NCCL). Every worker runs the task body; rank 0's
-return value is the task's output.
+The stage is the `StageConfig`'s (`cfg.stage`), and that config is all of the pipeline config the task's
+cache key holds: `training.sft.*` for SFT, so a changed `rl.*` leaves every training stage cached.
 
-Sizing per stage. Flyte fixes a task's `task_config` when it is decorated, and
-`node.with_overrides(task_config=...)` does not give one node its own: it replaces the config of the
-task object itself (flytekit 1.16 `Node.with_overrides` assigns `run_entity._task_config`), so every
-node of that task, in every workflow, ends up with the last override. A stage whose elastic shape
-differs therefore gets its own task variant, `train_stage_{nnodes}x{nproc}`, built on first access
-(the module's `__getattr__`), named by its shape, so the task resolver finds it again by that name
-in the pod. The workflow picks the variant from the compile-time config (workflows/infra.py):
+A task runs as `Elastic(nnodes, nproc_per_node)`: locally flytekit spawns the worker processes on this
+machine (gloo on CPU); on a cluster the pod runs torch elastic itself, and nnodes > 1 becomes a PyTorchJob
+(training-operator, NCCL). Every worker runs the task body; rank 0's return value is the task's output.
 
-    from tasks.train import train_task_for
-    stage_cfg = load_config(compile_config_path()).training.sft
-    sft = train_task_for(stage_cfg)(config_json=cfg, stage="sft", init_model=..., data=..., parent_run_id=...)
-    sft = sft.with_overrides(**sized("train"))          # requests/limits/accelerator: node-level, safe
+Shapes. Flyte fixes a task's `task_config` when it is decorated, and `node.with_overrides(task_config=...)`
+does not give one node its own: it replaces the config of the task object itself (flytekit 1.16
+`Node.with_overrides` assigns `run_entity._task_config`), so every node of that task, in every workflow,
+would end up with the last override. Each shape the configs use is therefore its own task, declared
+below: `train_stage` (1 node × 2 processes, tiny.yaml) and `train_stage_{nnodes}x{nproc}`. The workflow
+picks one with `train_task_for(stage_cfg)`, from the compile-time config (tasks/infra.py); a shape no
+task declares is an error naming the ones that exist (declare a new one like the others).
 
 Worker processes must import this module and the library: both are installed (editable) in the uv
 environment and in the images (PYTHONPATH=/root); `make` also exports PYTHONPATH=repo root.
 
 All ranks of one stage share a run directory (checkpoints, then the HF export): $DEEPRESEARCH_TRAIN_DIR
-(default: <tmp>/deepresearch-train), one subdirectory per (code version, config, stage, inputs), so a
+(default: <tmp>/deepresearch-train), one subdirectory per (code version, stage config, inputs), so a
 retried task resumes from its latest checkpoint. On a cluster, mount a persistent volume there for
 retries to find it (and a shared one when nnodes > 1).
 """
@@ -37,21 +34,19 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
-import sys
 import tempfile
 import time
-import types
 import typing
 from pathlib import Path
 
-from flytekit import Cache, Resources, current_context, task
+from flytekit import Cache, Resources, task
 from flytekit.types.directory import FlyteDirectory
 from flytekitplugins.kfpytorch import Elastic
 
 from containers.images import TRAIN_IMAGE
-from deepresearch.config import TrainStageConfig
-from tasks.data import StageOut, stage_out
+from deepresearch.config import RunContext, StageConfig, TrainStageConfig
+from deepresearch.errors import ConfigError
+from tasks.common import IGNORE_RUN, StageOut, stage_out
 
 # Bump when the training code changes the model it produces (also part of the run directory's name).
 TRAIN_VERSION = "train-v1"
@@ -59,13 +54,11 @@ TRAIN_VERSION = "train-v1"
 # shape would not load), kept apart so that a change of outputs alone leaves the run directories be.
 CACHE_VERSION = f"{TRAIN_VERSION}.stageout"
 TRAIN_DIR_ENV = "DEEPRESEARCH_TRAIN_DIR"
-DEFAULT_SHAPE = (1, 2)  # (nnodes, nproc_per_node) of `train_stage`
-_VARIANT = re.compile(r"train_stage_(\d+)x(\d+)")
 
 _TASK_KWARGS = dict(
     container_image=TRAIN_IMAGE,
     # a new parent run must not bust the cache
-    cache=Cache(version=CACHE_VERSION, ignored_inputs=("parent_run_id",)),
+    cache=Cache(version=CACHE_VERSION, ignored_inputs=IGNORE_RUN),
     retries=2,  # a retry resumes from the latest checkpoint in the run directory
     requests=Resources(cpu="2", mem="8Gi"),  # the workflow sizes it from `infra.train`
     shared_memory=True,  # NCCL and DataLoader workers need more /dev/shm than a pod's default 64 MiB
@@ -83,30 +76,21 @@ def elastic_for(cfg: TrainStageConfig) -> Elastic:
     )
 
 
-def _execution_id() -> str:
-    """The Flyte execution name ("local" in local runs, whose workers see an empty name)."""
-    try:
-        return current_context().execution_id.name or "local"
-    except Exception:  # noqa: BLE001 - outside a Flyte context
-        return "local"
-
-
 def _identity(d: FlyteDirectory | None) -> str | None:
     return None if d is None else (d.remote_source or str(d.path))
 
 
 def run_dir(
-    config_json: str,
-    stage: str,
+    cfg: StageConfig,
     init_model: FlyteDirectory,
     data: FlyteDirectory,
     world: FlyteDirectory | None = None,
 ) -> Path:
     """The run directory every rank of this stage computes alike (see module docstring)."""
-    ident = [TRAIN_VERSION, config_json, stage, _identity(init_model), _identity(data), _identity(world)]
+    ident = [TRAIN_VERSION, cfg.model_dump_json(), cfg.stage, _identity(init_model), _identity(data), _identity(world)]
     key = hashlib.sha256(json.dumps(ident).encode()).hexdigest()[:16]
     base = Path(os.environ.get(TRAIN_DIR_ENV) or Path(tempfile.gettempdir()) / "deepresearch-train")
-    return base / f"{stage}-{key}"
+    return base / f"{cfg.stage}-{key}"
 
 
 def _worker_seconds() -> float:
@@ -118,102 +102,104 @@ def _worker_seconds() -> float:
 
 
 def _train(
-    config_json: str,
-    stage: str,
-    init_model: FlyteDirectory,
-    data: FlyteDirectory,
-    parent_run_id: str,
-    world: FlyteDirectory | None,
+    cfg: StageConfig, init_model: FlyteDirectory, data: FlyteDirectory, run: RunContext, world: FlyteDirectory | None
 ) -> StageOut:
-    """The body of every train task variant (runs on every rank; rank 0's return is the task's)."""
-    from deepresearch.config import PipelineConfig
+    """The body of every train task (runs on every rank; rank 0's return is the task's)."""
+    from deepresearch.stages import train_stage as run_train_stage
     from deepresearch.training.distributed import barrier, init_distributed
-    from deepresearch.training.stage import run_stage
 
-    cfg = PipelineConfig.from_json(config_json)
     env = init_distributed()
     inputs = [d for d in (init_model, data, world) if d is not None]
     if env.local_rank == 0:  # one download per node, into the local path all of its ranks share
         for d in inputs:
             d.download()
     barrier()  # the other ranks read the same local paths, never download themselves
-    res = run_stage(
-        cfg,
-        stage,
+    res = run_train_stage(
+        cfg.view(run),
+        cfg.stage,
         init_model=Path(init_model.path),
         data=Path(data.path),
-        out=run_dir(config_json, stage, init_model, data, world),
+        out=run_dir(cfg, init_model, data, world),
         world=Path(world.path) if world is not None else None,
-        parent_run_id=parent_run_id,
-        execution_id=_execution_id(),
+        parent_run_id=run.parent_run_id,
+        execution_id=run.execution_id,  # the workflow's, as `mark_failed` looks it up (not this worker's)
     )
     seconds = _worker_seconds()
     produced = f"{res.steps} steps, loss {res.first_loss:.2f} → {res.final_loss:.2f}, {res.tokens:,} tokens"
     if "judge/heldout_macro_f1" in res.metrics:
         produced += f", held-out macro-F1 {res.metrics['judge/heldout_macro_f1']:.2f}"
     produced += f"; {seconds - res.seconds:.0f} s of process start-up"
-    return stage_out(stage, res.path, res.run_id, seconds, produced=produced, stage_seconds=round(res.seconds, 2))
+    return stage_out(cfg.stage, res.path, res.run_id, seconds, produced=produced, stage_seconds=round(res.seconds, 2))
 
 
-@task(
-    task_config=elastic_for(TrainStageConfig(nnodes=DEFAULT_SHAPE[0], nproc_per_node=DEFAULT_SHAPE[1])),
-    **_TASK_KWARGS,
-)
+def _train_task(nnodes: int, nproc_per_node: int):
+    """The task decorator of the train task for `nnodes` × `nproc_per_node`."""
+    return task(task_config=elastic_for(TrainStageConfig(nnodes=nnodes, nproc_per_node=nproc_per_node)), **_TASK_KWARGS)
+
+
+# One task per elastic shape the configs use (module docstring: why not one task with overrides). Each has
+# the same interface; `cfg.stage` says which stage ("mid1", "mid2", "sft" or "judge") it trains, from
+# `init_model` on `data` (`world`: mid1 only, it trains on the world's documents).
+
+
+@_train_task(1, 2)
 def train_stage(
-    config_json: str,
-    stage: str,
-    init_model: FlyteDirectory,
-    data: FlyteDirectory,
-    parent_run_id: str,
+    cfg: StageConfig, init_model: FlyteDirectory, data: FlyteDirectory, run: RunContext,
     world: typing.Optional[FlyteDirectory] = None,
 ) -> StageOut:
-    """Train one stage ("mid1", "mid2", "sft" or "judge") from `init_model` on `data`; returns the HF directory
-    (with the stage's MLflow run id and summary record).
-
-    `world` is needed by mid1 only (it trains on the world's documents). Two processes on one node;
-    other shapes: `train_task_for(stage_cfg)`.
-    """
-    return _train(config_json, stage, init_model, data, parent_run_id, world)
+    """Train one stage on 1 node × 2 processes (tiny.yaml); returns the HF directory, run id and summary record."""
+    return _train(cfg, init_model, data, run, world)
 
 
-_variants: dict[tuple[int, int], object] = {}
+@_train_task(1, 1)
+def train_stage_1x1(
+    cfg: StageConfig, init_model: FlyteDirectory, data: FlyteDirectory, run: RunContext,
+    world: typing.Optional[FlyteDirectory] = None,
+) -> StageOut:
+    """Train one stage on 1 node × 1 process (small.yaml: one GPU)."""
+    return _train(cfg, init_model, data, run, world)
 
 
-def _make_variant(nnodes: int, nproc: int):
-    """`train_stage` under the name `train_stage_{nnodes}x{nproc}`, with that Elastic config.
-
-    The function is a copy of train_stage's module-level function under the new name (not a closure:
-    Flyte's default resolver refuses nested functions, and finds this one again by its name).
-    """
-    template = train_stage.task_function
-    name = f"train_stage_{nnodes}x{nproc}"
-    fn = types.FunctionType(
-        template.__code__, template.__globals__, name, template.__defaults__, template.__closure__
-    )
-    fn.__qualname__ = name
-    fn.__module__ = template.__module__
-    fn.__annotations__ = dict(template.__annotations__)
-    fn.__doc__ = f"{template.__doc__.splitlines()[0]}\n\n    {nnodes} node(s) × {nproc} process(es) each.\n"
-    return task(
-        task_config=elastic_for(TrainStageConfig(nnodes=nnodes, nproc_per_node=nproc)), **_TASK_KWARGS
-    )(fn)
+@_train_task(2, 8)
+def train_stage_2x8(
+    cfg: StageConfig, init_model: FlyteDirectory, data: FlyteDirectory, run: RunContext,
+    world: typing.Optional[FlyteDirectory] = None,
+) -> StageOut:
+    """Train one stage on 2 nodes × 8 processes (paper.yaml: the judge)."""
+    return _train(cfg, init_model, data, run, world)
 
 
-def __getattr__(name: str):
-    """`train_stage_{N}x{P}`: the train task for N nodes × P processes (built once, on first access)."""
-    m = _VARIANT.fullmatch(name)
-    if m is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    shape = (int(m[1]), int(m[2]))
-    if shape == DEFAULT_SHAPE:
-        return train_stage
-    if shape not in _variants:
-        if min(shape) < 1:
-            raise AttributeError(f"{name}: nnodes and nproc_per_node must be >= 1")
-        _variants[shape] = _make_variant(*shape)
-    return _variants[shape]
+@_train_task(4, 8)
+def train_stage_4x8(
+    cfg: StageConfig, init_model: FlyteDirectory, data: FlyteDirectory, run: RunContext,
+    world: typing.Optional[FlyteDirectory] = None,
+) -> StageOut:
+    """Train one stage on 4 nodes × 8 processes (paper.yaml: SFT)."""
+    return _train(cfg, init_model, data, run, world)
+
+
+@_train_task(8, 8)
+def train_stage_8x8(
+    cfg: StageConfig, init_model: FlyteDirectory, data: FlyteDirectory, run: RunContext,
+    world: typing.Optional[FlyteDirectory] = None,
+) -> StageOut:
+    """Train one stage on 8 nodes × 8 processes (paper.yaml: mid-training)."""
+    return _train(cfg, init_model, data, run, world)
+
+
+TRAIN_TASKS = {
+    (t.task_config.nnodes, t.task_config.nproc_per_node): t
+    for t in (train_stage, train_stage_1x1, train_stage_2x8, train_stage_4x8, train_stage_8x8)
+}
 
 
 def train_task_for(cfg: TrainStageConfig):
     """The train task whose Elastic config matches the stage's `nnodes` × `nproc_per_node`."""
-    return getattr(sys.modules[__name__], f"train_stage_{cfg.nnodes}x{cfg.nproc_per_node}")
+    shape = (cfg.nnodes, cfg.nproc_per_node)
+    if shape not in TRAIN_TASKS:
+        declared = ", ".join(f"{n}x{p}" for n, p in sorted(TRAIN_TASKS))
+        raise ConfigError(
+            f"no train task for {shape[0]} node(s) × {shape[1]} process(es); declared: {declared}. "
+            f"Declare `train_stage_{shape[0]}x{shape[1]}` in tasks/train.py like the others."
+        )
+    return TRAIN_TASKS[shape]

@@ -147,7 +147,7 @@ def test_accelerators_map_to_flytekit_and_bad_names_are_rejected():
     from flytekit.extras import accelerators
 
     from deepresearch.config import TaskResources
-    from workflows.infra import resource_overrides
+    from tasks.infra import resource_overrides
 
     ok = resource_overrides(TaskResources(cpu="8", mem="64Gi", gpu=8, accelerator="H100"))
     assert ok["accelerator"] is accelerators.H100 and ok["limits"].gpu == "8"

@@ -26,7 +26,7 @@ from flytekit.types.directory import FlyteDirectory
 from deepresearch.config import load_config
 from deepresearch.errors import StaleCacheError, TrackingError
 from deepresearch.tracking import BufferedTracker, stage_run, start_parent_run
-from tasks.cache import CLEAR_COMMAND, check_local_cache, clear, stale_entries
+from tasks.cache import CLEAR_COMMAND, check_local_cache, clear, evict_stale, stale_entries
 from tasks.data import StageOut, stage_out
 
 REPO = Path(__file__).resolve().parents[1]
@@ -270,3 +270,10 @@ def test_stale_cache_entries_are_named_with_the_command_that_clears_them(server,
     assert Path(probe_wf(out_dir=str(out), tracking_uri=server.uri).path, "data.txt").read_text() == "x"
     # `make clean-cache` clears only this project's tasks (tasks., workflows.), not this test module's
     assert clear() == [] and clear(prefixes=prefix) != []
+
+    # what the workflow's `start_tracking` does instead of stopping: evict the stale entry, so its stage reruns
+    probe_wf(out_dir=str(out), tracking_uri=server.uri)
+    shutil.rmtree(out)
+    [evicted] = evict_stale(cfg, prefix)
+    assert f"{out} no longer exists" in str(evicted) and stale_entries(cfg, prefix) == []
+    assert Path(probe_wf(out_dir=str(out), tracking_uri=server.uri).path, "data.txt").read_text() == "x"

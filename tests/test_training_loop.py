@@ -22,6 +22,8 @@ from pathlib import Path
 
 import pytest
 
+from deepresearch.errors import ConfigError
+
 # DeepSpeed still calls the collectives torch 2.13 renamed; not ours to fix
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.distributed.*` is deprecated:FutureWarning")
 
@@ -473,9 +475,20 @@ def test_train_task_variants_follow_the_stage_shape():
     assert big.name == "tasks.train.train_stage_8x8"
     assert big.task_type == "pytorch"  # nnodes > 1: a PyTorchJob (training-operator)
     assert (big.task_config.nnodes, big.task_config.nproc_per_node) == (8, 8)
-    assert T.train_stage_8x8 is big  # built once; the name is how the pod's task resolver finds it again
+    assert T.train_stage_8x8 is big  # declared in the module: the name is how the pod's task resolver finds it
     assert big.python_interface.inputs == T.train_stage.python_interface.inputs
     loader_args = ["task-module", "tasks.train", "task-name", "train_stage_8x8"]
     assert default_task_resolver.load_task(loader_args) is big
-    with pytest.raises(AttributeError):
-        T.train_stage_large  # noqa: B018
+    with pytest.raises(ConfigError, match="declared: 1x1, 1x2, 2x8, 4x8, 8x8"):
+        T.train_task_for(stage_cfg(nnodes=3, nproc_per_node=5))
+
+
+def test_every_shape_of_every_config_has_a_declared_train_task():
+    import tasks.train as T
+    from deepresearch.config import load_config
+
+    for path in sorted((REPO_ROOT / "configs").glob("*.yaml")):
+        cfg = load_config(path)
+        for stage in (cfg.training.mid1, cfg.training.mid2, cfg.training.sft, cfg.judge.train):
+            t = T.train_task_for(stage)
+            assert (t.task_config.nnodes, t.task_config.nproc_per_node) == (stage.nnodes, stage.nproc_per_node)

@@ -21,22 +21,26 @@ from tasks.data import (
     summarize,
     synthesize,
 )
-from workflows.infra import overrides as sized
+from tasks.infra import overrides as sized
 
 DataOutputs = typing.NamedTuple(
     "DataOutputs", [("world", FlyteDirectory), ("datasets", FlyteDirectory), ("summary", str)]
 )
 
 
-def data_nodes(cfg, parent):
-    """The data half's nodes inside a workflow body (compile-time Python): world, synthesis, quality."""
-    world = build_world(config_json=cfg, parent_run_id=parent).with_overrides(**sized("data"))
-    raw = synthesize(config_json=cfg, world=world.directory, parent_run_id=parent).with_overrides(**sized("data"))
-    data = quality_gates(config_json=cfg, raw=raw.directory, parent_run_id=parent).with_overrides(**sized("data"))
+def data_nodes(cfg, run):
+    """The data half's nodes inside a workflow body (compile-time Python): world, synthesis, quality.
+
+    Args:
+        cfg: the `resolve_config` node (one StageConfig per stage); run: the `start_tracking` node.
+    """
+    world = build_world(cfg=cfg.world, run=run).with_overrides(**sized("data"))
+    raw = synthesize(cfg=cfg.synthesis, world=world.directory, run=run).with_overrides(**sized("data"))
+    data = quality_gates(cfg=cfg.quality, raw=raw.directory, run=run).with_overrides(**sized("data"))
     return world, raw, data
 
 
-def summary_node(cfg, parent, world, datasets, stages):
+def summary_node(cfg, run, world, datasets, stages):
     """The node that ends a workflow (compile-time Python): closes the parent run and returns the summary.
 
     Args:
@@ -44,8 +48,8 @@ def summary_node(cfg, parent, world, datasets, stages):
         stages: every stage node (each returns a `StageOut`) in pipeline order; one summary row each.
     """
     return summarize(
-        config_json=cfg,
-        parent_run_id=parent,
+        pipeline=cfg.pipeline,
+        run=run,
         world=world.directory,
         datasets=datasets.directory,
         stage_summaries=[s.summary for s in stages],
@@ -61,7 +65,7 @@ def data(
 ) -> DataOutputs:
     """World, synthesized trajectories and quality-gated datasets, tracked in MLflow."""
     cfg = resolve_config(config=config, overrides=overrides, kickoff_time=kickoff_time)
-    parent = start_tracking(config_json=cfg)
-    world, raw, gated = data_nodes(cfg, parent)
-    summary = summary_node(cfg, parent, world, gated, [world, raw, gated])
+    run = start_tracking(pipeline=cfg.pipeline)
+    world, raw, gated = data_nodes(cfg, run)
+    summary = summary_node(cfg, run, world, gated, [world, raw, gated])
     return DataOutputs(world=world.directory, datasets=gated.directory, summary=summary)

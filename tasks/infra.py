@@ -1,5 +1,8 @@
 """Compile-time infrastructure: which config's `infra` section sizes the tasks of a workflow.
 
+Tasks (the Ray head and workers of `tasks.model.ppo`, the elastic shape of `tasks.train`) and workflows
+(each node's `with_overrides(**overrides(family))`) both read it; neither imports the other for it.
+
 Flyte fixes a node's resources, accelerator and task config when the workflow is compiled
 (registration), before any input is known, so the config that sizes the tasks is read at import:
 
