@@ -627,14 +627,16 @@ class PipelineConfig(Section):
 
 STAGE_INPUTS: dict[str, tuple[str, ...]] = {
     "world": ("world", "search"),
-    "synthesis": ("search", "agent", "synthesis"),
+    "synthesis": ("search", "agent", "synthesis", "capabilities"),
     "quality": ("quality",),
     "base": ("model",),
-    "mid1": ("training.mid1",),
-    "mid2": ("training.mid2",),
-    "sft": ("training.sft", "training.sft_deep_search_ratio"),
-    "judge_data": ("judge.reports_per_task", "judge.heldout_fraction", "judge.seed", "synthesis"),
-    "judge": ("judge.max_len", "judge.train"),
+    # mid1 asks reading questions about training-side entities only (synthesis' entity split); every
+    # training stage adds its share of the capability datasets (`capabilities.<name>.<stage>`)
+    "mid1": ("training.mid1", "synthesis.heldout_fraction", "synthesis.split_seed", "capabilities"),
+    "mid2": ("training.mid2", "capabilities"),
+    "sft": ("training.sft", "training.sft_deep_search_ratio", "capabilities"),
+    "judge_data": ("judge.n_tasks", "judge.reports_per_task", "judge.heldout_fraction", "judge.seed", "synthesis"),
+    "judge": ("judge.max_len", "judge.train", "judge.evidence_lines", "judge.mark_matches"),
     "rl": ("rl", "agent", "search", "synthesis", "training.sft", "training.sft_deep_search_ratio"),
     "evaluation": ("evaluation", "agent", "search", "synthesis"),
 }

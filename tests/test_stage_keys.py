@@ -77,7 +77,10 @@ def test_a_stage_view_reads_only_its_inputs_and_keeps_the_pipeline_hash():
         mid1.training.sft.lr  # noqa: B018
     with pytest.raises(ConfigError, match="read rl.actor_lr"):
         mid1.rl.actor_lr  # noqa: B018
-    assert {k.split(".")[0] for k in mid1.flat()} == {"name", "training", "tracking", "storage"}
+    assert {k.split(".")[0] for k in mid1.flat()} == {"name", "training", "synthesis", "capabilities", "tracking",
+                                                      "storage"}
+    assert {k for k in mid1.flat() if k.startswith("synthesis.")} == {"synthesis.heldout_fraction",
+                                                                      "synthesis.split_seed"}
     assert {k for k in mid1.flat() if k.startswith("training.")} == {
         f"training.mid1.{f}" for f in type(cfg.training.mid1).model_fields
     }

@@ -178,9 +178,9 @@ def run_stage(
             run.log_dataset(Path(init_model), name="init_model", context="input",
                             digest=artifact_digest(Path(init_model)))
             if world is not None:
-                from deepresearch.stages import world_digest
+                from deepresearch.io import dir_digest  # a world's digest (`stages.world_digest`)
 
-                run.log_dataset(Path(world), name="world", context="input", digest=world_digest(Path(world)))
+                run.log_dataset(Path(world), name="world", context="input", digest=dir_digest(Path(world)))
         kwargs = {"loss_fn": loss_fn} if loss_fn is not None else {}
         # metrics and tags go through a buffer: a tracking outage during training is retried in the
         # background, never a stall or the reason the stage dies
