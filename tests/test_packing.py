@@ -22,6 +22,7 @@ TINY_OVERRIDES = [
     "world.entities_per_type=8",
     "synthesis.n_deep_search=4",
     "synthesis.n_deep_research=2",
+    "synthesis.attempts_per_task=2",  # the tests below count two attempts per task
     "quality.expectations.min_rows=1",
     "tracking.enabled=false",
 ]

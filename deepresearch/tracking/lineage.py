@@ -66,17 +66,22 @@ def trace(target: str, cfg: TrackingConfig, *, max_depth: int = 12) -> LineageNo
     run_id, model = _resolve_target(client, target)
     nodes: dict[str, LineageNode] = {}  # a run reached twice (two datasets it wrote) is one node
 
-    def producer(digest: str, experiment_id: str) -> str | None:
-        # A dataset's producer tags `dataset.digest`; a model's training run tags `model.digest`.
+    def producer(digest: str, experiment_id: str, consumer) -> str | None:
+        # A dataset's producer tags `dataset.digest`; a model's training run tags `model.digest`. The
+        # latest such run that started before the consumer and is not the consumer itself: a stage can
+        # write data identical to its input (a quality gate that dropped nothing), and a content digest
+        # names the data, so the consumer carries the same tag as its input's producer.
         for tag in ("dataset.digest", "model.digest"):
             runs = client.search_runs(
                 [experiment_id],
-                filter_string=f"tags.`{tag}` = '{digest}' and attributes.status = 'FINISHED'",
+                filter_string=f"tags.`{tag}` = '{digest}' and attributes.status = 'FINISHED' "
+                f"and attributes.start_time <= {consumer.info.start_time}",
                 order_by=["attributes.start_time DESC"],
-                max_results=1,
+                max_results=5,
             )
-            if runs:
-                return runs[0].info.run_id
+            for r in runs:
+                if r.info.run_id != consumer.info.run_id:
+                    return r.info.run_id
         return None
 
     def node(rid: str, depth: int) -> LineageNode:
@@ -103,7 +108,7 @@ def trace(target: str, cfg: TrackingConfig, *, max_depth: int = 12) -> LineageNo
                 context=itags.get("mlflow.data.context", ""),
             )
             if link.context == "input" and depth < max_depth:
-                pid = producer(link.digest, run.info.experiment_id)
+                pid = producer(link.digest, run.info.experiment_id, run)
                 if pid and pid != rid:
                     link.produced_by = node(pid, depth + 1)
             n.inputs.append(link)
