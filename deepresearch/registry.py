@@ -18,6 +18,7 @@ that import the registry, not the other way round).
 from __future__ import annotations
 
 import importlib
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from enum import Enum
 from typing import Generic, TypeVar
@@ -46,16 +47,24 @@ class Registry(Mapping[str, T], Generic[T]):
         self.kind, self.names, self.plugins, self.error = kind, names, tuple(plugins), error
         self._items: dict[str, T] = {}
         self._loaded = not plugins
+        self._loading = False
+        # Threads (a rollout actor's episodes, evaluation's) may make the first lookup together: the others
+        # wait for the plugins, never see a half-filled registry (a prompt listing one tool of four)
+        self._lock = threading.RLock()
 
     def _load(self) -> None:
-        if not self._loaded:
-            self._loaded = True  # before importing: a plugin that looks something up must not recurse
+        if self._loaded:
+            return
+        with self._lock:
+            if self._loaded or self._loading:  # _loading: a plugin's own lookup while it is imported
+                return
+            self._loading = True
             try:
                 for module in self.plugins:
                     importlib.import_module(module)
-            except BaseException:
-                self._loaded = False
-                raise
+                self._loaded = True
+            finally:
+                self._loading = False
 
     def valid(self) -> list[str]:
         """The registered names, in the Enum's order (sorted without one)."""

@@ -57,3 +57,29 @@ def test_free_names_custom_error_and_lazy_plugins(tmp_path, monkeypatch):
             reg.get("lead")
     finally:
         sys.modules.pop("paint_plugin_for_test", None)
+
+
+def test_threads_looking_up_together_wait_for_every_plugin(tmp_path, monkeypatch):
+    """The first lookups of a rollout actor's episode threads race: none may see a half-loaded registry
+    (it once gave an actor's policy a prompt with one tool of four)."""
+    import sys
+    import threading
+    import time
+
+    from deepresearch.registry import Registry
+
+    reg = Registry("thing", plugins=("slow_plugin_a", "slow_plugin_b"))
+    for name in ("a", "b"):
+        (tmp_path / f"slow_plugin_{name}.py").write_text(
+            f"import time\nimport {__name__} as t\ntime.sleep(0.2)\nt.REG.register({name!r})(object())\n"
+        )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(sys.modules[__name__], "REG", reg, raising=False)
+    seen = []
+    threads = [threading.Thread(target=lambda: seen.append(sorted(reg))) for _ in range(4)]
+    for t in threads:
+        t.start()
+        time.sleep(0.01)
+    for t in threads:
+        t.join()
+    assert seen == [["a", "b"]] * 4
