@@ -428,6 +428,9 @@ class RLConfig(Section):
     critic_lr: float = Field(1e-4, gt=0)
     temperature: float = Field(1.0, gt=0)  # of rollouts and of every PPO log-prob (see above)
     max_new_tokens: int = Field(256, ge=1)  # per assistant turn
+    # continuous batching at slice granularity (generation.batching): a batch of turns decodes at most
+    # this many tokens before finished turns return and the next ones join; 0 = each batch to its end
+    slice_tokens: int = Field(64, ge=0)
     engine: Literal["transformers", "vllm"] = "transformers"
     seed: int = 0
 
@@ -455,6 +458,10 @@ class EvalConfig(Section):
     # agent benchmarks); RL rollouts sample at `rl.temperature` for exploration, evaluation does not
     temperature: float = Field(0.0, ge=0)
     max_new_tokens: int = Field(512, ge=1)  # per assistant turn; must fit the longest expected turn (a report)
+    # continuous batching at slice granularity (generation.batching): a batch of turns decodes at most
+    # this many tokens before finished turns return and the next ones join, so a 500-token report does
+    # not hold every 50-token turn of the batch; 0 = each batch to its end
+    slice_tokens: int = Field(64, ge=0)
     # teacher-forced next-action probe of every checkpoint on held-out expert trajectories: this many per
     # capability (0 = no probe), each cut at `probe_max_tokens`
     probe_episodes: int = Field(8, ge=0)

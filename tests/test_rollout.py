@@ -324,6 +324,44 @@ def test_batching_engine_serves_threads_in_batches_with_their_own_results(model)
     assert len(errors) == 2 and all("exceeds the model's context" in e for e in errors)
 
 
+def test_sliced_batches_return_short_turns_while_a_long_one_decodes_on(model):
+    """With slice_tokens, a client's short turns do not wait for another client's long one; what each
+    client gets is what it would get alone (greedy), and sampled runs repeat exactly."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from deepresearch.generation.batching import BatchingEngine
+
+    engine = TransformersEngine.from_model(model)
+
+    def run(slice_tokens: int, temperature: float):
+        batcher = BatchingEngine(engine, clients=2, slice_tokens=slice_tokens)
+        calls = {0: [([5, 6, 7], 8)], 1: [([9, 10], 2), ([9, 10, 11], 2), ([9, 10, 11, 12], 2)]}
+        out = {}
+
+        def client(c: int):
+            with batcher.client():
+                out[c] = [batcher.generate(p, max_new_tokens=n, temperature=temperature, seed=c)
+                          for p, n in calls[c]]
+
+        with ThreadPoolExecutor(2) as pool:
+            list(pool.map(client, range(2)))
+        return out, batcher.batch_sizes, calls
+
+    out, sizes, calls = run(2, 0.0)
+    assert sizes == [2, 2, 2, 1]  # the 8-token turn took 4 slices while the other client made 3 turns
+    for c, gens in out.items():
+        for (p, n), g in zip(calls[c], gens):
+            alone = engine.generate(p, max_new_tokens=n, temperature=0.0, seed=c)
+            assert g.token_ids == alone.token_ids and g.finish_reason == "length"
+            assert torch.allclose(torch.tensor(g.logprobs), torch.tensor(alone.logprobs), atol=1e-4)
+    assert run(0, 0.0)[1] == [2, 1, 1]  # unsliced: the first batch decodes until its longest row is done
+    first, again = run(2, 1.0)[0], run(2, 1.0)[0]
+    assert [[g.token_ids for g in first[c]] for c in (0, 1)] == [[g.token_ids for g in again[c]] for c in (0, 1)]
+    assert len(first[0][0].token_ids) == len(first[0][0].logprobs) == 8
+    with pytest.raises(ValueError, match="slice_tokens must be >= 0"):
+        BatchingEngine(engine, clients=1, slice_tokens=-1)
+
+
 def test_engine_registry_refuses_duplicates_and_lists_names(model_dir):
     with pytest.raises(ValueError, match="already registered"):
         register_engine(EngineName.transformers)(lambda d, o: None)

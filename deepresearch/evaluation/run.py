@@ -181,7 +181,8 @@ def _play_checkpoint(cfg, spec, tasks, search, world, engines: _Engines, on_done
 
     ev = cfg.evaluation
     tokenizer = AutoTokenizer.from_pretrained(str(spec))
-    batcher = BatchingEngine(engines.get(Path(spec)), clients=workers(ev, len(tasks)))
+    batcher = BatchingEngine(engines.get(Path(spec)), clients=workers(ev, len(tasks)),
+                              slice_tokens=ev.slice_tokens)
     return play_all(
         cfg, tasks, search,
         lambda: HFPolicy(tokenizer, batcher, max_new_tokens=ev.max_new_tokens, temperature=ev.temperature),

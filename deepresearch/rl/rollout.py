@@ -125,7 +125,7 @@ class RolloutWorker:
         self.episodes_run += len(tasks)
         if not tasks:
             return []
-        batcher = BatchingEngine(self.engine, clients=len(tasks))
+        batcher = BatchingEngine(self.engine, clients=len(tasks), slice_tokens=self.spec.cfg.rl.slice_tokens)
 
         def play(i: int) -> "Episode":
             with batcher.client():  # on exit, even by an error, batches stop waiting for this episode

@@ -74,6 +74,7 @@ class ScriptedExpert:
         self.rng = random.Random(f"scripted:{seed}")
         self.injected_errors = 0
         self._seen = 0
+        self._candidates: list[Document] = []  # other pages on the entity the last search showed
         if isinstance(task, DeepSearchTask):
             self._script = self._deep_search(task)
         elif isinstance(task, ResearchTask):
@@ -132,12 +133,15 @@ class ScriptedExpert:
         """Search, then return the most authoritative `wanted` page among the hits (else the top wanted)."""
         obs = yield from self._step(thought, _call("batch_web_surfer", search=[query]), query, before)
         wanted_ids = {d.doc_id: d for d in wanted}
+        self._candidates = []
         for m in obs:
             if m.is_error or m.name != "batch_web_surfer":
                 continue
             hits = [h for h in parse_hits(m.content) if h.doc_id in wanted_ids and not h.opened]
             if hits:
                 best = max(hits, key=lambda h: (h.authority, -hits.index(h)))
+                # the other pages on the entity among the hits, in hit order: a second source it can see
+                self._candidates = [wanted_ids[h.doc_id] for h in hits if h is not best]
                 return wanted_ids[best.doc_id]
         return wanted[0]
 
@@ -187,12 +191,20 @@ class ScriptedExpert:
             )
             cited.append(doc.doc_id)
         answer_entity = path[-1]
-        # The answer may be an attribute of the last entity: cross-check it on a second source.
         attr = task.answer_attribute
-        verify = [d for d in w.docs_about(answer_entity.id) if d.doc_id not in cited][:1]
+        # the answer as the reference page writes it ("119,000"; exact match ignores the comma), so it is
+        # copied from the page, not re-formatted
+        answer = format_value(attr, int(task.answer)) if attr and task.answer.isdigit() else task.answer
+        # An attribute answer is stated as soon as its page has been read (the page just opened is the
+        # nearest place to copy it from), then cross-checked on a second source: preferably one the
+        # search results showed, else the entity's next page.
+        found = f" {answer_entity.name}'s {attribute_phrase(attr)} is {answer}." if attr else ""
+        verify = [d for d in self._candidates if d.doc_id not in cited][:1] or [
+            d for d in w.docs_about(answer_entity.id) if d.doc_id not in cited
+        ][:1]
         if verify:
             obs = yield from self._step(
-                "Cross-checking with a second source.",
+                f"{found.strip()} Cross-checking with a second source.".strip(),
                 _call("batch_web_surfer", open=[verify[0].doc_id]),
                 verify[0].doc_id,
                 before=(_call("todo", action="update", id=len(path), status="in_progress"),),
@@ -214,10 +226,7 @@ class ScriptedExpert:
             for a, b in zip(path, path[1:])
         )
         evidence = " ".join(f"\\cite{{{d}}}" for d in cited)
-        # the answer as the reference page writes it ("119,000"; exact match ignores the comma), so it is
-        # copied from the page, not re-formatted
-        answer = format_value(attr, int(task.answer)) if attr and task.answer.isdigit() else task.answer
-        yield f"The chain is: {chain}.{note} Evidence: {evidence}.\n<answer>{answer}</answer>"
+        yield f"The chain is: {chain}.{found}{note} Evidence: {evidence}.\n<answer>{answer}</answer>"
 
     # ---- deep research -------------------------------------------------------------------
     def _research(self, entity_id: str | None, prompt: str) -> Script:
