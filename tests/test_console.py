@@ -1,0 +1,43 @@
+"""A quiet console: a small training stage, run the way the pipeline runs it, prints none of the known
+third-party noise (`deepresearch.console.NOISE`) — and the stage's own work still shows."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from deepresearch.console import NOISE
+from tests.conftest import SMALL, requires_sandbox
+
+# The judge stage from the shipped tiny base: it loads a checkpoint (transformers' "Loading weights"),
+# puts a new score head on it (its LOAD REPORT), joins DeepSpeed on CPU (accelerator, CUDA and shm-op
+# notices), takes optimizer steps (the all_gather FutureWarning) and saves ("Writing model shards").
+# In a fresh interpreter: most of the noise comes once per process, at import.
+STAGE = """
+import json, sys
+from pathlib import Path
+from deepresearch.config import load_config
+from deepresearch.judge.data import build_judge_dataset
+from deepresearch.stages import train_stage
+
+world, out, overrides = Path(sys.argv[1]), Path(sys.argv[2]), json.loads(sys.argv[3])
+cfg = load_config("configs/tiny.yaml", overrides)
+build_judge_dataset(cfg, world, out / "judge_data", n_tasks=2)
+res = train_stage(cfg, "judge", init_model=Path("registry/models/tiny-base"), data=out / "judge_data",
+                  out=out / "judge", progress=False)
+print("STAGE DONE", res.steps, res.path)
+"""
+
+
+@requires_sandbox
+def test_a_training_stage_prints_no_known_noise(small_world_dir, tmp_path):
+    overrides = SMALL + [f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", "judge.train.max_steps=2",
+                         "judge.train.nproc_per_node=1", "judge.max_len=128"]
+    proc = subprocess.run([sys.executable, "-c", STAGE, str(small_world_dir), str(tmp_path), json.dumps(overrides)],
+                          capture_output=True, text=True, timeout=900)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output[-3000:]
+    done = next(line.split() for line in proc.stdout.splitlines() if line.startswith("STAGE DONE"))
+    assert done[2] == "2" and (Path(done[3]) / "config.json").is_file()  # the stage's work is there
+    noise = [line for line in output.splitlines() if any(n in line for n in NOISE)]
+    assert not noise, "\n".join(noise)
