@@ -328,12 +328,12 @@ def lineage_cmd(
     """Print the lineage: model → the run that produced it → its inputs (digests) → their producing runs
     → … → world, config, images; each run once."""
     from deepresearch.config import TrackingConfig
-    from deepresearch.tracking.lineage import render, to_json, trace
+    from deepresearch.tracking.lineage import pipeline_runs, render, to_json, trace
 
     tracking = TrackingConfig(uri=tracking_uri, experiment=experiment)
     root = trace(target, tracking)
     if as_json:
-        typer.echo(json.dumps(to_json(root), indent=2))
+        typer.echo(json.dumps(to_json(root, pipeline_runs(root, tracking)), indent=2))
     else:
         render(root, tracking)
 

@@ -82,6 +82,8 @@ def test_json_is_the_whole_graph_and_the_listing_shows_each_run_once(store):
     producers = {x["name"]: x["produced_by"] for r in graph["runs"] for x in r["inputs"] if x["context"] == "input"}
     assert producers["raw_deep_search"] == producers["raw_deep_research"] == stages["synthesis"]["run_id"]
     assert producers["world"] == stages["world"]["run_id"]
+    [pipeline] = graph["pipeline"].values()  # the parent run: config hash and seeds
+    assert pipeline["config_hash"] == store["cfg"].hash and "world.seed=" in pipeline["params"]
     assert all(len(x["digest"]) == 64 for r in graph["runs"] for x in r["inputs"])
     world_input = next(x for x in stages["synthesis"]["inputs"] if x["name"] == "world")
     assert world_input["digest"] == stages["world"]["tags"]["dataset.digest"] == world_digest(store["tmp"] / "world")

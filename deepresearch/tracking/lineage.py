@@ -222,11 +222,13 @@ def walk(root: LineageNode) -> list[LineageNode]:
     return order
 
 
-def to_json(root: LineageNode) -> dict:
-    """The whole graph for tools: every run once (full ids, digests, tags, paths), inputs by run id."""
+def to_json(root: LineageNode, pipeline: dict[str, dict] | None = None) -> dict:
+    """The whole graph for tools: every run once (full ids, digests, tags, paths), inputs by run id, and
+    the pipeline (parent) runs (`pipeline_runs`)."""
     return {
         "model": root.model,
         "root": root.run_id,
+        "pipeline": pipeline or {},
         "runs": [
             {
                 "run_id": n.run_id, "stage": n.stage, "status": n.status, "parent_run_id": n.parent_run_id,
@@ -304,8 +306,8 @@ def render_lines(root: LineageNode, *, pipeline: dict[str, dict] | None = None, 
     return lines
 
 
-def render(root: LineageNode, cfg: TrackingConfig) -> None:
-    """Print the listing (`render_lines`), with the pipeline runs' config and seeds."""
+def pipeline_runs(root: LineageNode, cfg: TrackingConfig) -> dict[str, dict]:
+    """The pipeline (parent) runs of the graph's runs: id → {"config_hash", "params": "name=… world.seed=…"}."""
     from mlflow import MlflowClient
 
     from deepresearch.tracking import tracking_uri
@@ -320,5 +322,10 @@ def render(root: LineageNode, cfg: TrackingConfig) -> None:
         p = parent.data.params
         seeds = " ".join(f"{k}={p[k]}" for k in ("name", "world.seed", "synthesis.seed") if k in p)
         pipeline[pid] = {"config_hash": parent.data.tags.get("config_hash", "?"), "params": seeds}
-    for line in render_lines(root, pipeline=pipeline):
+    return pipeline
+
+
+def render(root: LineageNode, cfg: TrackingConfig) -> None:
+    """Print the listing (`render_lines`), with the pipeline runs' config and seeds."""
+    for line in render_lines(root, pipeline=pipeline_runs(root, cfg)):
         print(line)
