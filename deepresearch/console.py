@@ -14,9 +14,10 @@ a torchrun worker and a Ray actor are quiet alike.
 | "DeepSpeed ... built successfully" | DeepSpeed (a print) | the shared-memory allreduce op compiled; a failure still raises |
 | "`torch.distributed.all_gather_into_tensor` is deprecated" | torch, called by DeepSpeed | DeepSpeed's choice of collective, not ours |
 | "... LOAD REPORT ... score.weight MISSING" | transformers | a head the stage creates on purpose (`fresh_head`) |
+| "Token authentication is enabled for this Ray cluster ..." | Ray | its default for a new local cluster, kept |
 
-Elsewhere, at their own source: Ray's token-authentication notice (`rl.rollout.init_ray` states the mode),
-the Flyte Deck's dependency tab that runs `pip` (`tasks.model.evaluate` lists its Deck fields).
+Elsewhere, at its own source: the Flyte Deck's dependency tab that runs `python -m pip`, which a uv
+environment lacks ("No module named pip"): `tasks.model.evaluate` lists its Deck fields without it.
 
     from deepresearch.console import quiet, fresh_head
     quiet()
@@ -43,6 +44,8 @@ NOISE = (
     "built successfully",
     "all_gather_into_tensor",
     "LOAD REPORT",
+    "Token authentication is enabled",
+    "No module named pip",
 )
 
 
@@ -72,6 +75,8 @@ def quiet() -> None:
     _add_filter("torch.utils.cpp_extension", "No CUDA runtime is found")
     warnings.filterwarnings("ignore", message=r"`torch\.distributed\.all_gather_into_tensor` is deprecated",
                             category=FutureWarning)
+    _add_filter("ray._private.authentication.authentication_token_setup",
+                "Token authentication is enabled for this Ray cluster")
 
 
 class _LineFilter(io.TextIOBase):

@@ -41,3 +41,12 @@ def test_a_training_stage_prints_no_known_noise(small_world_dir, tmp_path):
     assert done[2] == "2" and (Path(done[3]) / "config.json").is_file()  # the stage's work is there
     noise = [line for line in output.splitlines() if any(n in line for n in NOISE)]
     assert not noise, "\n".join(noise)
+
+
+def test_the_evaluation_deck_has_no_dependency_tab():
+    """flytekit's "Dependencies" tab runs `python -m pip`, which the uv environment lacks ("No module named pip")."""
+    from flytekit.deck import DeckField
+
+    from tasks.model import evaluate
+
+    assert evaluate.enable_deck and DeckField.DEPENDENCIES not in evaluate.deck_fields

@@ -171,8 +171,9 @@ def ensure_ray(num_cpus: int | None = None) -> None:
     if address:
         ray.init(address=address, log_to_driver=False)
     else:
-        # Ray's default for a new local cluster (token authentication), stated: unstated, Ray prints a notice
-        os.environ.setdefault("RAY_AUTH_MODE", "token")
+        from deepresearch.console import quiet
+
+        quiet()  # Ray's notice that a new local cluster uses token authentication, its default
         ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, log_to_driver=False)
 
 
