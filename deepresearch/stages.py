@@ -98,10 +98,15 @@ def _part_digest(manifest: dict, name: str) -> str:
     return content_digest({rel[len(prefix):]: h for rel, h in manifest["sha256"].items() if rel.startswith(prefix)})
 
 
-def _log_part(run, artifact: Path, manifest: dict, name: str, *, logged_as: str, context: str, table: str) -> None:
+def _log_part(run, artifact: Path, manifest: dict, name: str, *, logged_as: str, context: str) -> None:
     """Log dataset `name` of an artifact directory as a run input/output: its own digest, row count and
-    schema (from `table`), and the artifact's digest, by which lineage finds the run that wrote it."""
-    rows, count = _table(artifact / name / table)
+    schema, and the artifact's digest, by which lineage finds the run that wrote it.
+
+    Its rows are its trajectories (what training reads), or its tasks when it has none (query_report's
+    text pairs): the same table wherever the dataset is logged, as MLflow keeps one record per digest."""
+    rows, count = _table(artifact / name / "trajectories.jsonl")
+    if count == 0:
+        rows, count = _table(artifact / name / "tasks.jsonl")
     run.log_dataset(artifact / name, name=logged_as, context=context, digest=_part_digest(manifest, name),
                     rows=rows, num_rows=count, artifact_digest=manifest["digest"])
 
@@ -132,7 +137,7 @@ def synthesis_stage(
         manifest = synthesize(cfg, Path(world_dir), Path(out))
         for name, stats in manifest["datasets"].items():
             run.log_metrics({f"synthesis/{name}/{k}": v for k, v in stats.items()})
-            _log_part(run, Path(out), manifest, name, logged_as=f"raw_{name}", context="output", table="tasks.jsonl")
+            _log_part(run, Path(out), manifest, name, logged_as=f"raw_{name}", context="output")
         run.log_dict(manifest, "synthesis_manifest.json")
         run.set_tags({"output.path": str(out), "dataset.digest": manifest["digest"]})
         publish(cfg, Path(out), "raw", manifest["digest"], run)
@@ -149,8 +154,7 @@ def quality_stage(
     raw_manifest = json.loads((Path(raw_dir) / "manifest.json").read_text())
     with stage_run(cfg, parent_run_id, "quality", flyte_execution_id=execution_id) as run:
         for name in raw_manifest["datasets"]:
-            _log_part(run, Path(raw_dir), raw_manifest, name, logged_as=f"raw_{name}", context="input",
-                      table="trajectories.jsonl")
+            _log_part(run, Path(raw_dir), raw_manifest, name, logged_as=f"raw_{name}", context="input")
         try:
             report = run_quality_gates(cfg.quality, Path(raw_dir), Path(out))
         except DataQualityError as e:
@@ -172,7 +176,7 @@ def quality_stage(
         run.log_metrics(metrics)
         manifest = json.loads((Path(out) / "manifest.json").read_text())
         for name in raw_manifest["datasets"]:
-            _log_part(run, Path(out), manifest, name, logged_as=name, context="output", table="trajectories.jsonl")
+            _log_part(run, Path(out), manifest, name, logged_as=name, context="output")
         run.set_tags({"output.path": str(out), "dataset.digest": manifest.get("digest", "")})
         publish(cfg, Path(out), "datasets", manifest["digest"], run)
         return StageResult(stage="quality", path=str(out), run_id=run.run_id or "", seconds=time.perf_counter() - t0, manifest=manifest)

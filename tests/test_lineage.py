@@ -108,8 +108,7 @@ def test_datasets_carry_their_own_digest_rows_and_schema(store):
 
     client = MlflowClient(tracking_uri=store["uri"])
     raw, gated = store["runs"]["synthesis"], store["runs"]["quality"]
-    for run, artifact, table in ((raw, store["tmp"] / "raw", "tasks.jsonl"),
-                                 (gated, store["tmp"] / "datasets", "trajectories.jsonl")):
+    for run, artifact in ((raw, store["tmp"] / "raw"), (gated, store["tmp"] / "datasets")):
         logged = {i.dataset.name.removeprefix("raw_"): i for i in client.get_run(run.run_id).inputs.dataset_inputs
                   if {t.key: t.value for t in i.tags}["mlflow.data.context"] == "output"}
         assert set(logged) >= {"deep_search", "deep_research"}
@@ -120,8 +119,8 @@ def test_datasets_carry_their_own_digest_rows_and_schema(store):
             digests[name] = tags["sha256"]
             assert tags["sha256"] == dir_digest(artifact / name)  # the project's one digest, of that dataset
             assert tags["artifact.digest"] == run.manifest["digest"]
-            rows = len((artifact / name / table).read_text().splitlines())
+            rows = len((artifact / name / "trajectories.jsonl").read_text().splitlines())
             assert rows > 0 and json.loads(inp.dataset.profile)["num_rows"] == rows
-            first = json.loads((artifact / name / table).read_text().splitlines()[0])
+            first = json.loads((artifact / name / "trajectories.jsonl").read_text().splitlines()[0])
             assert {c["name"] for c in json.loads(inp.dataset.schema)["mlflow_colspec"]} == set(first)
         assert digests["deep_search"] != digests["deep_research"]
