@@ -50,3 +50,21 @@ def test_the_evaluation_deck_has_no_dependency_tab():
     from tasks.model import evaluate
 
     assert evaluate.enable_deck and DeckField.DEPENDENCIES not in evaluate.deck_fields
+
+
+def test_the_summary_ends_with_where_things_are(capsys, tmp_path):
+    """The last lines a run prints: the report (its HTML is the Deck), MLflow, and the `mlflow ui` command."""
+    from deepresearch.config import load_config
+    from deepresearch.summary import render_summary, stage_record
+
+    cfg = load_config("configs/tiny.yaml", [f"tracking.uri=sqlite:///{tmp_path}/mlflow.db"])
+    text = render_summary(
+        cfg, parent_run_id="p1", world_dir="/w", datasets_dir="/d", execution_id="local",
+        stage_summaries=[stage_record("world", 1.0, produced="a world"),
+                         stage_record("evaluation", 2.0, produced="2 checkpoints", report="/r/report.md")],
+        stage_run_ids=["r1", "r2"],
+    )
+    printed = capsys.readouterr().out.rstrip().splitlines()
+    assert printed[-1] == f"browse:   mlflow ui --backend-store-uri sqlite:///{tmp_path}/mlflow.db"
+    assert printed[-3].startswith("report:   /r/report.md") and "Deck" in printed[-3]
+    assert "- report:   /r/report.md" in text and "| evaluation | 2.0 | 2 checkpoints | r2 |" in text
