@@ -16,10 +16,12 @@ from tests.conftest import SMALL, requires_sandbox
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    """world → synthesis → quality as tracked stages, and a policy version the gate refused."""
+    """world → synthesis → quality as tracked stages, a stand-in training run that read the datasets and
+    wrote a checkpoint, registered by another run as a policy version the gate refused."""
     from deepresearch.config import load_config
+    from deepresearch.io import dir_digest
     from deepresearch.stages import quality_stage, synthesis_stage, world_stage
-    from deepresearch.tracking import start_parent_run
+    from deepresearch.tracking import stage_run, start_parent_run
     from deepresearch.tracking.registry import promote, register_model
 
     tmp = tmp_path_factory.mktemp("lineage")
@@ -29,15 +31,18 @@ def store(tmp_path_factory):
     world = world_stage(cfg, tmp / "world", parent)
     raw = synthesis_stage(cfg, tmp / "world", tmp / "raw", parent)
     gated = quality_stage(cfg, tmp / "raw", tmp / "datasets", parent)
-    # a stand-in checkpoint registered on the quality run, refused by the gate
     ckpt = tmp / "ckpt"
     ckpt.mkdir()
     (ckpt / "config.json").write_text(json.dumps({"model_type": "qwen2"}))
-    version = register_model(cfg.tracking, "policy", gated.run_id, ckpt)
+    with stage_run(cfg, parent, "sft") as trained:  # tagged as `training.stage.run_stage` tags its run
+        trained.log_dataset(tmp / "datasets", name="sft_data", context="input", digest=dir_digest(tmp / "datasets"))
+        trained.set_tags({"output.path": str(ckpt), "model.digest": dir_digest(ckpt)})
+    with stage_run(cfg, parent, "evaluation") as registering:
+        version = register_model(cfg.tracking, "policy", registering.run_id, ckpt)
     promote(cfg.tracking, "policy", version, promoted=False, reasons=["well_formed_rate 0.22 is below the floor 0.5"],
             metrics={})
-    return {"cfg": cfg, "uri": uri, "tmp": tmp, "runs": {"world": world, "synthesis": raw, "quality": gated},
-            "version": version}
+    return {"cfg": cfg, "uri": uri, "tmp": tmp, "version": version, "trained": trained.run_id,
+            "runs": {"world": world, "synthesis": raw, "quality": gated}}
 
 
 def cli(store, *args):
@@ -76,10 +81,11 @@ def test_json_is_the_whole_graph_and_the_listing_shows_each_run_once(store):
     graph = json.loads(proc.stdout)
     runs = {r["run_id"]: r for r in graph["runs"]}
     stages = {r["stage"]: r for r in graph["runs"]}
-    assert graph["model"] == f"policy version {store['version']}" and len(runs) == len(graph["runs"]) == 3
-    # the version's checkpoint names no training run here: the run that registered it is the root
-    assert graph["root"] == store["runs"]["quality"].run_id == stages["quality"]["run_id"]
+    assert graph["model"] == f"policy version {store['version']}" and len(runs) == len(graph["runs"]) == 4
+    # the root is the run that trained the checkpoint (its `model.digest`), not the one that registered it
+    assert graph["root"] == store["trained"] == graph["runs"][0]["run_id"] and "evaluation" not in stages
     producers = {x["name"]: x["produced_by"] for r in graph["runs"] for x in r["inputs"] if x["context"] == "input"}
+    assert producers["sft_data"] == stages["quality"]["run_id"] == store["runs"]["quality"].run_id
     assert producers["raw_deep_search"] == producers["raw_deep_research"] == stages["synthesis"]["run_id"]
     assert producers["world"] == stages["world"]["run_id"]
     [pipeline] = graph["pipeline"].values()  # the parent run: config hash and seeds
@@ -88,8 +94,9 @@ def test_json_is_the_whole_graph_and_the_listing_shows_each_run_once(store):
     world_input = next(x for x in stages["synthesis"]["inputs"] if x["name"] == "world")
     assert world_input["digest"] == stages["world"]["tags"]["dataset.digest"] == world_digest(store["tmp"] / "world")
 
-    lines = render_lines(trace(graph["root"], store["cfg"].tracking))
+    lines = render_lines(trace(f"models:/policy/{store['version']}", store["cfg"].tracking))
     assert all(len(line) <= 100 for line in lines), [line for line in lines if len(line) > 100]
+    assert lines[0].startswith(f"policy version {store['version']} ← produced by sft (run {store['trained']})")
     # synthesis is reached through two datasets, world through synthesis only: each run listed once
     assert sum(line.startswith("synthesis ") for line in lines) == 1
     assert sum(line.startswith("world ") for line in lines) == 1
