@@ -68,3 +68,27 @@ def test_the_summary_ends_with_where_things_are(capsys, tmp_path):
     assert printed[-1] == f"browse:   mlflow ui --backend-store-uri sqlite:///{tmp_path}/mlflow.db"
     assert printed[-3].startswith("report:   /r/report.md") and "Deck" in printed[-3]
     assert "- report:   /r/report.md" in text and "| evaluation | 2.0 | 2 checkpoints | r2 |" in text
+
+
+def test_fresh_head_hides_the_report_of_that_head_only():
+    """The judge's new `score` head is expected: its LOAD REPORT goes. A report about anything else stays."""
+    import logging
+
+    from transformers import Qwen2ForSequenceClassification
+
+    from deepresearch.console import fresh_head
+
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # what passes the logger's filters
+    logger = logging.getLogger("transformers.modeling_utils")
+    logger.addHandler(handler)
+    try:
+        with fresh_head("score."):
+            Qwen2ForSequenceClassification.from_pretrained("registry/models/tiny-base", num_labels=3)
+        assert not [r for r in records if "LOAD REPORT" in r.getMessage()]
+        with fresh_head("classifier."):  # not the head this load creates
+            Qwen2ForSequenceClassification.from_pretrained("registry/models/tiny-base", num_labels=3)
+        assert [r for r in records if "LOAD REPORT" in r.getMessage() and "score.weight" in r.getMessage()]
+    finally:
+        logger.removeHandler(handler)
