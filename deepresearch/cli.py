@@ -323,13 +323,19 @@ def lineage_cmd(
     target: Annotated[str, typer.Argument(help="models:/NAME@ALIAS, models:/NAME/VERSION, or an MLflow run id.")],
     tracking_uri: Annotated[Optional[str], typer.Option("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI, else the repo's mlflow.db).")] = None,
     experiment: Annotated[str, typer.Option("--experiment", help="MLflow experiment of the pipeline's runs.")] = "deepresearch",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the whole graph as JSON (full ids, digests, paths).")] = False,
 ) -> None:
-    """Print the lineage chain: model → run → datasets (sha256) → producing runs → world, config, images."""
+    """Print the lineage: model → the run that produced it → its inputs (digests) → their producing runs
+    → … → world, config, images; each run once."""
     from deepresearch.config import TrackingConfig
-    from deepresearch.tracking.lineage import render, trace
+    from deepresearch.tracking.lineage import pipeline_runs, render, to_json, trace
 
     tracking = TrackingConfig(uri=tracking_uri, experiment=experiment)
-    render(trace(target, tracking), tracking)
+    root = trace(target, tracking)
+    if as_json:
+        typer.echo(json.dumps(to_json(root, pipeline_runs(root, tracking)), indent=2))
+    else:
+        render(root, tracking)
 
 
 @config_app.command("show")

@@ -75,15 +75,40 @@ def world_digest(world_dir: Path) -> str:
     return dir_digest(world_dir)
 
 
-def _preview(path: Path, n: int = 20) -> list[dict]:
-    """First rows of a jsonl file, flattened for the MLflow dataset preview."""
-    rows = []
+def _table(path: Path, n: int = 20) -> tuple[list[dict], int]:
+    """A jsonl file as the MLflow dataset drawer shows it: its first `n` rows, flattened (its schema is
+    inferred from them), and its row count."""
+    rows, count = [], 0
     if path.is_file():
         with open(path) as f:
-            for line, _ in zip(f, range(n)):
-                obj = json.loads(line)
-                rows.append({k: (v if isinstance(v, (str, int, float, bool)) else json.dumps(v)[:500]) for k, v in obj.items()})
-    return rows
+            for count, line in enumerate(f, 1):
+                if count <= n:
+                    obj = json.loads(line)
+                    rows.append({k: (v if isinstance(v, (str, int, float, bool)) else json.dumps(v)[:500])
+                                 for k, v in obj.items()})
+    return rows, count
+
+
+def _part_digest(manifest: dict, name: str) -> str:
+    """The content digest of one dataset (subdirectory `name`) of an artifact, from its manifest's sha256s:
+    what `deepresearch.io.dir_digest` gives for that subdirectory."""
+    from deepresearch.io import content_digest
+
+    prefix = f"{name}/"
+    return content_digest({rel[len(prefix):]: h for rel, h in manifest["sha256"].items() if rel.startswith(prefix)})
+
+
+def _log_part(run, artifact: Path, manifest: dict, name: str, *, logged_as: str, context: str) -> None:
+    """Log dataset `name` of an artifact directory as a run input/output: its own digest, row count and
+    schema, and the artifact's digest, by which lineage finds the run that wrote it.
+
+    Its rows are its trajectories (what training reads), or its tasks when it has none (query_report's
+    text pairs): the same table wherever the dataset is logged, as MLflow keeps one record per digest."""
+    rows, count = _table(artifact / name / "trajectories.jsonl")
+    if count == 0:
+        rows, count = _table(artifact / name / "tasks.jsonl")
+    run.log_dataset(artifact / name, name=logged_as, context=context, digest=_part_digest(manifest, name),
+                    rows=rows, num_rows=count, artifact_digest=manifest["digest"])
 
 
 def world_stage(cfg: PipelineConfig, out: Path, parent_run_id: str = "", execution_id: str = "local") -> StageResult:
@@ -112,10 +137,7 @@ def synthesis_stage(
         manifest = synthesize(cfg, Path(world_dir), Path(out))
         for name, stats in manifest["datasets"].items():
             run.log_metrics({f"synthesis/{name}/{k}": v for k, v in stats.items()})
-            run.log_dataset(
-                Path(out) / name, name=f"raw_{name}", context="output",
-                digest=manifest["digest"], rows=_preview(Path(out) / name / "tasks.jsonl"),
-            )
+            _log_part(run, Path(out), manifest, name, logged_as=f"raw_{name}", context="output")
         run.log_dict(manifest, "synthesis_manifest.json")
         run.set_tags({"output.path": str(out), "dataset.digest": manifest["digest"]})
         publish(cfg, Path(out), "raw", manifest["digest"], run)
@@ -132,10 +154,7 @@ def quality_stage(
     raw_manifest = json.loads((Path(raw_dir) / "manifest.json").read_text())
     with stage_run(cfg, parent_run_id, "quality", flyte_execution_id=execution_id) as run:
         for name in raw_manifest["datasets"]:
-            run.log_dataset(
-                Path(raw_dir) / name, name=f"raw_{name}", context="input",
-                digest=raw_manifest["digest"], rows=_preview(Path(raw_dir) / name / "trajectories.jsonl"),
-            )
+            _log_part(run, Path(raw_dir), raw_manifest, name, logged_as=f"raw_{name}", context="input")
         try:
             report = run_quality_gates(cfg.quality, Path(raw_dir), Path(out))
         except DataQualityError as e:
@@ -157,10 +176,7 @@ def quality_stage(
         run.log_metrics(metrics)
         manifest = json.loads((Path(out) / "manifest.json").read_text())
         for name in raw_manifest["datasets"]:
-            run.log_dataset(
-                Path(out) / name, name=name, context="output",
-                digest=manifest.get("digest", ""), rows=_preview(Path(out) / name / "trajectories.jsonl"),
-            )
+            _log_part(run, Path(out), manifest, name, logged_as=name, context="output")
         run.set_tags({"output.path": str(out), "dataset.digest": manifest.get("digest", "")})
         publish(cfg, Path(out), "datasets", manifest["digest"], run)
         return StageResult(stage="quality", path=str(out), run_id=run.run_id or "", seconds=time.perf_counter() - t0, manifest=manifest)

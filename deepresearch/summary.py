@@ -105,9 +105,11 @@ def render_summary(
             md += ["", f"**{title}**", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
             md += ["| " + " | ".join(r) + " |" for r in rows]
     uri = tracking_uri(cfg.tracking)
+    report = next((s["report"] for s in stages if "report" in s), None)
     where = [
         f"world:    {world_dir}",
         f"datasets: {datasets_dir}",
+        *([f"report:   {report}  (report.html beside it: the evaluation task's Flyte Deck)"] if report else []),
         f"MLflow:   {uri}  (parent run {parent_run_id or 'disabled'}, experiment '{cfg.tracking.experiment}')",
         f"browse:   mlflow ui --backend-store-uri {uri}",
     ]

@@ -14,6 +14,7 @@ from pathlib import Path
 from flytekit import Cache, Resources, task
 from flytekit.types.directory import FlyteDirectory
 from flytekit.types.error import FlyteError
+from flytekit.types.file import FlyteFile
 
 from containers.images import DATA_IMAGE
 from deepresearch.config import STAGE_INPUTS, PipelineConfig, RunContext, StageConfig, load_config
@@ -114,11 +115,14 @@ def summarize(
     datasets: FlyteDirectory,
     stage_summaries: typing.List[str],
     stage_run_ids: typing.List[str],
-) -> str:
-    """Close the parent run and print what was produced and where; returns the summary as markdown.
+) -> FlyteFile:
+    """Close the parent run and print what was produced and where; returns the summary as a markdown file.
 
     `stage_summaries` and `stage_run_ids` are the `summary` and `run_id` outputs of every stage, in order.
+    A file, not the text: `pyflyte run` prints a workflow's outputs after the run, and a path there is one
+    short line under the summary it just printed, where the text would be the whole summary again, escaped.
     """
+    from deepresearch.io import atomic_write_text
     from deepresearch.summary import render_summary
 
     cfg = PipelineConfig.from_json(pipeline)
@@ -132,7 +136,9 @@ def summarize(
         execution_id=run.execution_id,
     )
     finish_run(cfg, run.parent_run_id)
-    return text
+    path = workdir("summary.md")
+    atomic_write_text(path, text)
+    return FlyteFile(str(path))
 
 
 @task(container_image=DATA_IMAGE, requests=Resources(cpu="1", mem="1Gi"))

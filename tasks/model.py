@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 from flytekit import Cache, Deck, Resources, task
+from flytekit.deck import DeckField
 from flytekit.types.directory import FlyteDirectory
 
 from containers.images import DATA_IMAGE, EVAL_IMAGE, ROLLOUT_IMAGE, TRAIN_IMAGE
@@ -113,6 +114,9 @@ def ppo(
     retries=1,
     requests=Resources(cpu="2", mem="4Gi"),
     enable_deck=True,
+    # flytekit's default tabs less "Dependencies": it runs `python -m pip`, which a uv environment lacks;
+    # the image's packages are pinned by uv.lock and its tag
+    deck_fields=(DeckField.SOURCE_CODE, DeckField.TIMELINE, DeckField.INPUT, DeckField.OUTPUT),
 )
 def evaluate(
     cfg: StageConfig,
@@ -147,6 +151,6 @@ def evaluate(
         if applied is not None:
             produced += f"; {name} v{applied.version} {'promoted to champion' if applied.promoted else 'not promoted'}"
     probe = {name: {k: [s.n, s.correct] for k, s in caps["all"].items() if s.n} for name, caps in ev.probe.items()}
-    return stage_out("evaluation", out, res.run_id, res.seconds, produced=produced,
+    return stage_out("evaluation", out, res.run_id, res.seconds, produced=produced, report=str(out / "report.md"),
                      checkpoints={m.name: m.model_dump(mode="json") for m in ev.checkpoints},
                      differences=[d.model_dump(mode="json") for d in ev.differences], probe=probe)

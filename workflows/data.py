@@ -11,6 +11,7 @@ from datetime import datetime
 
 from flytekit import workflow
 from flytekit.types.directory import FlyteDirectory
+from flytekit.types.file import FlyteFile
 
 from tasks.data import (
     build_world,
@@ -24,7 +25,7 @@ from tasks.data import (
 from tasks.infra import overrides as sized
 
 DataOutputs = typing.NamedTuple(
-    "DataOutputs", [("world", FlyteDirectory), ("datasets", FlyteDirectory), ("summary", str)]
+    "DataOutputs", [("world", FlyteDirectory), ("datasets", FlyteDirectory), ("summary", FlyteFile)]
 )
 
 
@@ -41,7 +42,8 @@ def data_nodes(cfg, run):
 
 
 def summary_node(cfg, run, world, datasets, stages):
-    """The node that ends a workflow (compile-time Python): closes the parent run and returns the summary.
+    """The node that ends a workflow (compile-time Python): closes the parent run and returns the summary
+    (a markdown file).
 
     Args:
         world, datasets: the world and quality-gate nodes (their directories are listed as where things are).

@@ -39,6 +39,7 @@ from datetime import datetime
 
 from flytekit import CronSchedule, LaunchPlan, workflow
 from flytekit.types.directory import FlyteDirectory
+from flytekit.types.file import FlyteFile
 
 from deepresearch.config import load_config
 from tasks.data import mark_failed, resolve_config, start_tracking
@@ -51,7 +52,7 @@ from workflows.data import data_nodes, summary_node
 Outputs = typing.NamedTuple(
     "Outputs",
     [("world", FlyteDirectory), ("datasets", FlyteDirectory), ("policy", FlyteDirectory),
-     ("report", FlyteDirectory), ("summary", str)],
+     ("report", FlyteDirectory), ("summary", FlyteFile)],  # summary: the markdown file `summarize` wrote
 )
 
 # Elastic shapes (nodes × processes) are fixed at compile time, like resources.

@@ -312,8 +312,11 @@ def evaluate(
 
 
 def _evaluate(cfg, world_dir, checkpoints, out_dir, *, judge_dir, pairs, curves, tracker, progress, notes) -> Evaluation:
+    import time
+
     from rich.progress import Progress
 
+    from deepresearch.console import quiet
     from deepresearch.evaluation.cost import cost_summary
     from deepresearch.evaluation.elo import elo_with_ci
     from deepresearch.evaluation.metrics import summarize
@@ -323,6 +326,8 @@ def _evaluate(cfg, world_dir, checkpoints, out_dir, *, judge_dir, pairs, curves,
     from deepresearch.synthesis.split import heldout_tasks
     from deepresearch.world.schema import World
 
+    quiet()
+    t0 = time.perf_counter()
     ev = cfg.evaluation
     world = World.load(world_dir)
     search = open_backend(cfg.search, world_dir)
@@ -343,9 +348,16 @@ def _evaluate(cfg, world_dir, checkpoints, out_dir, *, judge_dir, pairs, curves,
     engines = _Engines(ev)
     with Progress(disable=not progress, transient=True) as bar:
         job = bar.add_task("evaluation", total=len(tasks) * len(checkpoints))
-        for name in order:
+
+        def done(what: str) -> None:
+            # a line per step as well as the bar: a log file or a Flyte task's output has no live bar
+            if progress:
+                bar.console.print(f"evaluation: {what} ({time.perf_counter() - t0:.0f} s)", highlight=False)
+
+        for i, name in enumerate(order, 1):
             played[name] = _play_checkpoint(cfg, checkpoints[name], tasks, search, world, engines,
                                              on_done=lambda: bar.advance(job))
+            done(f"{name} played {len(tasks)} episodes, checkpoint {i}/{len(order)}")
         engines.close()  # before the probe loads each checkpoint again (a vLLM engine holds GPU memory)
         expert_played = next((played[n] for n in order if checkpoints[n] == EXPERT), None)
         if hf and probe_tasks:
@@ -355,6 +367,7 @@ def _evaluate(cfg, world_dir, checkpoints, out_dir, *, judge_dir, pairs, curves,
                       for cap in ("deep_search", "deep_research")}
             for name in hf:
                 probe[name] = probe_checkpoint(Path(checkpoints[name]), expert, max_tokens=ev.probe_max_tokens)
+            done(f"next-action probe of {len(hf)} checkpoints")
 
     records: list[EpisodeRecord] = []
     judged_pairs: list = []

@@ -107,9 +107,13 @@ def judge_from_backbone(path: str | Path, *, pad_token_id: int) -> PreTrainedMod
     """
     from transformers import Qwen2ForSequenceClassification
 
-    model = Qwen2ForSequenceClassification.from_pretrained(
-        str(path), pad_token_id=pad_token_id, use_cache=False, **_label_config()
-    )
+    from deepresearch.console import fresh_head, quiet
+
+    quiet()
+    with fresh_head("score."):  # the head this function creates: its "MISSING" report is the point
+        model = Qwen2ForSequenceClassification.from_pretrained(
+            str(path), pad_token_id=pad_token_id, use_cache=False, **_label_config()
+        )
     return model.eval()
 
 
@@ -375,6 +379,9 @@ class Judge:
 
     def save(self, path: str | Path) -> Path:
         """Write model, tokenizer and judge.json (labels, max_len, what it reads) to `path`, replacing it atomically."""
+        from deepresearch.console import quiet
+
+        quiet()
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_dir(path) as tmp:
@@ -394,6 +401,9 @@ class Judge:
         """
         from transformers import AutoTokenizer, Qwen2ForSequenceClassification
 
+        from deepresearch.console import quiet
+
+        quiet()
         path = Path(path)
         meta_path = path / JUDGE_META
         if not meta_path.is_file():

@@ -70,6 +70,9 @@ def save_checkpoint(
     """
     from transformers import GenerationConfig
 
+    from deepresearch.console import quiet
+
+    quiet()
     out_dir = Path(out_dir)
     try:
         meta_json = json.dumps(metadata or {}, sort_keys=True)
@@ -173,6 +176,9 @@ def load_checkpoint(
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from deepresearch.console import quiet
+
+    quiet()
     path = Path(path)
     if not path.is_dir():
         raise ModelError(

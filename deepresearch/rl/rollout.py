@@ -76,9 +76,11 @@ class RolloutWorker:
         import torch
         from transformers import AutoTokenizer
 
+        from deepresearch.console import quiet
         from deepresearch.generation.engine import make_engine
         from deepresearch.search.backend import open_backend
 
+        quiet()
         torch.set_num_threads(spec.torch_threads)
         self.spec = spec
         self.worker_id = worker_id
@@ -169,6 +171,9 @@ def ensure_ray(num_cpus: int | None = None) -> None:
     if address:
         ray.init(address=address, log_to_driver=False)
     else:
+        from deepresearch.console import quiet
+
+        quiet()  # Ray's notice that a new local cluster uses token authentication, its default
         ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, log_to_driver=False)
 
 

@@ -75,7 +75,8 @@ class Tracker(Protocol):
     def log_params(self, params: dict[str, Any]) -> None: ...
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None: ...
     def set_tags(self, tags: dict[str, str]) -> None: ...
-    def log_dataset(self, path: Path, *, name: str, context: str, digest: str, rows: list[dict] | None = None) -> None: ...
+    def log_dataset(self, path: Path, *, name: str, context: str, digest: str, rows: list[dict] | None = None,
+                    num_rows: int | None = None, artifact_digest: str | None = None) -> None: ...
     def log_dict(self, data: dict, artifact_file: str) -> None: ...
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None: ...
 
@@ -88,7 +89,8 @@ class NoopTracker:
     def log_params(self, params: dict[str, Any]) -> None: ...
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None: ...
     def set_tags(self, tags: dict[str, str]) -> None: ...
-    def log_dataset(self, path: Path, *, name: str, context: str, digest: str, rows: list[dict] | None = None) -> None: ...
+    def log_dataset(self, path: Path, *, name: str, context: str, digest: str, rows: list[dict] | None = None,
+                    num_rows: int | None = None, artifact_digest: str | None = None) -> None: ...
     def log_dict(self, data: dict, artifact_file: str) -> None: ...
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None: ...
 
@@ -123,20 +125,34 @@ class MlflowTracker:
         if tags:
             self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in sorted(tags.items())])
 
-    def log_dataset(self, path: Path, *, name: str, context: str, digest: str, rows: list[dict] | None = None) -> None:
-        """Record a dataset as a run input: name, source path, sha256 digest, optional preview rows."""
+    def log_dataset(self, path: Path, *, name: str, context: str, digest: str, rows: list[dict] | None = None,
+                    num_rows: int | None = None, artifact_digest: str | None = None) -> None:
+        """Record a dataset as a run input or output: name, source path, its own sha256 digest, and what the
+        MLflow dataset drawer shows — row count (`num_rows`, else the number of `rows`) and the schema
+        inferred from `rows`, the first rows as a preview.
+
+        Args:
+            artifact_digest: the digest of the artifact directory this dataset is part of (its producing
+                run tags that one as `dataset.digest`); lineage follows it when given.
+        """
         import warnings
 
         import mlflow
         import pandas as pd
-        from mlflow.entities import DatasetInput, InputTag
+        from mlflow.entities import Dataset, DatasetInput, InputTag
 
         df = pd.DataFrame(rows if rows is not None else [])
         with warnings.catch_warnings():  # a local path matches two equivalent source types; either is right
             warnings.simplefilter("ignore", UserWarning)
             ds = mlflow.data.from_pandas(df, source=str(path), name=name, digest=digest[:36])
             entity = ds._to_mlflow_entity()
+        n = num_rows if num_rows is not None else len(df)
+        profile = json.dumps({"num_rows": n, "num_elements": n * len(df.columns)})
+        entity = Dataset(name=entity.name, digest=entity.digest, source_type=entity.source_type,
+                         source=entity.source, schema=entity.schema if len(df.columns) else None, profile=profile)
         tags = [InputTag(key="mlflow.data.context", value=context), InputTag(key="sha256", value=digest)]
+        if artifact_digest:
+            tags.append(InputTag(key="artifact.digest", value=artifact_digest))
         self.client.log_inputs(self.run_id, datasets=[DatasetInput(dataset=entity, tags=tags)])
 
     def log_dict(self, data: dict, artifact_file: str) -> None:

@@ -57,7 +57,11 @@ def register_model(cfg: TrackingConfig, name: str, run_id: str, model_dir: Path,
     except Exception:  # noqa: BLE001 - first version of this model
         client.create_registered_model(name, description=description or None)
     source = f"{client.get_run(run_id).info.artifact_uri}/{name}"
-    mv = client.create_model_version(name, source=source, run_id=run_id, description=description or None)
+    from deepresearch.io import dir_digest
+
+    # the checkpoint's digest names the run that trained it (its `model.digest` tag): lineage starts there
+    mv = client.create_model_version(name, source=source, run_id=run_id, description=description or None,
+                                     tags={"model.digest": dir_digest(model_dir)})
     return str(mv.version)
 
 

@@ -99,6 +99,9 @@ def init_distributed() -> DistEnv:
     Raises:
         DistributedError: an incomplete torchrun environment.
     """
+    from deepresearch.console import quiet, without_prints
+
+    quiet()  # before deepspeed's first import, which logs the accelerator it picked
     import deepspeed
     import torch
 
@@ -113,7 +116,8 @@ def init_distributed() -> DistEnv:
             torch.distributed.init_process_group(
                 backend, store=torch.distributed.HashStore(), rank=0, world_size=1
             )
-        deepspeed.init_distributed(dist_backend=backend, verbose=False)  # env:// when launched
+        with without_prints(r"^DeepSpeed \S+ built successfully$"):  # its CPU allreduce op, compiled
+            deepspeed.init_distributed(dist_backend=backend, verbose=False)  # env:// when launched
     return env
 
 

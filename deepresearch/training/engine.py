@@ -108,9 +108,9 @@ def init_engine(model: torch.nn.Module, cfg: TrainStageConfig) -> DeepSpeedEngin
     Returns:
         The DeepSpeedEngine.
     """
+    env = init_distributed()  # first: it quiets deepspeed's import
     import deepspeed
 
-    env = init_distributed()
     ds_config = make_deepspeed_config(cfg, world_size=env.world_size, on_gpu=on_gpu())
     engine, _, _, _ = deepspeed.initialize(
         model=model, model_parameters=param_groups(model, cfg.weight_decay), config=ds_config
