@@ -4,10 +4,11 @@
     deepresearch lineage models:/policy@champion
     deepresearch lineage <run_id>
 
-Links followed: a registered model version's `run_id`; a run's dataset inputs (context "input",
-digest in the `sha256` input tag) and the run whose `dataset.digest` (or, for a checkpoint, `model.digest`)
-tag equals that digest;
-a run's parent (`mlflow.parentRunId`), which holds the config params and hash.
+Links followed: a registered model version's `run_id` (the run that trained and logged the model); a
+run's model inputs (MLflow 3 LoggedModels, named by the run's `input.model.<role>` tags) to the run that
+logged each one (`source_run_id`); a run's dataset inputs (context "input", digest in the `sha256` input
+tag) to the run whose `dataset.digest` (or, for a checkpoint no run logged as a model, `model.digest`) tag
+equals that digest; a run's parent (`mlflow.parentRunId`), which holds the config params and hash.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ class DatasetLink:
     source: str
     context: str
     produced_by: "LineageNode | None" = None
+    kind: str = "dataset"  # or "model": a LoggedModel input (source is its models:/<model_id> URI)
 
 
 @dataclass
@@ -61,6 +63,7 @@ def trace(target: str, cfg: TrackingConfig, *, max_depth: int = 12) -> LineageNo
     from mlflow import MlflowClient
 
     from deepresearch.tracking import tracking_uri
+    from deepresearch.tracking.models import DIGEST_TAG, INPUT_TAG
 
     client = MlflowClient(tracking_uri=tracking_uri(cfg))
     run_id, model = _resolve_target(client, target)
@@ -99,6 +102,14 @@ def trace(target: str, cfg: TrackingConfig, *, max_depth: int = 12) -> LineageNo
             parent_run_id=tags.get("mlflow.parentRunId"),
         )
         nodes[rid] = n
+        roles = {v: k[len(INPUT_TAG):] for k, v in tags.items() if k.startswith(INPUT_TAG)}
+        for mi in (run.inputs.model_inputs or []) if run.inputs else []:
+            lm = client.get_logged_model(mi.model_id)
+            link = DatasetLink(name=roles.get(mi.model_id, lm.name), digest=lm.tags.get(DIGEST_TAG, ""),
+                               source=lm.model_uri, context="input", kind="model")
+            if depth < max_depth and lm.source_run_id and lm.source_run_id != rid:
+                link.produced_by = node(lm.source_run_id, depth + 1)
+            n.inputs.append(link)
         for inp in run.inputs.dataset_inputs if run.inputs else []:
             itags = {t.key: t.value for t in inp.tags}
             link = DatasetLink(
@@ -147,7 +158,7 @@ def render(root: LineageNode, cfg: TrackingConfig) -> None:
         for link in n.inputs:
             if link.context != "input":
                 continue
-            branch = tree.add(f"dataset [cyan]{link.name}[/] sha256 {link.digest[:16]}… from {link.source}")
+            branch = tree.add(f"{link.kind} [cyan]{link.name}[/] sha256 {link.digest[:16]}… from {link.source}")
             if link.produced_by is not None:
                 add(branch.add(label(link.produced_by)), link.produced_by)
             else:
