@@ -266,11 +266,11 @@ def preflight(cfg: PipelineConfig) -> None:
 
 def _client(cfg: TrackingConfig) -> tuple[Any, str]:
     """An MLflow client and the experiment id (created on first use), after checking the store answers."""
+    uri = tracking_uri(cfg)
+    check_store(uri)  # before importing mlflow (seconds on a loaded machine): a dead store fails at once
     from mlflow import MlflowClient
 
     _quiet()
-    uri = tracking_uri(cfg)
-    check_store(uri)
     if urlparse(uri).scheme in ("http", "https"):
         for key, value in _HTTP_DEFAULTS.items():
             os.environ.setdefault(key, value)
@@ -282,7 +282,7 @@ def _client(cfg: TrackingConfig) -> tuple[Any, str]:
     if uri.startswith("sqlite:///"):
         # artifacts (logged models included) beside the database, as for the default store, rather than
         # in MLflow's default ./mlruns of whatever directory the process runs in
-        artifacts = Path(uri[len("sqlite:///"):]).parent / DEFAULT_ARTIFACTS.name
+        artifacts = Path(uri[len("sqlite:///"):]).resolve().parent / DEFAULT_ARTIFACTS.name
         artifacts.mkdir(parents=True, exist_ok=True)
         artifact_location = artifacts.as_uri()
     try:
