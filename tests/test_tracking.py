@@ -29,8 +29,8 @@ def test_parent_child_lineage_and_dataset_inputs(cfg, tmp_path):
     assert child.data.tags["config_hash"] == cfg.hash and child.data.tags["git_sha"]
     assert child.data.params["config_hash"] == cfg.hash
     assert child.data.params["synthesis.n_deep_search"] == str(cfg.synthesis.n_deep_search)
-    # the stage's own sections only; the parent holds the whole config
-    assert {k.split(".")[0] for k in child.data.params} == {"synthesis", "capabilities", "agent", "config_hash"}
+    # what the stage reads (its cache key, config.STAGE_INPUTS) only; the parent holds the whole config
+    assert {k.split(".")[0] for k in child.data.params} == {"search", "agent", "synthesis", "capabilities", "config_hash"}
     assert client.get_run(parent).data.params["rl.steps"] == str(cfg.rl.steps)
     # MLflow's context tags, as `mlflow.start_run` would set them (the UI's User and Source columns)
     for run_id in (parent, run.run_id):

@@ -2,8 +2,9 @@
 
 One parent run per workflow execution, one child run per stage (joined by the `mlflow.parentRunId`
 tag, so stages in other processes or pods attach to the same parent). The parent's params are the
-whole flattened config plus its hash, a stage's only its own section(s) (`stage_params`); every run
-carries MLflow's context tags (`mlflow.user`, `mlflow.source.name/type`, `mlflow.source.git.commit`); datasets are logged as run inputs (`mlflow.log_input`) with their sha256;
+whole flattened config plus its hash, a stage's only what it reads (`stage_params`: its cache key);
+every run carries MLflow's context tags (`mlflow.user`, `mlflow.source.name/type`,
+`mlflow.source.git.commit`); datasets are logged as run inputs (`mlflow.log_input`) with their sha256;
 metrics are named `stage/metric`. Nothing happens at import time.
 
 Checkpoints are MLflow 3 LoggedModels (`tracking.models`): a training stage logs the one it wrote
@@ -205,22 +206,16 @@ def log_trained_model(
         return None
 
 
-# the config sections a stage's run and model record as params (besides config_hash): what the stage reads
-_SECTIONS = {
-    "world": ("world", "search"), "synthesis": ("synthesis", "capabilities", "agent"), "quality": ("quality",),
-    "base": ("model",), "mid1": ("training.mid1",), "mid2": ("training.mid2",),
-    "sft": ("training.sft", "training.sft_deep_search_ratio"), "judge_data": ("judge",), "judge": ("judge",),
-    "rl": ("rl", "agent"), "evaluation": ("evaluation", "agent"),
-}
-
-
 def stage_params(cfg: PipelineConfig, stage: str) -> dict[str, Any]:
-    """The flattened config keys of `stage`'s own section(s) plus `config_hash` (all keys for an unknown stage)."""
+    """The flattened config a stage reads (`config.STAGE_INPUTS`: its cache key) plus `config_hash`; the
+    whole config for a name that is not a stage (the parent run holds it in any case)."""
+    from deepresearch.config import STAGE_INPUTS
+
     flat = cfg.flat()
-    prefixes = _SECTIONS.get(stage)
-    if prefixes is None:
+    paths = STAGE_INPUTS.get(stage)
+    if paths is None:
         return {**flat, "config_hash": cfg.hash}
-    own = {k: v for k, v in flat.items() if any(k == p or k.startswith(p + ".") for p in prefixes)}
+    own = {k: v for k, v in flat.items() if any(k == p or k.startswith(p + ".") for p in paths)}
     return {**own, "config_hash": cfg.hash}
 
 
@@ -412,7 +407,7 @@ def stage_run(
         run = client.create_run(exp_id, run_name=stage, tags=tags)
         run_id = run.info.run_id
         tracker = MlflowTracker(client, run_id)
-        tracker.log_params(stage_params(cfg, stage))  # its own section; the parent run holds the whole config
+        tracker.log_params(stage_params(cfg, stage))  # what it reads; the parent run holds the whole config
         if resume_file is not None:
             from deepresearch.io import atomic_write_text
 

@@ -4,10 +4,10 @@ Each training stage (mid1, mid2, sft, judge, rl) logs the Hugging Face directory
 transformers flavour (`mlflow.transformers.log_model` from the local checkpoint: the files are
 copied once, nothing is loaded or saved again), so `mlflow.transformers.load_model("models:/policy/1")`
 and `mlflow.pyfunc.load_model(...)` work, the run list shows the model, and a registered version's
-source run is the training run. A LoggedModel carries the stage's own config section as params, the
-checkpoint's model card, and the tag `model.digest` (`deepresearch.io.dir_digest` of the directory):
-a stage that is handed a checkpoint directory finds its LoggedModel by that digest and links it as
-a model input.
+source run is the training run. A LoggedModel carries the config its stage read as params
+(`tracking.stage_params`), the checkpoint's model card, and the tag `model.digest`
+(`deepresearch.io.dir_digest` of the directory): a stage that is handed a checkpoint directory finds
+its LoggedModel by that digest and links it as a model input.
 
     model_id = log_checkpoint(client, run_id, Path("out/sft/hf"), stage="sft", digest=d, params={...})
     lm = find_logged_model(client, [experiment_id], digest)          # None when no run logged it
@@ -105,7 +105,7 @@ def log_checkpoint(
         client: an MlflowClient of the store the run is in.
         stage: the training stage; names the model and picks the task (`task_for`).
         digest: `dir_digest(path)`, tagged `model.digest` for `find_logged_model`.
-        params: the stage's own config section (flattened), recorded on the model.
+        params: the config the stage read (`tracking.stage_params`), recorded on the model.
     Raises:
         FileNotFoundError: `path` is not a Hugging Face checkpoint directory.
         MlflowException: the store refused (the model is then marked FAILED).
