@@ -50,3 +50,39 @@ def small_world_dir(tmp_path_factory, small_cfg):
     out = tmp_path_factory.mktemp("world") / "world"
     build_world(small_cfg, out)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory):
+    """A factory of real, minute Qwen2 checkpoints (a BPE tokenizer with the chat template, 1 layer, ~100 KB):
+    `tiny_checkpoint(dst, stage="sft", words=(...), judge=False)` writes one to `dst` and returns it. The same
+    `words` give the same vocabulary; `stage` goes into the metadata, so each directory has its own digest."""
+    from deepresearch.config import ModelConfig
+
+    cache = tmp_path_factory.mktemp("tiny-checkpoints")
+    built: dict = {}
+    mc = ModelConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                     num_key_value_heads=1)
+
+    def make(dst, stage="sft", words=("alpha", "beta", "gamma"), judge=False):
+        from deepresearch.modeling.checkpoint import save_checkpoint
+        from deepresearch.modeling.model import build_tiny_model
+        from deepresearch.modeling.tokenizer import train_tokenizer
+
+        key = tuple(words)
+        if key not in built:
+            texts = [f"the {a} of {b} is {c}." for a in ("capital", "author") for b in words for c in words] * 4
+            tok = train_tokenizer(texts, mc)
+            built[key] = (tok, build_tiny_model(mc, tok))
+        tok, model = built[key]
+        if judge:
+            from deepresearch.judge.model import judge_from_backbone
+
+            base = save_checkpoint(model, tok, cache / f"backbone-{len(built)}-{stage}")
+            save_checkpoint(judge_from_backbone(base, pad_token_id=tok.pad_token_id), tok, dst,
+                            metadata={"stage": stage})
+        else:
+            save_checkpoint(model, tok, dst, metadata={"stage": stage})
+        return dst
+
+    return make

@@ -172,20 +172,26 @@ def test_evaluation_report_covers_every_checkpoint(run):
         assert title in text_md and title in _text(run["out"].summary), title
 
 
-def test_rl_policy_is_registered_from_the_evaluation_run(run):
+def test_rl_policy_is_registered_from_the_rl_run(run):
     from deepresearch.modeling.checkpoint import load_checkpoint, read_metadata
+    from deepresearch.tracking.registry import download_version
 
     client, runs = _stage_runs(run["uri"])
-    evaluation = next(r for r in runs if r.data.tags.get("stage") == "evaluation")
+    by_stage = {r.data.tags.get("stage"): r for r in runs}
+    evaluation = by_stage["evaluation"]
     versions = client.search_model_versions("name='policy'")
-    assert len(versions) == 1 and versions[0].run_id == evaluation.info.run_id
+    # the version is the LoggedModel of the run that trained it, not a copy made by the evaluation
+    assert len(versions) == 1 and versions[0].run_id == by_stage["rl"].info.run_id
     assert versions[0].tags.get("gate")  # the promotion decision, promoted or not
-    assert "promotion.policy" in evaluation.data.tags
-    # the registered artifacts are the RL checkpoint
-    local = Path(client.download_artifacts(evaluation.info.run_id, "policy", str(run["config"].parent / "dl")))
+    assert "promotion.policy" in client.get_run(by_stage["rl"].info.run_id).data.tags
+    local = download_version(run["cfg"].tracking, "policy", versions[0].version, run["config"].parent / "dl")
     assert read_metadata(local)["metadata"]["stage"] == "rl"
     load_checkpoint(local)
-    assert len(client.search_model_versions("name='judge'")) == 1
+    [judge] = client.search_model_versions("name='judge'")
+    assert judge.run_id == by_stage["judge"].info.run_id
+    # every training run has its LoggedModel
+    for stage in ("mid1", "mid2", "sft", "judge", "rl"):
+        assert len(by_stage[stage].outputs.model_outputs) == 1, stage
     metrics = evaluation.data.metrics
     for name in ("eval/rl/mean_reward", "eval/rl/mean_reward_ci_low", "eval/rl/mean_reward_ci_high",
                  "eval/diff/rl_vs_sft/mean_reward", "eval/diff/mid-trained_vs_base/exact_match_ci_low", "probe/sft/turn",

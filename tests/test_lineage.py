@@ -15,9 +15,9 @@ from tests.conftest import SMALL, requires_sandbox
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
+def store(tmp_path_factory, tiny_checkpoint):
     """world → synthesis → quality as tracked stages, a stand-in training run that read the datasets and
-    wrote a checkpoint, registered by another run as a policy version the gate refused."""
+    logged the checkpoint it wrote, registered as a policy version the gate refused."""
     from deepresearch.config import load_config
     from deepresearch.io import dir_digest
     from deepresearch.stages import quality_stage, synthesis_stage, world_stage
@@ -31,14 +31,12 @@ def store(tmp_path_factory):
     world = world_stage(cfg, tmp / "world", parent)
     raw = synthesis_stage(cfg, tmp / "world", tmp / "raw", parent)
     gated = quality_stage(cfg, tmp / "raw", tmp / "datasets", parent)
-    ckpt = tmp / "ckpt"
-    ckpt.mkdir()
-    (ckpt / "config.json").write_text(json.dumps({"model_type": "qwen2"}))
+    ckpt = tiny_checkpoint(tmp / "ckpt", stage="sft")
     with stage_run(cfg, parent, "sft") as trained:  # tagged as `training.stage.run_stage` tags its run
         trained.log_dataset(tmp / "datasets", name="sft_data", context="input", digest=dir_digest(tmp / "datasets"))
         trained.set_tags({"output.path": str(ckpt), "model.digest": dir_digest(ckpt)})
-    with stage_run(cfg, parent, "evaluation") as registering:
-        version = register_model(cfg.tracking, "policy", registering.run_id, ckpt)
+        trained.log_model(ckpt, stage="sft", digest=dir_digest(ckpt))
+    version = register_model(cfg.tracking, "policy", ckpt)
     promote(cfg.tracking, "policy", version, promoted=False, reasons=["well_formed_rate 0.22 is below the floor 0.5"],
             metrics={})
     return {"cfg": cfg, "uri": uri, "tmp": tmp, "version": version, "trained": trained.run_id,

@@ -1,4 +1,5 @@
-"""MLflow Model Registry: versions registered from runs; `champion` moves only through the gate."""
+"""MLflow Model Registry: versions registered from the LoggedModels of training runs; `champion` moves only
+through the gate."""
 
 import json
 from pathlib import Path
@@ -6,73 +7,63 @@ from pathlib import Path
 import pytest
 
 from deepresearch.config import load_config
-from deepresearch.tracking import stage_run, start_parent_run
+from deepresearch.io import dir_digest
+from deepresearch.tracking import log_trained_model, stage_run
 from deepresearch.tracking.registry import current_version, download_version, promote, register_model
 
 
 @pytest.fixture
 def cfg(tmp_path):
-    return load_config("configs/tiny.yaml", [f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", "tracking.experiment=reg"])
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    MlflowClient(tracking_uri=uri).create_experiment("reg", artifact_location=(tmp_path / "artifacts").as_uri())
+    return load_config("configs/tiny.yaml", [f"tracking.uri={uri}", "tracking.experiment=reg"])
 
 
-def _checkpoint(tmp_path, name):
-    d = tmp_path / name
-    d.mkdir()
-    (d / "config.json").write_text(json.dumps({"model_type": "qwen2"}))
-    (d / "model.safetensors").write_bytes(b"\0" * 16)
-    return d
+def _trained(cfg, checkpoint, stage):
+    """The checkpoint as its training run leaves it: logged as that run's MLflow model."""
+    with stage_run(cfg, "", stage) as run:
+        log_trained_model(run, checkpoint, stage=stage, digest=dir_digest(checkpoint))
+    return run.run_id
 
 
-def _version(cfg, tmp_path, label):
-    parent = start_parent_run(cfg, "full")
-    with stage_run(cfg, parent, "sft") as run:
-        pass
-    return run.run_id, register_model(cfg.tracking, "policy", run.run_id, _checkpoint(tmp_path, label))
+def _version(cfg, tmp_path, label, tiny_checkpoint):
+    ckpt = tiny_checkpoint(tmp_path / label, stage=label)
+    run_id = _trained(cfg, ckpt, "sft")
+    return run_id, register_model(cfg.tracking, "policy", ckpt)
 
 
-def test_champion_moves_only_when_promoted_and_the_old_one_becomes_challenger(cfg, tmp_path):
+def test_champion_moves_only_when_promoted_and_the_old_one_becomes_challenger(cfg, tmp_path, tiny_checkpoint):
     from mlflow import MlflowClient
 
     client = MlflowClient(tracking_uri=cfg.tracking.uri, registry_uri=cfg.tracking.uri)
     assert current_version(cfg.tracking, "policy") is None
-    _, v1 = _version(cfg, tmp_path, "a")
+    _, v1 = _version(cfg, tmp_path, "a", tiny_checkpoint)
     d1 = promote(cfg.tracking, "policy", v1, promoted=True, reasons=["first"], metrics={"mean_reward": 0.5})
     assert d1.promoted and d1.previous_champion is None and current_version(cfg.tracking, "policy") == v1
 
-    run2, v2 = _version(cfg, tmp_path, "b")
+    run2, v2 = _version(cfg, tmp_path, "b", tiny_checkpoint)
     d2 = promote(cfg.tracking, "policy", v2, promoted=False, reasons=["worse"], metrics={"mean_reward": 0.3})
     assert not d2.promoted and current_version(cfg.tracking, "policy") == v1  # unchanged
     assert client.get_run(run2).data.tags["promotion.policy"] == "rejected"
     assert json.loads(client.get_model_version("policy", v2).tags["gate"]) == {"promoted": False, "reasons": ["worse"]}
 
-    _, v3 = _version(cfg, tmp_path, "c")
+    _, v3 = _version(cfg, tmp_path, "c", tiny_checkpoint)
     d3 = promote(cfg.tracking, "policy", v3, promoted=True, reasons=["better"], metrics={"mean_reward": 0.7})
     assert d3.promoted and d3.previous_champion == v1
     assert current_version(cfg.tracking, "policy") == v3
     assert current_version(cfg.tracking, "policy", "challenger") == v1
     local = download_version(cfg.tracking, "policy", v1, tmp_path / "dl")
-    assert (local / "config.json").is_file() and local.parent == tmp_path / "dl"
+    assert dir_digest(local) == dir_digest(tmp_path / "a") and tmp_path / "dl" in local.parents
 
 
 # ---- the evaluation stage's promotion, end to end on the registry (evaluation itself faked) --------
-def _tokenizer_files(d, words):
-    from tokenizers import Tokenizer
-    from tokenizers.models import WordLevel
-    from tokenizers.pre_tokenizers import Whitespace
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(WordLevel({w: i for i, w in enumerate(["[UNK]", *words])}, unk_token="[UNK]"))
-    tok.pre_tokenizer = Whitespace()
-    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]").save_pretrained(str(d))
-
-
-def _policy(tmp_path, label, solved, words=("alpha", "beta")):
-    """A stand-in checkpoint: config, weights, a tokenizer, and how many of the 40 fake tasks it solves."""
-    d = _checkpoint(tmp_path, label)
-    _tokenizer_files(d, words)
+def _policy(cfg, tmp_path, label, solved, tiny_checkpoint, words=("alpha", "beta"), stage="rl"):
+    """A real tiny checkpoint that says how many of the 40 fake tasks it solves, logged by its training run."""
+    d = tiny_checkpoint(tmp_path / label, stage=label, words=words)
     (d / "skill.json").write_text(json.dumps({"solved": solved}))
-    return d
-
+    return d, _trained(cfg, d, stage)
 
 def _fake_evaluate(judge_f1):
     """evaluate() stand-in: each checkpoint solves the first `solved` of 40 deep-search tasks (from its own
@@ -108,16 +99,24 @@ def _fake_evaluate(judge_f1):
     return fake, seen
 
 
-def test_evaluation_stage_promotes_only_a_policy_that_beats_the_champion_and_sft(cfg, tmp_path, monkeypatch):
+def test_evaluation_stage_promotes_only_a_policy_that_beats_the_champion_and_sft(cfg, tmp_path, monkeypatch,
+                                                                                 tiny_checkpoint):
+    from mlflow import MlflowClient
+
     import deepresearch.evaluation.run as run_module
     from deepresearch.evaluation.promotion import evaluation_stage
+
+    trained = {}
 
     def stage(label, rl, sft, *, judge_f1=0.9, words=("alpha", "beta")):
         fake, seen = _fake_evaluate(judge_f1)
         monkeypatch.setattr(run_module, "evaluate", fake)
-        checkpoints = {"sft": _policy(tmp_path, f"{label}-sft", sft, words), "rl": _policy(tmp_path, f"{label}-rl", rl, words)}
-        judge = _checkpoint(tmp_path, f"{label}-judge")
-        out = evaluation_stage(cfg, tmp_path, checkpoints, tmp_path / f"{label}-eval", judge_dir=judge, progress=False)
+        (sft_dir, _), (rl_dir, trained[label]) = (_policy(cfg, tmp_path, f"{label}-sft", sft, tiny_checkpoint, words, "sft"),
+                                                  _policy(cfg, tmp_path, f"{label}-rl", rl, tiny_checkpoint, words))
+        judge = tiny_checkpoint(tmp_path / f"{label}-judge", stage=f"{label}-judge", words=words)
+        trained[f"{label}-judge"] = _trained(cfg, judge, "judge")
+        out = evaluation_stage(cfg, tmp_path, {"sft": sft_dir, "rl": rl_dir}, tmp_path / f"{label}-eval",
+                               judge_dir=judge, progress=False)
         return out, seen[0]
 
     # 1. no champion yet: floors and "at least as good as SFT" decide
@@ -127,6 +126,10 @@ def test_evaluation_stage_promotes_only_a_policy_that_beats_the_champion_and_sft
     v1 = first.policy_version.version
     assert current_version(cfg.tracking, "policy") == v1
     assert first.judge.promoted and current_version(cfg.tracking, "judge") == first.judge_version.version
+    # each version comes from the run that trained it, not from the evaluation's run
+    client = MlflowClient(tracking_uri=cfg.tracking.uri)
+    assert client.get_model_version("policy", v1).run_id == trained["v1"] != first.run_id
+    assert client.get_model_version("judge", first.judge_version.version).run_id == trained["v1-judge"]
 
     # 2. worse than the champion (10 vs 20 solved, on the same tasks): refused, the champion stays
     worse, specs = stage("v2", rl=10, sft=5, judge_f1=0.5)
@@ -157,6 +160,17 @@ def test_evaluation_stage_promotes_only_a_policy_that_beats_the_champion_and_sft
     assert current_version(cfg.tracking, "policy", "challenger") == v3
 
 
-def test_register_refuses_a_directory_that_is_not_a_checkpoint(cfg, tmp_path):
-    with pytest.raises(FileNotFoundError, match="config.json"):
-        register_model(cfg.tracking, "policy", "run", tmp_path)
+def test_a_candidate_no_run_logged_is_not_registered_and_the_report_says_so(cfg, tmp_path, monkeypatch,
+                                                                             tiny_checkpoint):
+    import deepresearch.evaluation.run as run_module
+    from deepresearch.evaluation.promotion import evaluation_stage
+
+    fake, _ = _fake_evaluate(0.9)
+    monkeypatch.setattr(run_module, "evaluate", fake)
+    checkpoints = {}
+    for name, solved in (("sft", 5), ("rl", 10)):  # trained with tracking off: no LoggedModel
+        checkpoints[name] = tiny_checkpoint(tmp_path / name, stage=name)
+        (checkpoints[name] / "skill.json").write_text(json.dumps({"solved": solved}))
+    out = evaluation_stage(cfg, tmp_path, checkpoints, tmp_path / "eval", progress=False)
+    assert out.policy.promoted and out.policy_version is None and current_version(cfg.tracking, "policy") is None
+    assert "policy not registered: cannot register" in out.evaluation.report.read_text()

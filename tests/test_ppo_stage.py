@@ -139,10 +139,15 @@ def test_rl_run_tracks_metrics_and_links_its_inputs(ppo):
         assert f"rl/{name}" in run.data.metrics, name
     assert [m.step for m in client.get_metric_history(res.run_id, "rl/reward_mean")] == [1, 2]
     inputs = {i.dataset.name: {t.key: t.value for t in i.tags} for i in run.inputs.dataset_inputs}
-    assert set(inputs) >= {"policy", "judge", "world"}
-    for name in ("sft", "judge"):  # each input's sha256 is the digest its training run tagged
-        producer = client.get_run(runs[name].run_id)
+    assert set(inputs) >= {"world"}
+    # the SFT policy and the judge are model inputs: the LoggedModels their training runs logged
+    assert {i.model_id for i in run.inputs.model_inputs} == {runs["sft"].model_id, runs["judge"].model_id}
+    for name in ("sft", "judge"):
         key = "policy" if name == "sft" else "judge"
-        assert inputs[key]["sha256"] == producer.data.tags["model.digest"]
-        assert inputs[key]["mlflow.data.context"] == "input"
+        assert run.data.tags[f"input.model.{key}"] == runs[name].model_id
+        assert client.get_logged_model(runs[name].model_id).source_run_id == runs[name].run_id
+    # and the RL policy is this run's own LoggedModel
+    lm = client.get_logged_model(res.model_id)
+    assert lm.source_run_id == res.run_id and lm.tags["model.digest"] == run.data.tags["model.digest"]
+    assert "rl.steps" in lm.params and not any(k.startswith(("world.", "judge.", "training.mid")) for k in lm.params)
     assert run.data.tags["output.path"] == res.path

@@ -29,6 +29,14 @@ def test_parent_child_lineage_and_dataset_inputs(cfg, tmp_path):
     assert child.data.tags["config_hash"] == cfg.hash and child.data.tags["git_sha"]
     assert child.data.params["config_hash"] == cfg.hash
     assert child.data.params["synthesis.n_deep_search"] == str(cfg.synthesis.n_deep_search)
+    # what the stage reads (its cache key, config.STAGE_INPUTS) only; the parent holds the whole config
+    assert {k.split(".")[0] for k in child.data.params} == {"search", "agent", "synthesis", "capabilities", "config_hash"}
+    assert client.get_run(parent).data.params["rl.steps"] == str(cfg.rl.steps)
+    # MLflow's context tags, as `mlflow.start_run` would set them (the UI's User and Source columns)
+    for run_id in (parent, run.run_id):
+        tags = client.get_run(run_id).data.tags
+        assert tags["mlflow.user"] and tags["mlflow.source.name"] and tags["mlflow.source.type"] == "LOCAL"
+        assert tags["mlflow.source.git.commit"] == tags["git_sha"]
     assert child.data.metrics["synthesis/success_rate"] == 0.5
     [inp] = child.inputs.dataset_inputs
     assert inp.dataset.name == "raw_deep_search" and str(tmp_path / "raw") in inp.dataset.source

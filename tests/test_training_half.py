@@ -57,10 +57,18 @@ def test_stage_runs_link_to_their_datasets_in_mlflow(chain):
     from mlflow import MlflowClient
 
     cfg = chain["cfg"]
-    run = MlflowClient(tracking_uri=cfg.tracking.uri).get_run(chain["runs"]["sft"].run_id)
-    inputs = {i.dataset.name for i in run.inputs.dataset_inputs}
-    assert {"sft_data", "init_model"} <= inputs
+    client = MlflowClient(tracking_uri=cfg.tracking.uri)
+    runs = chain["runs"]
+    run = client.get_run(runs["sft"].run_id)
+    assert "sft_data" in {i.dataset.name for i in run.inputs.dataset_inputs}
     assert run.data.metrics["sft/final_loss"] > 0
+    # every training run logged its checkpoint as its MLflow model; the next stage reads it as a model input
+    for stage, res in runs.items():
+        lm = client.get_logged_model(res.model_id)
+        assert lm.source_run_id == res.run_id and lm.name == stage and lm.model_type == "text-generation"
+        assert [o.model_id for o in client.get_run(res.run_id).outputs.model_outputs] == [res.model_id]
+    assert [i.model_id for i in run.inputs.model_inputs] == [runs["mid2"].model_id]
+    assert run.data.tags["input.model.init_model"] == runs["mid2"].model_id
 
 
 def test_judge_trains_from_the_policy_backbone_and_reports_heldout_f1(chain, small_world_dir):
@@ -80,6 +88,12 @@ def test_judge_trains_from_the_policy_backbone_and_reports_heldout_f1(chain, sma
     pred = Judge.load(res.path).label_pairs([(ex.report, ex.criterion) for ex in held])
     assert res.metrics["judge/heldout_macro_f1"] == pytest.approx(macro_f1([ex.label for ex in held], pred))
     assert res.metrics["judge/heldout_pairs"] == len(held)
+    # the judge is its run's text-classification model, its held-out F1 logged against it
+    from mlflow import MlflowClient
+
+    lm = MlflowClient(tracking_uri=cfg.tracking.uri).get_logged_model(res.model_id)
+    assert lm.source_run_id == res.run_id and lm.model_type == "text-classification"
+    assert {m.key for m in lm.metrics} >= {"judge/heldout_macro_f1", "judge/final_loss"}
 
 
 def test_evaluation_stage_compares_checkpoints_with_intervals_probe_and_promotion(chain, small_world_dir):
@@ -117,6 +131,11 @@ def test_evaluation_stage_compares_checkpoints_with_intervals_probe_and_promotio
     metrics = MlflowClient(tracking_uri=cfg.tracking.uri).get_run(out.run_id).data.metrics
     assert {"eval/sft/exact_match_ci_low", "eval/diff/sft_vs_mid2/well_formed_rate_ci_high", "probe/sft/turn"} <= set(metrics)
     assert out.policy_version is not None and out.policy_version.promoted == out.policy.promoted
+    # the version is the SFT run's model, and the evaluation's metrics of each checkpoint are on its model
+    client = MlflowClient(tracking_uri=cfg.tracking.uri)
+    assert client.get_model_version("policy", out.policy_version.version).run_id == runs["sft"].run_id
+    sft_metrics = {m.key for m in client.get_logged_model(runs["sft"].model_id).metrics}
+    assert "eval/sft/exact_match" in sft_metrics and "eval/mid2/exact_match" not in sft_metrics
 
 
 def _target(task: dict) -> str:

@@ -16,8 +16,10 @@
        difference is positive and its paired-bootstrap interval excludes a loss (low end ≥ 0).
 3. The judge decision (`decide_judge`, pure): promoted only if its macro-F1 against the ground-truth
    labels of the evaluation's own reports reaches `evaluation.min_judge_macro_f1`.
-4. Both versions are registered from this stage's run; `champion` moves per the decisions, the old
-   champion kept as `challenger` (`tracking.registry.promote`); the report says what was decided.
+4. Both versions are registered from the LoggedModels their training runs logged (so a version's
+   source run is the run that trained it, and its lineage is that checkpoint's); `champion` moves per
+   the decisions, the old champion kept as `challenger` (`tracking.registry.promote`); the report says
+   what was decided. A checkpoint no run logged as a model is not registered, and the report says why.
 Without tracking (or without the candidate among the checkpoints) nothing is registered; the
 decision is still computed and reported.
 """
@@ -196,6 +198,7 @@ def evaluation_stage(
     from deepresearch.evaluation.report import write_report
     from deepresearch.evaluation.run import evaluate
     from deepresearch.tracking import stage_run
+    from deepresearch.tracking.models import ModelNotLoggedError
     from deepresearch.tracking.registry import promote, register_model
 
     if CHAMPION in checkpoints:
@@ -223,11 +226,16 @@ def evaluation_stage(
         if judge_dir is not None:
             judge = decide_judge(ev.judge_agreement, cfg.evaluation)
         applied: dict[str, PromotionDecision] = {}
+        unregistered: list[str] = []
         if tracked:
             for name, verdict, path in ((POLICY, policy, candidate and checkpoints[candidate]), (JUDGE, judge, judge_dir)):
                 if verdict is None:
                     continue
-                version = register_model(cfg.tracking, name, run.run_id, Path(path))
+                try:
+                    version = register_model(cfg.tracking, name, Path(path))
+                except ModelNotLoggedError as e:
+                    unregistered.append(f"{name} not registered: {e}")
+                    continue
                 applied[name] = promote(cfg.tracking, name, version, promoted=verdict.promoted,
                                         reasons=verdict.reasons, metrics=verdict.metrics)
                 run.log_dict(applied[name].model_dump(mode="json"), f"promotion_{name}.json")
@@ -235,7 +243,7 @@ def evaluation_stage(
             f"{name} {'v' + applied[name].version + ' ' if name in applied else ''}"
             f"{'promoted to champion' if v.promoted else 'not promoted'}: " + "; ".join(v.reasons)
             for name, v in ((POLICY, policy), (JUDGE, judge)) if v is not None
-        ]
+        ] + unregistered
         results = ev.results.model_copy(update={
             "champion": candidate if policy is not None and policy.promoted else None,
             "notes": [*notes, *ev.results.notes],

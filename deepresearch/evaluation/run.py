@@ -446,20 +446,26 @@ def mlflow_metrics(
 def _log(tracker, cfg, world_dir, judge_dir, checkpoints, metrics, diffs, probe, elo, agreement, out_dir) -> None:
     from deepresearch.io import dir_digest
 
-    # Lineage: each evaluated checkpoint (and the world) is an input of this run, by digest.
+    # Lineage: the world is a dataset input; each evaluated checkpoint and the judge are model inputs
+    # (their training runs' LoggedModels), and each one's metrics are logged against its model id.
     tracker.log_dataset(Path(world_dir), name="world", context="input", digest=dir_digest(world_dir))
+    judge_id = None
     if judge_dir is not None:
-        tracker.log_dataset(Path(judge_dir), name="judge", context="input", digest=dir_digest(judge_dir))
-    for name, spec in checkpoints.items():
-        if spec != EXPERT:
-            tracker.log_dataset(Path(spec), name=f"checkpoint_{name}", context="input",
-                                digest=dir_digest(spec))
-    tracker.log_metrics(mlflow_metrics(metrics, diffs, probe))
+        judge_id = tracker.log_model_input(Path(judge_dir), name="judge", digest=dir_digest(judge_dir))
+    model_ids = {name: tracker.log_model_input(Path(spec), name=f"checkpoint_{name}", digest=dir_digest(spec))
+                 for name, spec in checkpoints.items() if spec != EXPERT}
+    flat = mlflow_metrics(metrics, diffs, probe)
     for e in elo:
-        tracker.log_metrics({f"eval/{e.name}/elo": e.rating, f"eval/{e.name}/elo_ci_low": e.ci_low,
-                             f"eval/{e.name}/elo_ci_high": e.ci_high})
+        flat.update({f"eval/{e.name}/elo": e.rating, f"eval/{e.name}/elo_ci_low": e.ci_low,
+                     f"eval/{e.name}/elo_ci_high": e.ci_high})
+    for name, model_id in model_ids.items():
+        own = {k: v for k, v in flat.items() if k.startswith((f"eval/{name}/", f"probe/{name}/")) or k == f"probe/{name}"}
+        if model_id and own:
+            tracker.log_metrics(own, model_id=model_id)
+            flat = {k: v for k, v in flat.items() if k not in own}
+    tracker.log_metrics(flat)
     if agreement is not None:
         tracker.log_metrics({"eval/judge/macro_f1": agreement.macro_f1, "eval/judge/accuracy": agreement.accuracy,
-                             "eval/judge/items": agreement.items})
+                             "eval/judge/items": agreement.items}, model_id=judge_id)
         tracker.log_dict(agreement.model_dump(mode="json"), "judge_agreement.json")
     tracker.log_artifact(Path(out_dir))

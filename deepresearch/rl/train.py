@@ -92,6 +92,7 @@ class PPORun(BaseModel):
     learner_samples_per_s: float  # episodes × ppo_epochs / time inside `ppo_update`
     learner_tokens_per_s: float  # tokens (context + sampled) × ppo_epochs / time inside the PPO update
     metrics: dict[str, float] = {}  # the last step's metrics
+    model_id: str = ""  # the policy's MLflow LoggedModel ("" when tracking is off or could not log it)
 
 
 def _mean(xs: Sequence[float]) -> float:
@@ -219,7 +220,7 @@ def run_ppo(
     from deepresearch.rl.rollout import RolloutPool, collect
     from deepresearch.rl.value import ValueModel
     from deepresearch.rl.weights import push_weights
-    from deepresearch.tracking import BufferedTracker, stage_run
+    from deepresearch.tracking import BufferedTracker, log_trained_model, stage_params, stage_run
     from deepresearch.world.schema import World
 
     t_start = time.perf_counter()
@@ -252,8 +253,9 @@ def run_ppo(
     with stage_run(cfg, parent_run_id, "rl", flyte_execution_id=execution_id) as run, \
             BufferedTracker(run, spill=out / "unlogged_tracking.jsonl") as step_log, torch_threads(1):
         try:
-            run.log_dataset(policy_dir, name="policy", context="input", digest=dir_digest(policy_dir))
-            run.log_dataset(judge_dir, name="judge", context="input", digest=dir_digest(judge_dir))
+            # the SFT policy and the judge are their training runs' LoggedModels
+            run.log_model_input(policy_dir, name="policy", digest=dir_digest(policy_dir))
+            run.log_model_input(judge_dir, name="judge", digest=dir_digest(judge_dir))
             run.log_dataset(world_dir, name="world", context="input", digest=dir_digest(world_dir))
             run.set_tags({"input.policy": str(policy_dir), "input.judge": str(judge_dir)})
             try:
@@ -354,6 +356,8 @@ def run_ppo(
                 )
             with learner.critic.full_weights() as module:
                 critic_path = module.save_pretrained(out / CRITIC_DIR)
+            digest = dir_digest(policy_path)
+            model_id = log_trained_model(run, policy_path, stage="rl", digest=digest, params=stage_params(cfg, "rl"))
             seconds = time.perf_counter() - t_start
             res = PPORun(
                 path=str(policy_path),
@@ -370,6 +374,7 @@ def run_ppo(
                 learner_samples_per_s=totals["learn_samples"] / max(totals["learn_s"], 1e-9),
                 learner_tokens_per_s=totals["learn_tokens"] / max(totals["learn_s"], 1e-9),
                 metrics=metrics,
+                model_id=model_id or "",
             )
             atomic_write_text(out / SUMMARY_FILE, res.model_dump_json(indent=2) + "\n")
             plot = _plot_rewards(curve, out / "reward_curve.png")
@@ -383,10 +388,11 @@ def run_ppo(
                     "rl/seconds": seconds,
                 }
             )
+            if model_id and curve:
+                run.log_metrics({"rl/final_reward_mean": curve[-1]}, model_id=model_id)
             run.log_dict(json.loads(res.model_dump_json()), "ppo_run.json")
             if plot is not None:
                 run.log_artifact(plot)
-            digest = dir_digest(policy_path)
             # model.digest as run_stage tags its models; dataset.digest is what `deepresearch lineage`
             # follows from a run that logs this policy as an input back to this run
             run.set_tags(

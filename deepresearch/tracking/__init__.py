@@ -1,14 +1,24 @@
 """MLflow tracking behind a small interface (MLflow and no-op).
 
 One parent run per workflow execution, one child run per stage (joined by the `mlflow.parentRunId`
-tag, so stages in other processes or pods attach to the same parent). Params are the flattened
-config plus its hash; datasets are logged as run inputs (`mlflow.log_input`) with their sha256;
+tag, so stages in other processes or pods attach to the same parent). The parent's params are the
+whole flattened config plus its hash, a stage's only what it reads (`stage_params`: its cache key);
+every run carries MLflow's context tags (`mlflow.user`, `mlflow.source.name/type`,
+`mlflow.source.git.commit`); datasets are logged as run inputs (`mlflow.log_input`) with their sha256;
 metrics are named `stage/metric`. Nothing happens at import time.
+
+Checkpoints are MLflow 3 LoggedModels (`tracking.models`): a training stage logs the one it wrote
+(`run.log_model`, in its own run), a stage handed a checkpoint links it as a model input
+(`run.log_model_input`, found by its content digest), and metrics about one model are logged
+against its model id (`run.log_metrics(..., model_id=)`).
 
     parent = start_parent_run(cfg.tracking, "full", tags={...})
     with stage_run(cfg, parent, "synthesis", flyte_execution_id=...) as run:
         run.log_metrics({"synthesis/success_rate": 0.97})
         run.log_dataset(path, name="deep_search", context="raw", digest=sha)
+    with stage_run(cfg, parent, "sft") as run:
+        run.log_model_input(init_dir, name="init_model", digest=dir_digest(init_dir))
+        model_id = log_trained_model(run, hf_dir, stage="sft", digest=dir_digest(hf_dir), params=...)
 
 Faults fail fast and leave things tidy:
 - Every client checks the store first: an HTTP store that does not answer fails in seconds with
@@ -73,12 +83,14 @@ class Tracker(Protocol):
     run_id: str | None
 
     def log_params(self, params: dict[str, Any]) -> None: ...
-    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None: ...
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None, model_id: str | None = None) -> None: ...
     def set_tags(self, tags: dict[str, str]) -> None: ...
     def log_dataset(self, path: Path, *, name: str, context: str, digest: str, rows: list[dict] | None = None,
                     num_rows: int | None = None, artifact_digest: str | None = None) -> None: ...
     def log_dict(self, data: dict, artifact_file: str) -> None: ...
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None: ...
+    def log_model(self, path: Path, *, stage: str, digest: str, params: dict[str, Any] | None = None) -> str | None: ...
+    def log_model_input(self, path: Path, *, name: str, digest: str) -> str | None: ...
 
 
 class NoopTracker:
@@ -87,12 +99,18 @@ class NoopTracker:
     run_id: str | None = None
 
     def log_params(self, params: dict[str, Any]) -> None: ...
-    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None: ...
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None, model_id: str | None = None) -> None: ...
     def set_tags(self, tags: dict[str, str]) -> None: ...
     def log_dataset(self, path: Path, *, name: str, context: str, digest: str, rows: list[dict] | None = None,
                     num_rows: int | None = None, artifact_digest: str | None = None) -> None: ...
     def log_dict(self, data: dict, artifact_file: str) -> None: ...
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None: ...
+
+    def log_model(self, path: Path, *, stage: str, digest: str, params: dict[str, Any] | None = None) -> str | None:
+        return None
+
+    def log_model_input(self, path: Path, *, name: str, digest: str) -> str | None:
+        return None
 
 
 class MlflowTracker:
@@ -101,6 +119,13 @@ class MlflowTracker:
     def __init__(self, client: Any, run_id: str):
         self.client = client
         self.run_id = run_id
+        self._experiment_id: str | None = None
+
+    @property
+    def experiment_id(self) -> str:
+        if self._experiment_id is None:
+            self._experiment_id = self.client.get_run(self.run_id).info.experiment_id
+        return self._experiment_id
 
     def log_params(self, params: dict[str, Any]) -> None:
         from mlflow.entities import Param
@@ -109,13 +134,14 @@ class MlflowTracker:
         for i in range(0, len(items), 100):  # MLflow caps a batch at 100 params
             self.client.log_batch(self.run_id, params=items[i : i + 100])
 
-    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None, model_id: str | None = None) -> None:
+        """Metrics of the run; with `model_id`, also the LoggedModel's (shown on the model's page)."""
         import time
 
         from mlflow.entities import Metric
 
         ts = int(time.time() * 1000)
-        items = [Metric(k, float(v), ts, step or 0) for k, v in sorted(metrics.items())]
+        items = [Metric(k, float(v), ts, step or 0, model_id=model_id) for k, v in sorted(metrics.items())]
         if items:
             self.client.log_batch(self.run_id, metrics=items)
 
@@ -161,6 +187,53 @@ class MlflowTracker:
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         self.client.log_artifact(self.run_id, str(path), artifact_path)
 
+    def log_model(self, path: Path, *, stage: str, digest: str, params: dict[str, Any] | None = None) -> str | None:
+        """Log the checkpoint this run trained as a LoggedModel (`tracking.models.log_checkpoint`)."""
+        from deepresearch.tracking.models import log_checkpoint
+
+        return log_checkpoint(self.client, self.run_id, Path(path), stage=stage, digest=digest, params=params)
+
+    def log_model_input(self, path: Path, *, name: str, digest: str) -> str | None:
+        """Link a checkpoint this run reads as a model input (tagged `input.model.<name>`); one no run
+        logged as a model (a base model, a store that was down) is recorded as a dataset input instead."""
+        from mlflow.entities import LoggedModelInput
+
+        from deepresearch.tracking.models import INPUT_TAG, find_logged_model
+
+        lm = find_logged_model(self.client, [self.experiment_id], digest)
+        if lm is None:
+            self.log_dataset(Path(path), name=name, context="input", digest=digest)
+            return None
+        self.client.log_inputs(self.run_id, models=[LoggedModelInput(lm.model_id)])
+        self.set_tags({INPUT_TAG + name: lm.model_id})
+        return lm.model_id
+
+
+def log_trained_model(
+    run: Tracker, path: Path, *, stage: str, digest: str, params: dict[str, Any] | None = None
+) -> str | None:
+    """`run.log_model`, where a store failure is a warning: the checkpoint is on disk, the stage's work
+    stands (it can still be evaluated; registration then says that no LoggedModel has its digest)."""
+    try:
+        return run.log_model(path, stage=stage, digest=digest, params=params)
+    except Exception as e:  # noqa: BLE001 - tracking failures never fail a training stage
+        log.warning("tracking: could not log %s's checkpoint %s as an MLflow model (%s: %s)",
+                    stage, path, type(e).__name__, str(e)[:300])
+        return None
+
+
+def stage_params(cfg: PipelineConfig, stage: str) -> dict[str, Any]:
+    """The flattened config a stage reads (`config.STAGE_INPUTS`: its cache key) plus `config_hash`; the
+    whole config for a name that is not a stage (the parent run holds it in any case)."""
+    from deepresearch.config import STAGE_INPUTS
+
+    flat = cfg.flat()
+    paths = STAGE_INPUTS.get(stage)
+    if paths is None:
+        return {**flat, "config_hash": cfg.hash}
+    own = {k: v for k, v in flat.items() if any(k == p or k.startswith(p + ".") for p in paths)}
+    return {**own, "config_hash": cfg.hash}
+
 
 def _quiet() -> None:
     for name in ("mlflow", "alembic", "urllib3"):
@@ -204,11 +277,11 @@ def preflight(cfg: PipelineConfig) -> None:
 
 def _client(cfg: TrackingConfig) -> tuple[Any, str]:
     """An MLflow client and the experiment id (created on first use), after checking the store answers."""
+    uri = tracking_uri(cfg)
+    check_store(uri)  # before importing mlflow (seconds on a loaded machine): a dead store fails at once
     from mlflow import MlflowClient
 
     _quiet()
-    uri = tracking_uri(cfg)
-    check_store(uri)
     if urlparse(uri).scheme in ("http", "https"):
         for key, value in _HTTP_DEFAULTS.items():
             os.environ.setdefault(key, value)
@@ -217,13 +290,29 @@ def _client(cfg: TrackingConfig) -> tuple[Any, str]:
     if exp is not None:
         return client, exp.experiment_id
     artifact_location = None
-    if uri.startswith("sqlite:///") and uri == f"sqlite:///{DEFAULT_DB}":
-        DEFAULT_ARTIFACTS.mkdir(exist_ok=True)
-        artifact_location = DEFAULT_ARTIFACTS.as_uri()
+    if uri.startswith("sqlite:///"):
+        # artifacts (logged models included) beside the database, as for the default store, rather than
+        # in MLflow's default ./mlruns of whatever directory the process runs in
+        artifacts = Path(uri[len("sqlite:///"):]).resolve().parent / DEFAULT_ARTIFACTS.name
+        artifacts.mkdir(parents=True, exist_ok=True)
+        artifact_location = artifacts.as_uri()
     try:
         return client, client.create_experiment(cfg.experiment, artifact_location=artifact_location)
     except Exception:  # noqa: BLE001 - another process created it first
         return client, client.get_experiment_by_name(cfg.experiment).experiment_id
+
+
+def context_tags() -> dict[str, str]:
+    """MLflow's own run-context tags (what `mlflow.start_run` sets and the UI shows as User and Source):
+    `mlflow.user`, `mlflow.source.name`, `mlflow.source.type` and, from this checkout when the entry
+    point's does not say, `mlflow.source.git.commit`."""
+    from mlflow.tracking.context.registry import resolve_tags
+
+    tags = {k: str(v) for k, v in resolve_tags().items()}
+    sha = git_sha()
+    if sha != "unknown":
+        tags.setdefault("mlflow.source.git.commit", sha)
+    return tags
 
 
 def start_parent_run(cfg: PipelineConfig, run_name: str, tags: dict[str, str] | None = None) -> str:
@@ -234,7 +323,7 @@ def start_parent_run(cfg: PipelineConfig, run_name: str, tags: dict[str, str] | 
     run = client.create_run(
         exp_id,
         run_name=run_name,
-        tags={"config_hash": cfg.hash, "git_sha": git_sha(), "pipeline": cfg.name, **(tags or {})},
+        tags={**context_tags(), "config_hash": cfg.hash, "git_sha": git_sha(), "pipeline": cfg.name, **(tags or {})},
     )
     tracker = MlflowTracker(client, run.info.run_id)
     tracker.log_params({**cfg.flat(), "config_hash": cfg.hash})
@@ -320,6 +409,7 @@ def stage_run(
         tracker.set_tags({"resumed": str(attempts), f"resumed.{attempts}.flyte.execution_id": flyte_execution_id})
     else:
         tags = {
+            **context_tags(),
             "stage": stage,
             "config_hash": cfg.hash,
             "git_sha": git_sha(),
@@ -333,7 +423,7 @@ def stage_run(
         run = client.create_run(exp_id, run_name=stage, tags=tags)
         run_id = run.info.run_id
         tracker = MlflowTracker(client, run_id)
-        tracker.log_params({**cfg.flat(), "config_hash": cfg.hash})
+        tracker.log_params(stage_params(cfg, stage))  # what it reads; the parent run holds the whole config
         if resume_file is not None:
             from deepresearch.io import atomic_write_text
 
@@ -367,7 +457,7 @@ class BufferedTracker:
         self.max_items = max_items
         self.dropped = 0
         self.failures = 0
-        self._queue: list[tuple[str, Any, int | None]] = []  # ("metrics" | "tags", dict, step)
+        self._queue: list[tuple[str, Any, int | None, str | None]] = []  # ("metrics" | "tags", dict, step, model id)
         self._cond = threading.Condition()
         self._closing = False
         self._thread = threading.Thread(target=self._run, name="tracking-buffer", daemon=True)
@@ -379,16 +469,16 @@ class BufferedTracker:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _put(self, kind: str, data: dict, step: int | None) -> None:
+    def _put(self, kind: str, data: dict, step: int | None, model_id: str | None = None) -> None:
         with self._cond:
-            self._queue.append((kind, dict(data), step))
+            self._queue.append((kind, dict(data), step, model_id))
             if len(self._queue) > self.max_items:
                 del self._queue[0]
                 self.dropped += 1
             self._cond.notify()
 
-    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
-        self._put("metrics", metrics, step)
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None, model_id: str | None = None) -> None:
+        self._put("metrics", metrics, step, model_id)
 
     def set_tags(self, tags: dict[str, str]) -> None:
         self._put("tags", tags, None)
@@ -405,6 +495,12 @@ class BufferedTracker:
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         self.inner.log_artifact(path, artifact_path)
 
+    def log_model(self, path: Path, **kwargs: Any) -> str | None:
+        return self.inner.log_model(path, **kwargs)
+
+    def log_model_input(self, path: Path, **kwargs: Any) -> str | None:
+        return self.inner.log_model_input(path, **kwargs)
+
     def _run(self) -> None:
         delay = 1.0
         while True:
@@ -413,10 +509,10 @@ class BufferedTracker:
                     self._cond.wait()
                 if not self._queue:
                     return
-                kind, data, step = self._queue[0]
+                kind, data, step, model_id = self._queue[0]
             try:
                 if kind == "metrics":
-                    self.inner.log_metrics(data, step=step)
+                    self.inner.log_metrics(data, step=step, **({"model_id": model_id} if model_id else {}))
                 else:
                     self.inner.set_tags(data)
             except Exception as e:  # noqa: BLE001 - the store is away: keep it, try again later
@@ -453,8 +549,9 @@ class BufferedTracker:
         if self.spill is not None:
             try:
                 with open(self.spill, "a") as f:
-                    for kind, data, step in left:
-                        f.write(json.dumps({"run_id": self.run_id, "kind": kind, "step": step, "data": data}) + "\n")
+                    for kind, data, step, model_id in left:
+                        entry = {"run_id": self.run_id, "kind": kind, "step": step, "data": data}
+                        f.write(json.dumps({**entry, "model_id": model_id} if model_id else entry) + "\n")
                 where = f"saved to {self.spill}"
             except OSError as e:
                 where = f"not saved ({e})"

@@ -6,7 +6,9 @@ digests) → the runs that produced those → … → the world, the config and 
     deepresearch lineage <run_id>
 
 Links followed: a registered model version's source (its LoggedModel's run, else its `run_id`; when
-the version is tagged `model.digest`, the run that wrote that checkpoint); a run's dataset inputs
+the version is tagged `model.digest`, the run that wrote that checkpoint); a run's model inputs (MLflow 3
+LoggedModels, named by the run's `input.model.<role>` tags) to the run that logged each one
+(`source_run_id`); a run's dataset inputs
 (context "input") and the run whose `dataset.digest` (or, for a checkpoint, `model.digest`) tag equals
 the input's `artifact.digest` input tag (the directory it was cut from), else its `sha256` tag; a run's
 parent (`mlflow.parentRunId`), which holds the config params and hash.
@@ -42,6 +44,7 @@ class DatasetLink:
     context: str
     artifact_digest: str = ""  # digest of the artifact directory it was cut from ("" = the input itself)
     produced_by: "LineageNode | None" = None
+    kind: str = "dataset"  # or "model": a LoggedModel input (source is its models:/<model_id> URI)
 
 
 @dataclass
@@ -137,6 +140,7 @@ def trace(target: str, cfg: TrackingConfig, *, max_depth: int = 12) -> LineageNo
     from mlflow import MlflowClient
 
     from deepresearch.tracking import check_store, tracking_uri
+    from deepresearch.tracking.models import DIGEST_TAG, INPUT_TAG
 
     uri = tracking_uri(cfg)
     check_store(uri)
@@ -187,6 +191,14 @@ def trace(target: str, cfg: TrackingConfig, *, max_depth: int = 12) -> LineageNo
             parent_run_id=tags.get("mlflow.parentRunId"),
         )
         nodes[rid] = n
+        roles = {v: k[len(INPUT_TAG):] for k, v in tags.items() if k.startswith(INPUT_TAG)}
+        for mi in (run.inputs.model_inputs or []) if run.inputs else []:
+            lm = client.get_logged_model(mi.model_id)
+            link = DatasetLink(name=roles.get(mi.model_id, lm.name), digest=lm.tags.get(DIGEST_TAG, ""),
+                               source=lm.model_uri, context="input", kind="model")
+            if depth < max_depth and lm.source_run_id and lm.source_run_id != rid:
+                link.produced_by = node(lm.source_run_id, depth + 1)
+            n.inputs.append(link)
         for inp in run.inputs.dataset_inputs if run.inputs else []:
             itags = {t.key: t.value for t in inp.tags}
             link = DatasetLink(
@@ -234,7 +246,8 @@ def to_json(root: LineageNode, pipeline: dict[str, dict] | None = None) -> dict:
                 "run_id": n.run_id, "stage": n.stage, "status": n.status, "parent_run_id": n.parent_run_id,
                 "tags": n.tags,
                 "inputs": [
-                    {"name": x.name, "context": x.context, "digest": x.digest, "artifact_digest": x.artifact_digest,
+                    {"name": x.name, "kind": x.kind, "context": x.context, "digest": x.digest,
+                     "artifact_digest": x.artifact_digest,
                      "source": x.source, "produced_by": x.produced_by.run_id if x.produced_by else None}
                     for x in n.inputs
                 ],

@@ -1,10 +1,14 @@
 """MLflow Model Registry: register policy and judge versions, and move the `champion` alias only
 when the evaluation decided so (the previous champion becomes `challenger`).
 
-    version = register_model(cfg.tracking, "policy", run_id, Path("out/policy/hf"))
+    version = register_model(cfg.tracking, "policy", Path("out/rl/policy"))
     current = current_version(cfg.tracking, "policy")                 # the champion's version, or None
     local = download_version(cfg.tracking, "policy", current, Path("tmp/champion"))
     decision = promote(cfg.tracking, "policy", version, promoted=True, reasons=[...], metrics={...})
+
+A version is made from the LoggedModel the checkpoint's training run logged (`tracking.models`), found
+by the directory's content digest: its source run is that training run, and it loads with
+`mlflow.transformers.load_model("models:/policy/<version>")` or `mlflow.pyfunc.load_model`.
 
 What decides is `deepresearch.evaluation.promotion` (the champion evaluated on the same held-out
 tasks). Every decision (promoted or not, with its reasons and figures) is logged to the run that
@@ -13,6 +17,8 @@ produced the version and tagged on the version.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 from pathlib import Path
 
@@ -41,27 +47,40 @@ def _client(cfg: TrackingConfig):
     return MlflowClient(tracking_uri=tracking_uri(cfg), registry_uri=tracking_uri(cfg))
 
 
-def register_model(cfg: TrackingConfig, name: str, run_id: str, model_dir: Path, *, description: str = "") -> str:
-    """Log an HF checkpoint directory as artifacts of `run_id` and register it as a new version of `name`.
+def register_model(cfg: TrackingConfig, name: str, model_dir: Path, *, description: str = "") -> str:
+    """Register the LoggedModel of the checkpoint directory `model_dir` as a new version of `name`.
 
     Returns:
         The new version number (as a string).
+    Raises:
+        FileNotFoundError: `model_dir` is not a Hugging Face checkpoint directory.
+        ModelNotLoggedError: no LoggedModel of the experiment has the directory's digest (the stage that
+            trained it ran without tracking, or could not reach the store at its end).
     """
+    import mlflow
+
+    from deepresearch.io import dir_digest
+    from deepresearch.tracking import tracking_uri
+    from deepresearch.tracking.models import ModelNotLoggedError, find_logged_model, use_tracking_uri
+
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").is_file():
         raise FileNotFoundError(f"{model_dir} is not a Hugging Face checkpoint directory (no config.json)")
     client = _client(cfg)
-    client.log_artifacts(run_id, str(model_dir), artifact_path=name)
-    try:
-        client.get_registered_model(name)
-    except Exception:  # noqa: BLE001 - first version of this model
-        client.create_registered_model(name, description=description or None)
-    source = f"{client.get_run(run_id).info.artifact_uri}/{name}"
-    from deepresearch.io import dir_digest
-
-    # the checkpoint's digest names the run that trained it (its `model.digest` tag): lineage starts there
-    mv = client.create_model_version(name, source=source, run_id=run_id, description=description or None,
-                                     tags={"model.digest": dir_digest(model_dir)})
+    exp = client.get_experiment_by_name(cfg.experiment)
+    digest = dir_digest(model_dir)
+    lm = find_logged_model(client, [exp.experiment_id], digest) if exp is not None else None
+    if lm is None:
+        raise ModelNotLoggedError(
+            f"cannot register {model_dir} as {name!r}: no MLflow model of experiment {cfg.experiment!r} has its "
+            f"digest {digest[:16]} (the run that trained it did not log it; rerun that stage with tracking on)"
+        )
+    with use_tracking_uri(tracking_uri(cfg)), contextlib.redirect_stderr(io.StringIO()):  # "Created version ..."
+        mv = mlflow.register_model(lm.model_uri, name)
+    if description:
+        client.update_model_version(name, mv.version, description=description)
+    # the checkpoint's digest also names the run that trained it (its `model.digest` tag): lineage starts there
+    client.set_model_version_tag(name, mv.version, "model.digest", digest)
     return str(mv.version)
 
 
@@ -78,13 +97,11 @@ def current_version(cfg: TrackingConfig, name: str, alias: str = CHAMPION) -> st
 
 
 def download_version(cfg: TrackingConfig, name: str, version: str, dst: Path) -> Path:
-    """Download a registered version's checkpoint directory (what `register_model` logged) under `dst`."""
-    client = _client(cfg)
-    mv = client.get_model_version(name, version)
-    if not mv.run_id:
-        raise FileNotFoundError(f"{name} v{version} has no run: its checkpoint cannot be located ({mv.source})")
-    Path(dst).mkdir(parents=True, exist_ok=True)
-    return Path(client.download_artifacts(mv.run_id, name, str(dst)))
+    """Download a registered version under `dst`; returns its Hugging Face checkpoint directory."""
+    from deepresearch.tracking import tracking_uri
+    from deepresearch.tracking.models import download_logged_checkpoint
+
+    return download_logged_checkpoint(f"models:/{name}/{version}", Path(dst), tracking_uri=tracking_uri(cfg))
 
 
 def promote(

@@ -7,7 +7,8 @@ Stages (the recipe's order): "mid1" (world documents and final reports as plain 
 "mid2" (whole tool-call trajectories at a longer context), "sft" (loss on assistant tokens only,
 Deep Search : Deep Research mix from config), "judge" (a sequence classifier over (report, rubric
 item) pairs, initialised from `init_model`'s backbone). Every rank calls it with the same arguments;
-rank 0 alone tracks the MLflow child run and writes the final checkpoint.
+rank 0 alone tracks the MLflow child run and writes the final checkpoint, which it logs as the run's
+MLflow model (`tracking.models`: "text-generation", or "text-classification" for the judge).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class StageRun(BaseModel):
     tokens_per_s: float
     seconds: float
     metrics: dict[str, float] = {}
+    model_id: str = ""  # the checkpoint's MLflow LoggedModel ("" when tracking is off or could not log it)
 
 
 def stage_config(cfg: PipelineConfig, stage: str) -> TrainStageConfig:
@@ -126,7 +128,14 @@ def run_stage(
         world: the world directory (needed by mid1).
     """
     from deepresearch.modeling.checkpoint import load_checkpoint, save_checkpoint
-    from deepresearch.tracking import BufferedTracker, NoopTracker, preflight, stage_run
+    from deepresearch.tracking import (
+        BufferedTracker,
+        NoopTracker,
+        log_trained_model,
+        preflight,
+        stage_params,
+        stage_run,
+    )
     from deepresearch.training.distributed import init_distributed
     from deepresearch.training.loop import train
 
@@ -175,8 +184,8 @@ def run_stage(
             )
             if getattr(dataset, "mix_counts", None):
                 tracked.log_metrics({f"{stage}/mix/{k}": v for k, v in dataset.mix_counts.items()})
-            run.log_dataset(Path(init_model), name="init_model", context="input",
-                            digest=artifact_digest(Path(init_model)))
+            # the previous stage's LoggedModel (a base model, logged by no run, stays a dataset input)
+            run.log_model_input(Path(init_model), name="init_model", digest=artifact_digest(Path(init_model)))
             if world is not None:
                 from deepresearch.io import dir_digest  # a world's digest (`stages.world_digest`)
 
@@ -186,21 +195,25 @@ def run_stage(
         # background, never a stall or the reason the stage dies
         result = train(model, dataset, scfg, out, tracker=tracked if env.rank == 0 else None, stage=stage,
                        save_fn=save, progress=progress and env.rank == 0, **kwargs)
-        metrics = {}
-        if stage == "judge" and env.rank == 0:
-            metrics = _evaluate_judge(cfg, result.hf_dir, Path(data), tracked)
+        metrics, model_id = {}, None
         if env.rank == 0:
+            digest = artifact_digest(result.hf_dir)
+            model_id = log_trained_model(run, result.hf_dir, stage=stage, digest=digest,
+                                         params=stage_params(cfg, stage))
+            if stage == "judge":
+                metrics = _evaluate_judge(cfg, result.hf_dir, Path(data), tracked, model_id=model_id)
             tracked.log_metrics({f"{stage}/first_loss": result.losses[0], f"{stage}/final_loss": result.final_loss,
-                                 f"{stage}/tokens_per_s": result.tokens_per_s})
-            tracked.set_tags({"output.path": str(result.hf_dir), "model.digest": artifact_digest(result.hf_dir)})
+                                 f"{stage}/tokens_per_s": result.tokens_per_s}, model_id=model_id)
+            tracked.set_tags({"output.path": str(result.hf_dir), "model.digest": digest})
         return StageRun(
             stage=stage, path=str(result.hf_dir), run_id=getattr(run, "run_id", None) or "", steps=result.steps,
             final_loss=result.final_loss, first_loss=result.losses[0], tokens=result.tokens,
             tokens_per_s=result.tokens_per_s, seconds=time.perf_counter() - t0, metrics=metrics,
+            model_id=model_id or "",
         )
 
 
-def _evaluate_judge(cfg: PipelineConfig, hf_dir: Path, data: Path, run) -> dict[str, float]:
+def _evaluate_judge(cfg: PipelineConfig, hf_dir: Path, data: Path, run, *, model_id: str | None = None) -> dict[str, float]:
     """Macro-F1 and the per-class confusion of the trained judge on the held-out pairs."""
     from deepresearch.judge.data import read_examples
     from deepresearch.judge.model import Judge, confusion, macro_f1
@@ -214,7 +227,7 @@ def _evaluate_judge(cfg: PipelineConfig, hf_dir: Path, data: Path, run) -> dict[
     run.log_dict({"labels": ["satisfied", "partially", "not"], "confusion": conf}, "judge_confusion.json")
     accuracy = sum(a == b for a, b in zip(truth, pred)) / max(1, len(truth))
     metrics = {"judge/heldout_macro_f1": f1, "judge/heldout_accuracy": accuracy, "judge/heldout_pairs": len(held)}
-    run.log_metrics(metrics)
+    run.log_metrics(metrics, model_id=model_id)
     return metrics
 
 
