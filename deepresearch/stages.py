@@ -37,6 +37,7 @@ from pydantic import BaseModel
 
 from deepresearch.config import PipelineConfig
 from deepresearch.errors import DataQualityError
+from deepresearch.io import dir_digest
 from deepresearch.tracking import stage_run
 
 if TYPE_CHECKING:
@@ -66,13 +67,6 @@ def publish(cfg: PipelineConfig, path: Path, kind: str, digest: str, run) -> str
     upload_dir(Path(path), uri, cfg.storage)
     run.set_tags({"storage.uri": uri})
     return uri
-
-
-def world_digest(world_dir: Path) -> str:
-    """Identity of a world: its content digest (`deepresearch.io.dir_digest`, over its manifest's files)."""
-    from deepresearch.io import dir_digest
-
-    return dir_digest(world_dir)
 
 
 def _table(path: Path, n: int = 20) -> tuple[list[dict], int]:
@@ -120,8 +114,8 @@ def world_stage(cfg: PipelineConfig, out: Path, parent_run_id: str = "", executi
         manifest = build_world(cfg, Path(out))
         run.log_metrics({f"world/{k}": v for k, v in manifest["counts"].items()})
         run.log_dict(manifest, "world_manifest.json")
-        run.set_tags({"output.path": str(out), "dataset.digest": world_digest(Path(out))})
-        publish(cfg, Path(out), "worlds", world_digest(Path(out)), run)
+        run.set_tags({"output.path": str(out), "dataset.digest": dir_digest(Path(out))})
+        publish(cfg, Path(out), "worlds", dir_digest(Path(out)), run)
         return StageResult(stage="world", path=str(out), run_id=run.run_id or "", seconds=time.perf_counter() - t0, manifest=manifest)
 
 
@@ -133,7 +127,7 @@ def synthesis_stage(
 
     t0 = time.perf_counter()
     with stage_run(cfg, parent_run_id, "synthesis", flyte_execution_id=execution_id) as run:
-        run.log_dataset(Path(world_dir), name="world", context="input", digest=world_digest(Path(world_dir)))
+        run.log_dataset(Path(world_dir), name="world", context="input", digest=dir_digest(Path(world_dir)))
         manifest = synthesize(cfg, Path(world_dir), Path(out))
         for name, stats in manifest["datasets"].items():
             run.log_metrics({f"synthesis/{name}/{k}": v for k, v in stats.items()})
@@ -190,17 +184,16 @@ def base_stage(
 
     The manifest holds `parameters` and `vocab_size`."""
     from deepresearch.modeling.base import build_base
-    from deepresearch.training.stage import artifact_digest
 
     t0 = time.perf_counter()
     world_dir, datasets_dir, out = Path(world_dir), Path(datasets_dir), Path(out)
     with stage_run(cfg, parent_run_id, "base", flyte_execution_id=execution_id) as run:
         # the tiny tokenizer is trained on both: they are the base model's lineage
-        run.log_dataset(world_dir, name="world", context="input", digest=world_digest(world_dir))
-        run.log_dataset(datasets_dir, name="base_data", context="input", digest=artifact_digest(datasets_dir))
+        run.log_dataset(world_dir, name="world", context="input", digest=dir_digest(world_dir))
+        run.log_dataset(datasets_dir, name="base_data", context="input", digest=dir_digest(datasets_dir))
         info = build_base(cfg, world_dir, datasets_dir, out)
         run.log_metrics({"base/vocab_size": info["vocab_size"], "base/parameters": info["parameters"]})
-        run.set_tags({"output.path": str(out), "model.digest": artifact_digest(out)})
+        run.set_tags({"output.path": str(out), "model.digest": dir_digest(out)})
         return StageResult(stage="base", path=str(out), run_id=run.run_id or "",
                            seconds=time.perf_counter() - t0, manifest=info)
 
@@ -210,17 +203,16 @@ def judge_data_stage(
 ) -> StageResult:
     """(report, rubric item, label) pairs of controlled quality, labels known by construction; held-out split."""
     from deepresearch.judge.data import build_judge_dataset
-    from deepresearch.training.stage import artifact_digest
 
     t0 = time.perf_counter()
     world_dir, out = Path(world_dir), Path(out)
     with stage_run(cfg, parent_run_id, "judge_data", flyte_execution_id=execution_id) as run:
-        run.log_dataset(world_dir, name="world", context="input", digest=world_digest(world_dir))
+        run.log_dataset(world_dir, name="world", context="input", digest=dir_digest(world_dir))
         manifest = json.loads(json.dumps(build_judge_dataset(cfg, world_dir, out), default=str))
         run.log_dict(manifest, "judge_data_manifest.json")
         # the digest the judge's training run logs this directory under (run_stage: artifact_digest),
         # so that `deepresearch lineage` finds this run as its producer
-        run.set_tags({"output.path": str(out), "dataset.digest": artifact_digest(out)})
+        run.set_tags({"output.path": str(out), "dataset.digest": dir_digest(out)})
         return StageResult(stage="judge_data", path=str(out), run_id=run.run_id or "",
                            seconds=time.perf_counter() - t0, manifest=manifest)
 

@@ -13,14 +13,14 @@ def test_every_catalog_validates():
 
 def test_synthetic_sources_reproduce_their_checksums(tmp_path):
     from deepresearch.config import load_config
-    from deepresearch.stages import world_digest
+    from deepresearch.io import dir_digest
     from deepresearch.world.generator import generate_world
 
     for src in load_data_sources().sources:
         if src.kind != "synthetic":
             continue
         generate_world(load_config(src.config).world).save(tmp_path / src.name)
-        assert world_digest(tmp_path / src.name) == src.world_sha256, (
+        assert dir_digest(tmp_path / src.name) == src.world_sha256, (
             f"{src.name}: the generator no longer reproduces the catalogued world; if the change is "
             "intended, update registry/data_sources.yaml"
         )

@@ -200,7 +200,7 @@ def test_rl_policy_is_registered_from_the_rl_run(run):
 
 
 def test_lineage_walks_from_the_registered_policy_back_to_the_world(run):
-    from deepresearch.stages import world_digest
+    from deepresearch.io import dir_digest
     from deepresearch.tracking.lineage import trace
 
     client, _ = _stage_runs(run["uri"])
@@ -226,7 +226,7 @@ def test_lineage_walks_from_the_registered_policy_back_to_the_world(run):
     out = run["out"]
     manifest = json.loads((Path(out.datasets.path) / "manifest.json").read_text())
     assert data.digest == manifest["digest"]
-    assert link.digest == world_digest(Path(out.world.path)) == world.tags["dataset.digest"]
+    assert link.digest == dir_digest(Path(out.world.path)) == world.tags["dataset.digest"]
     assert root.parent_run_id == rl.parent_run_id == world.parent_run_id  # one pipeline run
     assert world.tags["config_hash"] == run["cfg"].hash
     # the other branches reach the same world: the judge through its data, the base model through its corpus

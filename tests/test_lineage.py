@@ -71,7 +71,7 @@ def test_lineage_errors_are_one_line(store):
 
 
 def test_json_is_the_whole_graph_and_the_listing_shows_each_run_once(store):
-    from deepresearch.stages import world_digest
+    from deepresearch.io import dir_digest
     from deepresearch.tracking.lineage import render_lines, trace
 
     proc = cli(store, f"models:/policy/{store['version']}", "--json")
@@ -90,7 +90,7 @@ def test_json_is_the_whole_graph_and_the_listing_shows_each_run_once(store):
     assert pipeline["config_hash"] == store["cfg"].hash and "world.seed=" in pipeline["params"]
     assert all(len(x["digest"]) == 64 for r in graph["runs"] for x in r["inputs"])
     world_input = next(x for x in stages["synthesis"]["inputs"] if x["name"] == "world")
-    assert world_input["digest"] == stages["world"]["tags"]["dataset.digest"] == world_digest(store["tmp"] / "world")
+    assert world_input["digest"] == stages["world"]["tags"]["dataset.digest"] == dir_digest(store["tmp"] / "world")
 
     lines = render_lines(trace(f"models:/policy/{store['version']}", store["cfg"].tracking))
     assert all(len(line) <= 100 for line in lines), [line for line in lines if len(line) > 100]

@@ -446,12 +446,13 @@ def test_config_validation_and_uris():
 def test_world_stage_publishes_the_world_when_storage_is_enabled(cfg, tmp_path):
     """The pipeline's stages upload their artifacts when `storage.enabled`; the URI is content-addressed."""
     from deepresearch.config import load_config
-    from deepresearch.stages import world_digest, world_stage
+    from deepresearch.io import dir_digest
+    from deepresearch.stages import world_stage
 
     pipeline = load_config("configs/tiny.yaml", ["world.entities_per_type=3", "tracking.enabled=false"])
     pipeline = pipeline.model_copy(update={"storage": cfg})
     res = world_stage(pipeline, tmp_path / "world")
-    uri = f"s3://{cfg.bucket}/{cfg.prefix}/worlds/{world_digest(tmp_path / 'world')[:16]}"
+    uri = f"s3://{cfg.bucket}/{cfg.prefix}/worlds/{dir_digest(tmp_path / 'world')[:16]}"
     got = download_dir(uri, tmp_path / "back", cfg)
     assert {f.path for f in got.files} >= {"manifest.json", "documents.jsonl", "index/meta.json"}
     assert (tmp_path / "back" / "documents.jsonl").read_bytes() == (tmp_path / "world" / "documents.jsonl").read_bytes()

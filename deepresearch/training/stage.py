@@ -22,6 +22,7 @@ from pydantic import BaseModel
 
 from deepresearch.config import PipelineConfig, TrainStageConfig
 from deepresearch.errors import DeepResearchError
+from deepresearch.io import dir_digest
 
 LM_STAGES = ("mid1", "mid2", "sft")
 RUN_FILE = "mlflow_run.json"  # in the run directory: the stage's MLflow run, continued on resume
@@ -180,14 +181,13 @@ def run_stage(
     with ctx as run, BufferedTracker(run, spill=out / UNLOGGED_FILE) as tracked:
         if env.rank == 0:
             run.log_dataset(
-                Path(data), name=f"{stage}_data", context="input", digest=artifact_digest(Path(data)),
+                Path(data), name=f"{stage}_data", context="input", digest=dir_digest(Path(data)),
             )
             if getattr(dataset, "mix_counts", None):
                 tracked.log_metrics({f"{stage}/mix/{k}": v for k, v in dataset.mix_counts.items()})
             # the previous stage's LoggedModel (a base model, logged by no run, stays a dataset input)
-            run.log_model_input(Path(init_model), name="init_model", digest=artifact_digest(Path(init_model)))
+            run.log_model_input(Path(init_model), name="init_model", digest=dir_digest(Path(init_model)))
             if world is not None:
-                from deepresearch.io import dir_digest  # a world's digest (`stages.world_digest`)
 
                 run.log_dataset(Path(world), name="world", context="input", digest=dir_digest(Path(world)))
         kwargs = {"loss_fn": loss_fn} if loss_fn is not None else {}
@@ -197,7 +197,7 @@ def run_stage(
                        save_fn=save, progress=progress and env.rank == 0, **kwargs)
         metrics, model_id = {}, None
         if env.rank == 0:
-            digest = artifact_digest(result.hf_dir)
+            digest = dir_digest(result.hf_dir)
             model_id = log_trained_model(run, result.hf_dir, stage=stage, digest=digest,
                                          params=stage_params(cfg, stage))
             if stage == "judge":
@@ -230,9 +230,3 @@ def _evaluate_judge(cfg: PipelineConfig, hf_dir: Path, data: Path, run, *, model
     run.log_metrics(metrics, model_id=model_id)
     return metrics
 
-
-def artifact_digest(path: Path) -> str:
-    """A directory artifact's content digest (`deepresearch.io.dir_digest`)."""
-    from deepresearch.io import dir_digest
-
-    return dir_digest(path)
