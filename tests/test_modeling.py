@@ -378,6 +378,20 @@ def _copy(src: Path, dst: Path) -> Path:
     return dst
 
 
+def test_a_training_stage_checkpoint_has_a_model_card(model, tokenizer, tmp_path):
+    from deepresearch.modeling.checkpoint import save_checkpoint
+
+    plain = save_checkpoint(model, tokenizer, tmp_path / "plain", metadata={"stage": "sft"})
+    assert not (plain / "README.md").exists()  # opt-in: a hand-written card (the shipped base) is never replaced
+    out = save_checkpoint(model, tokenizer, tmp_path / "sft", metadata={"stage": "sft", "steps": 500,
+                                                                         "config_hash": "abc123"}, card=True)
+    card = (out / "README.md").read_text()
+    assert card.startswith("---\nlibrary_name: transformers\npipeline_tag: text-generation\n")
+    n = sum(p.numel() for p in model.parameters())
+    assert "# deepresearch `sft` checkpoint" in card and f"{n:,}-parameter" in card
+    assert "steps 500, config hash abc123" in card and "apply_chat_template(messages, tools=tools" in card
+
+
 def test_load_checkpoint_errors(saved, tmp_path):
     from deepresearch.modeling import ModelError
     from deepresearch.modeling.checkpoint import load_checkpoint

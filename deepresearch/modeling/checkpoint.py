@@ -55,6 +55,8 @@ def save_checkpoint(
     tokenizer: PreTrainedTokenizerFast,
     out_dir: str | Path,
     metadata: dict[str, Any] | None = None,
+    *,
+    card: bool = False,
 ) -> Path:
     """Write model, tokenizer (with chat template), generation config and our metadata, atomically.
 
@@ -63,6 +65,7 @@ def save_checkpoint(
         tokenizer: its tokenizer.
         out_dir: the checkpoint directory; an existing one is replaced.
         metadata: JSON-serialisable facts to keep with the weights (stage, step, config hash, ...).
+        card: also write a model card (`README.md`, `model_card_text`) from the metadata.
     Returns:
         `out_dir` as a Path.
     Raises:
@@ -100,7 +103,43 @@ def save_checkpoint(
             "metadata": json.loads(meta_json),
         }
         (tmp / METADATA_FILE).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+        if card:
+            (tmp / "README.md").write_text(model_card_text(info))
     return out_dir
+
+
+def model_card_text(info: dict[str, Any]) -> str:
+    """A checkpoint's model card: what it is, how it was trained, how to prompt it with tools."""
+    meta = info.get("metadata", {})
+    stage = meta.get("stage", "?")
+    trained = ", ".join(f"{k.replace('_', ' ')} {meta[k]}" for k in ("steps", "config_hash") if k in meta)
+    return f"""---
+library_name: transformers
+pipeline_tag: text-generation
+tags: [deepresearch, qwen2, {stage}]
+---
+# deepresearch `{stage}` checkpoint
+
+A {info.get("num_parameters", 0):,}-parameter Qwen2 causal LM (vocabulary {info.get("vocab_size", "?")}) written
+by the `{stage}` stage of the Step-DeepResearch pipeline ({trained}). The stage's MLflow run logged this
+directory as a LoggedModel tagged with its content digest (`model.digest`); `deepresearch lineage` on the
+registered version lists the data digests, config and runs behind it.
+
+## Prompting it with tools
+
+The tokenizer carries the Qwen2.5 chat template the model was trained on:
+
+```python
+from transformers import AutoModelForCausalLM, AutoTokenizer
+tok = AutoTokenizer.from_pretrained(path)
+model = AutoModelForCausalLM.from_pretrained(path)
+ids = tok.apply_chat_template(messages, tools=tools, add_generation_prompt=True, return_tensors="pt")
+```
+
+`tools` are OpenAI-style function schemas (the agent's are `batch_web_surfer`, `todo`, `file`, `shell`);
+the model answers with `<tool_call>\n{{"name": ..., "arguments": ...}}\n</tool_call>` blocks, tool results
+go back as messages of role `tool`, and the final answer is written inside `<answer></answer>`.
+"""
 
 
 def read_metadata(path: str | Path) -> dict[str, Any]:

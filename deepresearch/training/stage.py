@@ -170,7 +170,7 @@ def run_stage(
                   mark_matches=cfg.judge.mark_matches).save(directory)
         else:
             meta = {"stage": stage, "config_hash": cfg.hash, "steps": scfg.max_steps}
-            save_checkpoint(m, tokenizer, directory, metadata=meta)
+            save_checkpoint(m, tokenizer, directory, metadata=meta, card=True)
 
     ctx = (
         # the run id is kept in the run directory, so a resumed stage continues the killed attempt's run
