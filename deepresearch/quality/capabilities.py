@@ -76,19 +76,19 @@ def _gate(name: str, tasks: list, trajs: list[Trajectory], cfg: QualityConfig) -
         REASON_TASK_REMOVED,
         REASON_UNKNOWN_TASK,
         DatasetReport,
-        _rate,
-        _step,
+        filter_step,
+        pass_rate,
     )
 
     steps = []
     dedup = drop_near_duplicate_tasks(tasks, task_prompt, cfg.minhash_threshold, cfg.minhash_num_perm)
-    steps.append(_step("near_duplicate_tasks", "tasks", len(tasks), dedup))
+    steps.append(filter_step("near_duplicate_tasks", "tasks", len(tasks), dedup))
     kept_tasks = dedup.kept
     if name in TEXT_ONLY:  # text pairs: no episodes to filter
         pairs = _pair_filter(kept_tasks)
-        steps.append(_step("source_citations", "tasks", len(kept_tasks), pairs))
+        steps.append(filter_step("source_citations", "tasks", len(kept_tasks), pairs))
         report = DatasetReport(name=name, tasks_in=len(tasks), tasks_out=len(pairs.kept), trajectories_in=0,
-                               trajectories_out=0, steps=steps, pass_rates={"tasks": _rate(len(pairs.kept), len(tasks))})
+                               trajectories_out=0, steps=steps, pass_rates={"tasks": pass_rate(len(pairs.kept), len(tasks))})
         return pairs.kept, [], report
     kept_ids = {t.task_id for t in kept_tasks}
     removed = {d.id for s in (dedup,) for d in s.dropped}
@@ -99,26 +99,26 @@ def _gate(name: str, tasks: list, trajs: list[Trajectory], cfg: QualityConfig) -
         else:
             reason = REASON_TASK_REMOVED if t.task_id in removed else REASON_UNKNOWN_TASK
             member_dropped.append(Drop(t.trajectory_id, reason, f"task {t.task_id}"))
-    steps.append(_step("task_membership", "trajectories", len(trajs), FilterResult(member_kept, member_dropped)))
+    steps.append(filter_step("task_membership", "trajectories", len(trajs), FilterResult(member_kept, member_dropped)))
     rep = drop_repetition_loops(member_kept, cfg.ngram_n, cfg.max_ngram_repeats, cfg.max_identical_tool_calls)
-    steps.append(_step("repetition", "trajectories", len(member_kept), rep))
+    steps.append(filter_step("repetition", "trajectories", len(member_kept), rep))
     cites = require_valid_citations(rep.kept, cfg.require_citations)
-    steps.append(_step("citations", "trajectories", len(rep.kept), cites))
+    steps.append(filter_step("citations", "trajectories", len(rep.kept), cites))
     current = cites.kept
     if name == "planning":
         plan = _plan_filter({t.task_id: t for t in kept_tasks}, current)
-        steps.append(_step("plan_consistency", "trajectories", len(current), plan))
+        steps.append(filter_step("plan_consistency", "trajectories", len(current), plan))
         current = plan.kept
     shortest = keep_shortest_successful(current)
-    steps.append(_step("shortest_successful", "trajectories", len(current), shortest))
+    steps.append(filter_step("shortest_successful", "trajectories", len(current), shortest))
     pass_rates = {
-        "tasks": _rate(len(kept_tasks), len(tasks)),
-        "trajectories": _rate(len(shortest.kept), len(trajs)),
-        "raw_success": _rate(sum(t.success is True for t in trajs), len(trajs)),
-        "tasks_solved": _rate(len(shortest.kept), len(kept_tasks)),
+        "tasks": pass_rate(len(kept_tasks), len(tasks)),
+        "trajectories": pass_rate(len(shortest.kept), len(trajs)),
+        "raw_success": pass_rate(sum(t.success is True for t in trajs), len(trajs)),
+        "tasks_solved": pass_rate(len(shortest.kept), len(kept_tasks)),
     }
     if name == "planning":
-        pass_rates["plan_consistency"] = _rate(len(current), len(cites.kept))
+        pass_rates["plan_consistency"] = pass_rate(len(current), len(cites.kept))
     report = DatasetReport(name=name, tasks_in=len(tasks), tasks_out=len(kept_tasks), trajectories_in=len(trajs),
                            trajectories_out=len(shortest.kept), steps=steps, pass_rates=pass_rates)
     return kept_tasks, shortest.kept, report
@@ -190,14 +190,14 @@ def gate_capabilities(cfg: QualityConfig, raw_dir: Path) -> tuple[dict[str, tupl
         ({name: (kept tasks, kept trajectories, DatasetReport with its suites)}, relative RAW paths read).
     """
     from deepresearch.quality.expectations import validate_dataset
-    from deepresearch.quality.records import _check_unique_task_ids, read_jsonl
+    from deepresearch.quality.records import check_unique_task_ids, read_jsonl
 
     out = {}
     read = []
     for name in present(raw_dir):
         tasks_path = Path(raw_dir) / name / "tasks.jsonl"
         tasks = read_jsonl(tasks_path, TASK_MODELS[name])
-        _check_unique_task_ids(tasks_path, tasks)
+        check_unique_task_ids(tasks_path, tasks)
         traj_path = Path(raw_dir) / name / "trajectories.jsonl"
         trajs = read_jsonl(traj_path, Trajectory) if traj_path.is_file() else []
         read += [f"{name}/tasks.jsonl"] + ([f"{name}/trajectories.jsonl"] if traj_path.is_file() else [])

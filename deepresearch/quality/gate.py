@@ -61,9 +61,9 @@ from deepresearch.quality.records import (
     TRAJECTORIES_FILE,
     DatasetReport,
     FilterStep,
-    _check_unique_task_ids,
-    _rate,
-    _step,
+    check_unique_task_ids,
+    filter_step,
+    pass_rate,
     read_jsonl,
     trajectory_frame,
 )
@@ -146,7 +146,7 @@ def load_raw(raw_dir: Path) -> dict[str, tuple[list, list[Trajectory]]]:
     for name, task_model in DATASETS.items():
         tasks_path = raw_dir / name / TASKS_FILE
         tasks = read_jsonl(tasks_path, task_model)
-        _check_unique_task_ids(tasks_path, tasks)
+        check_unique_task_ids(tasks_path, tasks)
         out[name] = (tasks, read_jsonl(raw_dir / name / TRAJECTORIES_FILE, Trajectory))
     return out
 
@@ -179,7 +179,7 @@ def _gate_dataset(
     steps: list[FilterStep] = []
 
     dedup = drop_near_duplicate_tasks(tasks, TASK_TEXT[name], cfg.minhash_threshold, cfg.minhash_num_perm)
-    steps.append(_step("near_duplicate_tasks", "tasks", len(tasks), dedup))
+    steps.append(filter_step("near_duplicate_tasks", "tasks", len(tasks), dedup))
 
     kept_ids = {t.task_id for t in dedup.kept}
     removed_ids = {d.id for d in dedup.dropped}
@@ -197,18 +197,18 @@ def _gate_dataset(
                 Drop(t.trajectory_id, REASON_UNKNOWN_TASK, f"task {t.task_id} not in {TASKS_FILE}")
             )
     membership = FilterResult(member_kept, member_dropped)
-    steps.append(_step("task_membership", "trajectories", len(trajs), membership))
+    steps.append(filter_step("task_membership", "trajectories", len(trajs), membership))
 
     rep = drop_repetition_loops(
         membership.kept, cfg.ngram_n, cfg.max_ngram_repeats, cfg.max_identical_tool_calls
     )
-    steps.append(_step("repetition", "trajectories", len(membership.kept), rep))
+    steps.append(filter_step("repetition", "trajectories", len(membership.kept), rep))
 
     cites = require_valid_citations(rep.kept, cfg.require_citations)
-    steps.append(_step("citations", "trajectories", len(rep.kept), cites))
+    steps.append(filter_step("citations", "trajectories", len(rep.kept), cites))
 
     shortest = keep_shortest_successful(cites.kept)
-    steps.append(_step("shortest_successful", "trajectories", len(cites.kept), shortest))
+    steps.append(filter_step("shortest_successful", "trajectories", len(cites.kept), shortest))
 
     report = DatasetReport(
         name=name,
@@ -218,12 +218,12 @@ def _gate_dataset(
         trajectories_out=len(shortest.kept),
         steps=steps,
         pass_rates={
-            "tasks": _rate(len(dedup.kept), len(tasks)),
-            "trajectories": _rate(len(shortest.kept), len(trajs)),
+            "tasks": pass_rate(len(dedup.kept), len(tasks)),
+            "trajectories": pass_rate(len(shortest.kept), len(trajs)),
             # how often synthesis itself succeeded, before any filter
-            "raw_success": _rate(sum(t.success is True for t in trajs), len(trajs)),
+            "raw_success": pass_rate(sum(t.success is True for t in trajs), len(trajs)),
             # kept tasks that end up with a training trajectory
-            "tasks_solved": _rate(len(shortest.kept), len(dedup.kept)),
+            "tasks_solved": pass_rate(len(shortest.kept), len(dedup.kept)),
         },
     )
     return dedup.kept, shortest.kept, report

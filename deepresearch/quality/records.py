@@ -111,7 +111,8 @@ def read_jsonl(path: Path, model: type[T]) -> list[T]:
     return items
 
 
-def _check_unique_task_ids(path: Path, tasks: Sequence[DeepSearchTask | ResearchTask]) -> None:
+def check_unique_task_ids(path: Path, tasks: Sequence[DeepSearchTask | ResearchTask]) -> None:
+    """Raise `DataQualityError` naming `path` and both records when two tasks share an id."""
     seen: dict[str, int] = {}
     for i, t in enumerate(tasks, 1):
         if t.task_id in seen:
@@ -158,7 +159,8 @@ def trajectory_frame(trajs: Sequence[Trajectory]) -> pd.DataFrame:
     return df.astype({**{c: "int64" for c in ints}, "success": "bool", "citation_valid_rate": "float64"})
 
 
-def _step(name: str, unit: str, n_in: int, result: FilterResult) -> FilterStep:
+def filter_step(name: str, unit: str, n_in: int, result: FilterResult) -> FilterStep:
+    """One filter's row of a dataset report: counts in, kept, dropped by reason, a few examples each."""
     examples: dict[str, list[str]] = {}
     for d in result.dropped:
         bucket = examples.setdefault(d.reason, [])
@@ -174,5 +176,6 @@ def _step(name: str, unit: str, n_in: int, result: FilterResult) -> FilterStep:
     )
 
 
-def _rate(num: int, den: int) -> float | None:
+def pass_rate(num: int, den: int) -> float | None:
+    """num / den, or None when nothing came in."""
     return num / den if den else None
