@@ -241,6 +241,9 @@ def test_write_report(tmp_path, scores):
     assert "| 2 | 12 | 0.750 | 0.700 | 4,1,0 / 1,2,0 / 0,1,3 |" in text
     page = (out / "report.html").read_text()
     assert page.count("data:image/png;base64,") == 3 and "<td>sft</td>" in page
+    headings = [line for line in text.splitlines() if line.startswith("## ")]
+    assert len(headings) == len(set(headings)), headings  # each section once, its plot under its table
+    assert page.count("<h2>Elo</h2>") == 1
     assert EvalResults.model_validate_json((out / "results.json").read_text()) == results
     # a percentile interval may miss its point estimate (few tasks): the plot still draws it
     from deepresearch.evaluation.elo import EloResult

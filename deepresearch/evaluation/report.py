@@ -282,11 +282,15 @@ def render_markdown(results: EvalResults, images: list[tuple[str, str]]) -> str:
     out = [f"# {results.title}", ""]
     if results.champion:
         out += [f"Champion: **{results.champion}**", ""]
+    # a plot goes under the table of the same title (one section each), the others at the end
+    plots = dict(images)
     for title, header, rows in _tables(results):
         out += [f"## {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         out += ["| " + " | ".join(r) + " |" for r in rows]
         out.append("")
-    for caption, name in images:
+        if title in plots:
+            out += [f"![{title}]({plots.pop(title)})", ""]
+    for caption, name in plots.items():
         out += [f"## {caption}", "", f"![{caption}]({name})", ""]
     if results.notes:
         out += ["## Notes", ""] + [f"- {n}" for n in results.notes] + [""]
@@ -306,13 +310,18 @@ def render_html(results: EvalResults, images: list[tuple[str, bytes]]) -> str:
     ]
     if results.champion:
         parts.append(f"<p>Champion: <b>{esc(results.champion)}</b></p>")
+    def img(caption: str, png: bytes) -> str:
+        return f"<img alt='{esc(caption)}' src='data:image/png;base64,{base64.b64encode(png).decode('ascii')}'>"
+
+    plots = dict(images)  # as in the markdown: a plot under the table of its title
     for title, header, rows in _tables(results):
         parts.append(f"<h2>{esc(title)}</h2><table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in header) + "</tr>")
         parts += ["<tr>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>" for r in rows]
         parts.append("</table>")
-    for caption, png in images:
-        data = base64.b64encode(png).decode("ascii")
-        parts.append(f"<h2>{esc(caption)}</h2><img alt='{esc(caption)}' src='data:image/png;base64,{data}'>")
+        if title in plots:
+            parts.append(img(title, plots.pop(title)))
+    for caption, png in plots.items():
+        parts.append(f"<h2>{esc(caption)}</h2>" + img(caption, png))
     if results.notes:
         parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{esc(n)}</li>" for n in results.notes) + "</ul>")
     parts.append("</body></html>")
