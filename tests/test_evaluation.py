@@ -244,6 +244,14 @@ def test_write_report(tmp_path, scores):
     headings = [line for line in text.splitlines() if line.startswith("## ")]
     assert len(headings) == len(set(headings)), headings  # each section once, its plot under its table
     assert page.count("<h2>Elo</h2>") == 1
+    # Elo rows in the checkpoints' (pipeline) order, as every other table; names without a checkpoint last
+    from deepresearch.evaluation.report import elo_in_order
+
+    ranked = results.model_copy(update={"elo": sorted(results.elo + [r.model_copy(update={"name": n}) for r, n in
+                                                                     zip(results.elo, ("rl", "sft"))],
+                                                      key=lambda r: -r.rating)})
+    names = [r.name for r in elo_in_order(ranked)]
+    assert names[:2] == ["sft", "rl"] and sorted(names[2:]) == sorted(r.name for r in results.elo)
     assert EvalResults.model_validate_json((out / "results.json").read_text()) == results
     # a percentile interval may miss its point estimate (few tasks): the plot still draws it
     from deepresearch.evaluation.elo import EloResult

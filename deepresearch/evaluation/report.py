@@ -133,6 +133,12 @@ def plot_scores(results: EvalResults, path: Path) -> bool:
     return True
 
 
+def elo_in_order(results: "EvalResults") -> list[EloResult]:
+    """The Elo ratings in the checkpoints' (pipeline) order, as every other table of the report."""
+    order = {c.name: i for i, c in enumerate(results.checkpoints)}
+    return sorted(results.elo, key=lambda r: order.get(r.name, len(order)))
+
+
 def plot_elo(elo: list[EloResult], path: Path) -> bool:
     """Each checkpoint's Elo rating (a dot) and its bootstrap interval (a line); False if `elo` is empty.
 
@@ -145,7 +151,7 @@ def plot_elo(elo: list[EloResult], path: Path) -> bool:
         return False
     fig = Figure(figsize=(6.0, 0.5 * len(elo) + 1.5))
     ax = fig.subplots()
-    ys = list(range(len(elo)))[::-1]  # best on top
+    ys = list(range(len(elo)))[::-1]  # the first on top
     ax.hlines(ys, [r.ci_low for r in elo], [r.ci_high for r in elo], linewidth=2, alpha=0.6)
     ax.plot([r.rating for r in elo], ys, "o")
     ax.set_yticks(ys, [r.name for r in elo])
@@ -260,7 +266,7 @@ def _tables(results: EvalResults) -> list[Table]:
             "reports", "rubric items", "accuracy", "macro-F1", "confusion (rows truth: satisfied / partially / not)"
         ], rows))
     if results.elo:
-        rows = [[r.name, f"{r.rating:.1f}", f"[{r.ci_low:.1f}, {r.ci_high:.1f}]"] for r in results.elo]
+        rows = [[r.name, f"{r.rating:.1f}", f"[{r.ci_low:.1f}, {r.ci_high:.1f}]"] for r in elo_in_order(results)]
         tables.append(("Elo", ["checkpoint", "rating", "bootstrap interval"], rows))
     costed = [c for c in results.checkpoints if c.cost is not None]
     if costed:
@@ -345,7 +351,7 @@ def write_report(results: EvalResults, out_dir: Path) -> Path:
         tmp = Path(tmp_name)
         plots = [
             ("Scores", "scores.png", lambda p: plot_scores(results, p)),
-            ("Elo", "elo.png", lambda p: plot_elo(results.elo, p)),
+            ("Elo", "elo.png", lambda p: plot_elo(elo_in_order(results), p)),
             ("Learning curves", "curves.png", lambda p: plot_curves(results.curves, p)),
         ]
         images = [(caption, name) for caption, name, draw in plots if draw(tmp / name)]
