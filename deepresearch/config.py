@@ -708,6 +708,7 @@ class StageConfig(Section):
     search: SearchConfig | None = None
     agent: AgentConfig | None = None
     synthesis: SynthesisConfig | None = None
+    capabilities: CapabilitiesConfig | None = None
     quality: QualityConfig | None = None
     model: ModelConfig | None = None
     training: TrainingConfig | None = None

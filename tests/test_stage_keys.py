@@ -56,6 +56,7 @@ def _changed(overrides: list[str]) -> list[str]:
         (["world.seed=5"], ["world"]),
         (["synthesis.seed=5"], ["synthesis", "judge_data", "rl", "evaluation"]),
         (["evaluation.bootstrap=500"], ["evaluation"]),
+        (["capabilities.planning.n=3"], ["synthesis", "mid1", "mid2", "sft"]),
         # what never changes an output never enters a key
         (["tracking.uri=sqlite:////tmp/elsewhere.db", "tracking.experiment=x", "tracking.enabled=false"], []),
         (["infra.train.cpu='64'", "infra.schedule=0 0 * * *"], []),
@@ -89,6 +90,18 @@ def test_a_stage_view_reads_only_its_inputs_and_keeps_the_pipeline_hash():
 
     assert pickle.loads(pickle.dumps(mid1)).training.mid1 == cfg.training.mid1  # Ray and spawned workers
     copy.deepcopy(mid1)
+
+
+def test_every_pipeline_section_can_reach_a_stage():
+    """A section StageConfig lacks would reach every stage's view as its defaults, silently (the capability
+    datasets were once synthesized with n = 0 that way): every section but the run's is a StageConfig field."""
+    from deepresearch.config import PipelineConfig
+
+    sections = set(PipelineConfig.model_fields) - {"name", "tracking", "infra", "storage"}
+    assert sections <= set(StageConfig.model_fields), sections - set(StageConfig.model_fields)
+    cfg = load_config("configs/tiny.yaml")
+    assert StageConfig.of(cfg, "synthesis").view().capabilities == cfg.capabilities
+    assert cfg.capabilities.planning.n == 12  # not the default
 
 
 def test_stage_configs_round_trip_through_flyte():

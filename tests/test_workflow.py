@@ -47,6 +47,8 @@ def test_full_runs_tracks_lineage_and_hits_the_cache_on_rerun(env):
     for name in ("deep_search", "deep_research"):
         assert (data / name / "tasks.jsonl").stat().st_size > 0
         assert (data / name / "trajectories.jsonl").stat().st_size > 0
+    # the capability datasets too: the synthesis task's config carries the `capabilities` section
+    assert (data / "planning" / "trajectories.jsonl").stat().st_size > 0
     manifest = json.loads((data / "manifest.json").read_text())
     # the digest names the data files only (io.content_digest), so a reworded report keeps it
     assert manifest["digest"] == content_digest(file_hashes(data, exclude=("manifest.json", "quality_report.json")))
