@@ -752,12 +752,12 @@ class StageConfig(Section):
         """The PipelineConfig the library's stage function takes: this stage's inputs, `run`'s tracking and
         storage; every other setting raises ConfigError when read."""
         run = run or RunContext()
-        values: dict[str, Any] = {
-            "name": run.pipeline, "tracking": run.tracking, "storage": run.storage,
-            "infra": Undeclared("infra", self.stage),
-        }
-        for section in type(self).model_fields:
-            if section == "stage":
+        values: dict[str, Any] = {"name": run.pipeline, "tracking": run.tracking, "storage": run.storage}
+        for section in PipelineConfig.model_fields:
+            if section in values:
+                continue
+            if section not in type(self).model_fields:  # infra, and any section a stage never reads
+                values[section] = Undeclared(section, self.stage)
                 continue
             fields = self._declared(self.stage, section)
             given = getattr(self, section)

@@ -25,22 +25,23 @@ from deepresearch.errors import DataQualityError
 if TYPE_CHECKING:
     import pandas as pd
 
-# One row per kept trajectory (built by the gate). Order is the DataFrame's column order.
-TRAJECTORY_COLUMNS = (
-    "task_id",
-    "trajectory_id",
-    "capability",
-    "outcome",
-    "success",
-    "tool_calls",
-    "tool_errors",
-    "turns",
-    "tokens",
-    "n_citations",
-    "n_invalid_citations",
-    "citation_valid_rate",  # NaN when nothing is cited (the expectation skips it)
-    "answer_len",
-)
+# One row per kept trajectory (built by the gate): column -> pandas dtype, in the DataFrame's column order
+# (explicit dtypes, so an empty frame has the same schema as a full one).
+TRAJECTORY_COLUMNS: dict[str, str] = {
+    "task_id": "object",
+    "trajectory_id": "object",
+    "capability": "object",
+    "outcome": "object",
+    "success": "bool",
+    "tool_calls": "int64",
+    "tool_errors": "int64",
+    "turns": "int64",
+    "tokens": "int64",
+    "n_citations": "int64",
+    "n_invalid_citations": "int64",
+    "citation_valid_rate": "float64",  # NaN when nothing is cited (the expectation skips it)
+    "answer_len": "int64",
+}
 DEEP_SEARCH_TASK_COLUMNS = ("task_id", "question", "answer", "hops")
 DEEP_RESEARCH_TASK_COLUMNS = ("task_id", "prompt", "domain", "n_rubrics")
 

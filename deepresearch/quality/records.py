@@ -146,17 +146,7 @@ def trajectory_frame(trajs: Sequence[Trajectory]) -> pd.DataFrame:
             }
         )
     df = pd.DataFrame(rows, columns=list(TRAJECTORY_COLUMNS))
-    # Explicit dtypes so an empty frame has the same schema as a full one.
-    ints = [
-        "tool_calls",
-        "tool_errors",
-        "turns",
-        "tokens",
-        "n_citations",
-        "n_invalid_citations",
-        "answer_len",
-    ]
-    return df.astype({**{c: "int64" for c in ints}, "success": "bool", "citation_valid_rate": "float64"})
+    return df.astype(TRAJECTORY_COLUMNS)
 
 
 def filter_step(name: str, unit: str, n_in: int, result: FilterResult) -> FilterStep:
