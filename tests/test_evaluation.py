@@ -235,7 +235,9 @@ def test_write_report(tmp_path, scores):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     text = md.read_text()
     assert "| rl (champion) | 0.550 |" in text and "![Elo](elo.png)" in text and "| champ |" in text
-    assert "| rl | 60% [45%, 75%] |" in text and "| sft | — |" in text  # intervals; sft had none measured
+    assert "| rl (champion) | 60% [45%, 75%] |" in text and "| sft | — |" in text  # intervals; sft had none
+    headings = [line for line in text.splitlines() if line.startswith("## ")]
+    assert headings[0].startswith("## Held-out metrics") and headings[1].startswith("## Paired differences")
     assert "| rl − sft | +10% [+2%, +19%] |" in text  # the paired difference
     assert "| checkpoint | tool |" in text and "| rl | 75 % |" in text  # probe: only kinds with spans
     assert "| 2 | 12 | 0.750 | 0.700 | 4,1,0 / 1,2,0 / 0,1,3 |" in text

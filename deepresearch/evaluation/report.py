@@ -250,14 +250,13 @@ def print_tables(tables: list[Table], console: Any = None) -> None:
 
 def _tables(results: EvalResults) -> list[Table]:
     """(title, header, rows) of every table the report shows."""
-    tables: list[Table] = []
-    rows = [
-        [c.name + (" (champion)" if c.name == results.champion else ""), _fmt(c.compliance),
-         _fmt(c.compliance_binary), _fmt(c.exact_match), _fmt(c.f1)]
-        for c in results.checkpoints
-    ]
+    # the report leads with the estimates and their intervals; the champion is marked there
+    named = [c.model_copy(update={"name": c.name + (" (champion)" if c.name == results.champion else "")})
+             for c in results.checkpoints]
+    tables: list[Table] = metric_tables(named, results.differences, results.probe)
+    rows = [[n.name, _fmt(c.compliance), _fmt(c.compliance_binary), _fmt(c.exact_match), _fmt(c.f1)]
+            for n, c in zip(named, results.checkpoints)]
     tables.append(("Scores", ["checkpoint", "compliance", "compliance (binary)", "EM", "F1"], rows))
-    tables += metric_tables(results.checkpoints, results.differences, results.probe)
     if results.judge_agreement is not None:
         j = results.judge_agreement
         rows = [[str(j.reports), str(j.items), f"{j.accuracy:.3f}", f"{j.macro_f1:.3f}",
