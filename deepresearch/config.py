@@ -369,16 +369,31 @@ class TrainStageConfig(Section):
     nnodes: int = Field(1, ge=1)
     nproc_per_node: int = Field(2, ge=1)
     seed: int = 0
+    # mid2 only: also train on the tool observations (search results, pages), as a language model of whole
+    # agent episodes (the system prompt and failed calls never are); None = yes for mid2
+    observation_loss: bool | None = None
 
 
 class TrainingConfig(Section):
     """Agentic mid-training (two stages) and SFT."""
 
     mid1: TrainStageConfig = TrainStageConfig()  # corpus, reasoning and report text; no tools
-    mid2: TrainStageConfig = TrainStageConfig(seq_len=1024)  # tool-call trajectories, longer context
+    mid2: TrainStageConfig = TrainStageConfig(seq_len=1024)  # whole tool-call episodes, longer context
     sft: TrainStageConfig = TrainStageConfig()  # loss on assistant tokens only
     # fraction of SFT trajectories drawn from Deep Search (the rest Deep Research)
     sft_deep_search_ratio: float = Field(0.5, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _observations_in_mid2_only(self) -> "TrainingConfig":
+        for stage in ("mid1", "sft"):
+            if getattr(self, stage).observation_loss:
+                raise ValueError(f"training.{stage}.observation_loss: only mid2 trains on tool observations")
+        return self
+
+    def observation_loss(self, stage: str) -> bool:
+        """Whether `stage` trains on tool observations: mid2 does unless `training.mid2.observation_loss`
+        is false (a language model of whole episodes); SFT never does (assistant turns only)."""
+        return stage == "mid2" and self.mid2.observation_loss is not False
 
 
 class JudgeConfig(Section):

@@ -298,6 +298,26 @@ def test_midtrain2_is_every_trajectory_trained_on_all_but_the_system_prompt(data
         assert sum(1 for i, m in zip(s.input_ids, s.loss_mask) if m and i == im_end) == n_trained
 
 
+def test_midtrain2_without_observation_loss_trains_the_assistant_turns_only(data_dirs, tokenizer):
+    from deepresearch.config import ConfigError, load_config
+    from deepresearch.modeling.chat import encode_messages
+    from deepresearch.training.data import midtrain2_samples, read_trajectories
+
+    trajs = read_trajectories(data_dirs[1], "deep_search") + read_trajectories(data_dirs[1], "deep_research")
+    whole = midtrain2_samples(data_dirs[1], tokenizer)
+    turns = midtrain2_samples(data_dirs[1], tokenizer, observation_loss=False)
+    for w, a, t in zip(whole, turns, trajs):
+        assert a.input_ids == w.input_ids and a.loss_mask == encode_messages(tokenizer, t.messages, mask_failed_turns=True).loss_mask
+        assert sum(a.loss_mask) < sum(w.loss_mask)
+    # the config: mid2 trains on observations unless told not to (tiny.yaml: measured, it does not); SFT
+    # and mid1 never do
+    assert load_config("configs/paper.yaml").training.observation_loss("mid2")
+    assert not load_config(None).training.observation_loss("mid2")
+    assert not load_config("configs/paper.yaml").training.observation_loss("sft")
+    with pytest.raises(ConfigError, match="only mid2 trains on tool observations"):
+        load_config(None, ["training.sft.observation_loss=true"])
+
+
 def test_sft_mix_counts_by_hand():
     from deepresearch.training.data import sft_mix_counts
 

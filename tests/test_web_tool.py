@@ -54,7 +54,9 @@ def test_search_and_open_in_one_call(ctx, backend):
         f"open: [{ref.doc_id}] {ref.title} | {ref.domain} | authority {ref.authority:g} | {ref.year}",
         *ref.paragraphs,
     ]
-    assert hits[-1] == Hit(ref.doc_id, ref.title, ref.domain, ref.authority, True)
+    assert hits[-1] == Hit(ref.doc_id, ref.title, ref.domain, ref.authority, True, "\n".join(ref.paragraphs))
+    # each hit carries the paragraph printed under its header, which the scripted expert reads
+    assert [h.text for h in hits[: len(first) // 2]] == first[2::2]
     assert ctx.opened_docs == [ref.doc_id]
 
 

@@ -175,20 +175,22 @@ def midtrain1_samples(
     return samples
 
 
-def midtrain2_samples(datasets_dir: str | Path, tokenizer: PreTrainedTokenizerFast) -> list[EncodedSample]:
+def midtrain2_samples(
+    datasets_dir: str | Path, tokenizer: PreTrainedTokenizerFast, *, observation_loss: bool = True
+) -> list[EncodedSample]:
     """Mid-training stage 2: every trajectory of both datasets, whole, with its tool calls and results.
 
     Args:
         datasets_dir: the quality-gated datasets.
         tokenizer: the policy's tokenizer.
+        observation_loss: loss on the whole interaction (task, tool calls, tool results), as a language
+            model of agent episodes (`training.mid2.observation_loss`); else on the assistant turns only.
     Returns:
-        `encode_messages` samples, deep_search first, each in file order. Loss on the whole interaction
-        (task, tool calls, tool results), as a language model of agent episodes, except the system
-        prompt (the same in every episode) and the assistant turns whose calls failed; SFT then trains
-        on the assistant turns alone.
+        `encode_messages` samples, deep_search first, each in file order. The system prompt (the same in
+        every episode) and the assistant turns whose calls failed carry no loss.
     """
     return [
-        encode_messages(tokenizer, traj.messages, mask_failed_turns=True, observation_loss=True)
+        encode_messages(tokenizer, traj.messages, mask_failed_turns=True, observation_loss=observation_loss)
         for name in DATASET_NAMES
         for traj in read_trajectories(datasets_dir, name)
     ]

@@ -9,7 +9,7 @@ it is a fraction s, as configured, unless it has fewer rows (then all of them; n
 Rows are drawn with `seed` and kept in file order. What each stage reads of a dataset:
 
     mid1   text: a query_report pair as "Query: ...\n\nReport: ...", an episode's prompt and final answer
-    mid2   whole episodes, loss on observations too (as `midtrain2_samples`)
+    mid2   whole episodes, loss on observations too unless `training.mid2.observation_loss` is false
     sft    episodes, loss on the assistant turns only (as `sft_samples`)
 
 A dataset missing from DATASETS (a layout gated before it existed, or n: 0) contributes nothing.
@@ -88,6 +88,6 @@ def capability_samples(
                 samples.append(encode_text(tokenizer, row))  # type: ignore[arg-type]
             else:
                 samples.append(encode_messages(tokenizer, row.messages, mask_failed_turns=True,  # type: ignore[union-attr]
-                                               observation_loss=stage == "mid2"))
+                                               observation_loss=cfg.training.observation_loss(stage)))
         counts[name] = k
     return samples, counts

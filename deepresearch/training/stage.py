@@ -92,7 +92,7 @@ def _lm_dataset(cfg: PipelineConfig, stage: str, tokenizer, data: Path, world: P
         split = entity_split(World.load(world), fraction=cfg.synthesis.heldout_fraction, seed=cfg.synthesis.split_seed)
         samples = D.midtrain1_samples(world, data, tokenizer, ask_about=set(split.train))
     elif stage == "mid2":
-        samples = D.midtrain2_samples(data, tokenizer)
+        samples = D.midtrain2_samples(data, tokenizer, observation_loss=cfg.training.observation_loss("mid2"))
     else:
         samples = D.sft_samples(data, tokenizer, deep_search_ratio=cfg.training.sft_deep_search_ratio, seed=scfg.seed)
     # the capability datasets' configured shares, on top of the stage's own data (training/mixes.py)

@@ -590,6 +590,17 @@ class _Fact:
     numeric: int | None  # for attributes that can be stated wrong
 
 
+def fact_words(t: EntityType, predicate: str) -> str | None:
+    """The words a synthetic page writes between an entity's name and a fact's value: `was founded by`
+    for (organization, founded_by), `was born in the year` for (person, birth_year); None for a fact
+    without a sentence template (loaded worlds). A search for the name and these words finds the
+    paragraph that states the fact."""
+    template = _FACT_TEMPLATES.get((t, predicate))
+    if template is None:
+        return None
+    return template.removeprefix("{name} ").split("{")[0].strip()
+
+
 def _fact_sentence(t: EntityType, pred: str, name: str, display: str, verb: str) -> str:
     return _FACT_TEMPLATES[(t, pred)].format(name=name, value=display, a_value=_a(display), verb=verb)
 

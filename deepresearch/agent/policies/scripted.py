@@ -5,6 +5,14 @@ the search results it sees), cross-checks figures against higher-authority pages
 with `file`, revises it with a search/replace patch, checks it with `shell`, and answers with
 `\\cite{doc_id}` citations. Its trajectories are the synthesis stage's training data.
 
+Deep search reads from paragraph-level retrieval, as the paper's knowledge-dense search does: a plan
+step per "the X of" in the question, then per hop one search with the entity's name and the words
+pages use for the relation (`Wivim Labs was founded by`), the fact restated from the most
+authoritative hit that states it (a conflicting, less authoritative hit is named and overruled); a
+page is opened only when the hits do not settle the fact. Measured on the tiny model (README,
+"Learning signal"): an episode is ~20 % shorter, and the page-id copying that most failed episodes
+went wrong on is gone from nearly every episode.
+
 Per-episode randomness (seeded by the caller) adds:
   - injected tool errors (malformed JSON, a wrong argument name, a missing document) followed by a
     recovery turn, at `tool_error_rate` per step;
@@ -21,10 +29,16 @@ from deepresearch.agent.policies.base import PolicyName, register_policy
 from deepresearch.agent.schema import Message, ToolCall
 from deepresearch.agent.tools.web import parse_hits
 from deepresearch.config import AgentConfig
-from deepresearch.synthesis.phrasing import attribute_phrase, relation_phrase
+from deepresearch.synthesis.phrasing import (
+    ATTRIBUTE_SENTENCE,
+    attribute_phrase,
+    attribute_sentence,
+    relation_phrase,
+    relation_sentence,
+)
 from deepresearch.synthesis.report import draft_lines, plan_report, render_report, revision_lines
 from deepresearch.synthesis.schema import DeepSearchTask, ResearchTask
-from deepresearch.world.generator import format_value
+from deepresearch.world.generator import fact_words, format_value
 from deepresearch.world.schema import Document, Entity, World
 
 Script = Generator[str, list[Message], None]
@@ -154,79 +168,99 @@ class ScriptedExpert:
         return "<answer>Budget exhausted before the research was complete.</answer>"
 
     # ---- deep search ---------------------------------------------------------------------
+    def _stated(self, hits: list[Any], subject: Entity, predicate: str, words: str) -> list[tuple[Any, str, bool]]:
+        """(hit, value as written, correct) for each hit whose text states `predicate` of `subject`."""
+        w = self.world
+        out = []
+        for h in hits:
+            doc = w.documents.get(h.doc_id)
+            claim = next((c for c in doc.claims if c.subject == subject.id and c.predicate == predicate), None) if doc else None
+            if claim is None:
+                continue
+            value = w.entities[claim.value].name if claim.value in w.entities else (
+                format_value(predicate, int(claim.value)) if claim.value.isdigit() else claim.value
+            )
+            if f"{subject.name} {words} {value}" in h.text:
+                out.append((h, value, claim.correct))
+        return out
+
+    def _read_fact(
+        self, subject: Entity, predicate: str, truth: str, thought: str, before: tuple[str, ...] = ()
+    ) -> Script:
+        """Search for a fact with the words its page uses and read it from the hits; returns the sentence
+        that states it (with any conflict noticed on the way). The fact is read from the most
+        authoritative hit that states it; when that hit is wrong, or none states it, or the world's pages
+        have no sentence template for it (a loaded world), the subject's reference page is opened."""
+        words = fact_words(subject.type, predicate)
+        query = f"{subject.name} {words}" if words else subject.name
+        obs = yield from self._step(thought, _call("batch_web_surfer", search=[query]), query, before)
+        hits = [h for m in obs if not m.is_error and m.name == "batch_web_surfer" for h in parse_hits(m.content)]
+        stated = self._stated(hits, subject, predicate, words) if words else []
+        best = max(stated, key=lambda x: (x[0].authority, -stated.index(x)), default=None)
+        if best is None or not best[2]:
+            ref = self.world.primary_doc(subject.id)
+            yield from self._step(
+                f"The results do not settle it. Opening {ref.doc_id}.", _call("batch_web_surfer", open=[ref.doc_id]), ref.doc_id
+            )
+            sentence = (f"{subject.name} {words} {truth}." if words else
+                        (attribute_sentence if predicate in ATTRIBUTE_SENTENCE else relation_sentence)(predicate, subject.name, truth) + ".")
+            best = None
+        else:
+            sentence = f"{subject.name} {words} {best[1]}."
+        conflict = next(((h, v) for h, v, _ in stated if v != truth), None)
+        if conflict is not None:  # verification across sources: a conflicting, less authoritative page
+            ref_domain = best[0].domain if best else self.world.primary_doc(subject.id).domain
+            sentence += f" {conflict[0].domain} gives {conflict[1]}, but {ref_domain} is more authoritative."
+        return sentence
+
     def _deep_search(self, task: DeepSearchTask) -> Script:
+        """Identify the start entity from the search results, then one search per hop with the words the
+        pages use for the relation (`Wivim Labs was founded by`), reading each fact from the paragraph the
+        search returns and stating it; pages are opened only when the results do not settle a fact."""
         w = self.world
         path = [w.entities[e] for e in task.path]
         rels = {(t.head, t.tail): t.relation for t in task.subgraph}
+        hops = [rels.get((a.id, b.id), "related") for a, b in zip(path, path[1:])]
+        attr = task.answer_attribute
+        # one step per "the X of" in the question, in the order they are resolved: each relation, then the
+        # attribute asked for (without that step the plan hid the attribute in the last one)
         steps = [f"Identify {path[0].description}"] + [
-            f"Find the {relation_phrase(rels.get((a.id, b.id), 'related'))} of {('it' if i else 'that ' + a.type.value)}"
-            for i, (a, b) in enumerate(zip(path, path[1:]))
-        ] + ["Verify the answer against an authoritative source and answer"]
+            f"Find the {relation_phrase(r)} of {('it' if i else 'that ' + a.type.value)}"
+            for i, (a, r) in enumerate(zip(path, hops))
+        ] + ([f"Find the {attribute_phrase(attr)} of it"] if attr else []) + [
+            "Verify the answer against an authoritative source and answer"
+        ]
         yield _turn("I will plan the search first.", _call("todo", action="add", steps=steps))
 
-        cited: list[str] = []
         start = path[0]
-        doc = yield from self._search_and_pick(
-            start.description, w.docs_about(start.id), f"First I need to identify {start.description}."
+        obs = yield from self._step(
+            f"First I need to identify {start.description}.",
+            _call("batch_web_surfer", search=[start.description]),
+            start.description,
         )
-        yield from self._step(
-            f"This result looks like the entity described. Opening {doc.doc_id}.",
-            _call("batch_web_surfer", open=[doc.doc_id]),
-            doc.doc_id,
-        )
-        cited.append(doc.doc_id)
-        yield from self._detour(start)
-        for i, (a, b) in enumerate(zip(path, path[1:]), start=2):
-            phrase = relation_phrase(rels.get((a.id, b.id), "related"))
-            doc = yield from self._search_and_pick(
-                b.name,
-                w.docs_about(b.id),
-                f"{a.name}'s {phrase} is {b.name}. Next I look up {b.name}.",
-                before=(_call("todo", action="update", id=i - 1, status="done"),),
-            )
+        hits = [h for m in obs if not m.is_error and m.name == "batch_web_surfer" for h in parse_hits(m.content)]
+        if not any(f"{start.name} is {start.description}" in h.text for h in hits):
+            ref = w.primary_doc(start.id)
             yield from self._step(
-                f"Opening the most authoritative page on {b.name}.",
-                _call("batch_web_surfer", open=[doc.doc_id]),
-                doc.doc_id,
+                f"The results do not settle it. Opening {ref.doc_id}.", _call("batch_web_surfer", open=[ref.doc_id]), ref.doc_id
             )
-            cited.append(doc.doc_id)
+        said = f"{start.name} is {start.description}."
+        yield from self._detour(start)
+        for i, (a, b, r) in enumerate(zip(path, path[1:], hops), start=1):
+            said = yield from self._read_fact(
+                a, r, b.name, f"{said} Next: the {relation_phrase(r)} of {a.name}.",
+                before=(_call("todo", action="update", id=i, status="done"),),
+            )
         answer_entity = path[-1]
-        attr = task.answer_attribute
-        # the answer as the reference page writes it ("119,000"; exact match ignores the comma), so it is
-        # copied from the page, not re-formatted
+        # the answer as the pages write it ("119,000"; exact match ignores the comma)
         answer = format_value(attr, int(task.answer)) if attr and task.answer.isdigit() else task.answer
-        # An attribute answer is stated as soon as its page has been read (the page just opened is the
-        # nearest place to copy it from), then cross-checked on a second source: preferably one the
-        # search results showed, else the entity's next page.
-        found = f" {answer_entity.name}'s {attribute_phrase(attr)} is {answer}." if attr else ""
-        verify = [d for d in self._candidates if d.doc_id not in cited][:1] or [
-            d for d in w.docs_about(answer_entity.id) if d.doc_id not in cited
-        ][:1]
-        if verify:
-            obs = yield from self._step(
-                f"{found.strip()} Cross-checking with a second source.".strip(),
-                _call("batch_web_surfer", open=[verify[0].doc_id]),
-                verify[0].doc_id,
-                before=(_call("todo", action="update", id=len(path), status="in_progress"),),
+        if attr:
+            said = yield from self._read_fact(
+                answer_entity, attr, answer, f"{said} Next: the {attribute_phrase(attr)} of {answer_entity.name}.",
+                before=(_call("todo", action="update", id=len(path), status="done"),),
             )
-            del obs
-        ref = w.primary_doc(answer_entity.id)
-        note = ""
-        if attr is not None and verify:
-            other = next(
-                (c for c in verify[0].claims if c.subject == answer_entity.id and c.predicate == attr), None
-            )
-            if other is not None and not other.correct:
-                note = (
-                    f" The {verify[0].tier.value}-authority page {verify[0].domain} gives {other.value}, which "
-                    f"conflicts with the reference page; I trust the authoritative source \\cite{{{ref.doc_id}}}."
-                )
-        chain = "; ".join(
-            f"{a.name} → {relation_phrase(rels.get((a.id, b.id), 'related'))} → {b.name}"
-            for a, b in zip(path, path[1:])
-        )
-        evidence = " ".join(f"\\cite{{{d}}}" for d in cited)
-        yield f"The chain is: {chain}.{found}{note} Evidence: {evidence}.\n<answer>{answer}</answer>"
+        chain = "; ".join(f"{a.name} → {relation_phrase(r)} → {b.name}" for a, b, r in zip(path, path[1:], hops))
+        yield f"{said} The chain is: {chain}.\n<answer>{answer}</answer>"
 
     # ---- deep research -------------------------------------------------------------------
     def _research(self, entity_id: str | None, prompt: str) -> Script:

@@ -128,6 +128,7 @@ class Hit(NamedTuple):
     domain: str
     authority: float
     opened: bool  # an opened page (else a search hit)
+    text: str = ""  # the lines under the header: the matching paragraph of a hit, an opened page's text
 
 
 def parse_hits(observation: str) -> list[Hit]:
@@ -136,7 +137,13 @@ def parse_hits(observation: str) -> list[Hit]:
     The inverse of the header lines `run` writes; used by the scripted expert, which reads the
     observation as the model does instead of asking the search backend behind the agent's back.
     """
+    heads = list(_HEADER_RE.finditer(observation))
+    ends = [m.start() for m in heads[1:]] + [len(observation)]
     return [
-        Hit(m.group(1), m.group(2), m.group(3), float(m.group(4)), m.group(0).startswith("open: "))
-        for m in _HEADER_RE.finditer(observation)
+        Hit(
+            m.group(1), m.group(2), m.group(3), float(m.group(4)), m.group(0).startswith("open: "),
+            # the lines up to the next header, less blank lines and the next query's `search: ` line
+            "\n".join(ln for ln in observation[m.end() : end].split("\n") if ln and not ln.startswith("search: ")),
+        )
+        for m, end in zip(heads, ends)
     ]
