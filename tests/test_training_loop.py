@@ -492,3 +492,20 @@ def test_every_shape_of_every_config_has_a_declared_train_task():
         for stage in (cfg.training.mid1, cfg.training.mid2, cfg.training.sft, cfg.judge.train):
             t = T.train_task_for(stage)
             assert (t.task_config.nnodes, t.task_config.nproc_per_node) == (stage.nnodes, stage.nproc_per_node)
+
+
+def test_cpu_threads_are_the_cores_shared_among_the_local_processes(monkeypatch):
+    """A one-process stage gets every core it may run on, whatever OMP_NUM_THREADS an earlier multi-process
+    launch left in the environment; k local processes share them."""
+    import os
+
+    from deepresearch.training.distributed import cpu_threads_per_process
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    assert cpu_threads_per_process() == 4
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    assert cpu_threads_per_process() == 2
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")
+    assert cpu_threads_per_process() == 1

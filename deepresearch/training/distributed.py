@@ -91,6 +91,18 @@ def on_gpu() -> bool:
     return torch.cuda.is_available()
 
 
+def cpu_threads_per_process() -> int:
+    """Intra-op threads for one of the LOCAL_WORLD_SIZE processes sharing this machine's CPUs: the cores
+    this process may run on, divided among them (at least 1).
+
+    torchrun and flytekit's Elastic set OMP_NUM_THREADS=1 whenever they start more than one process, and a
+    local Flyte execution keeps that setting in its own environment: a later one-process stage inherited
+    one thread of the machine's two (measured: tiny SFT at 4,300 instead of ~8,000 tokens/s).
+    """
+    local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    return max(1, len(os.sched_getaffinity(0)) // local)
+
+
 def init_distributed() -> DistEnv:
     """Join the launched job, or create a process group of one in this process; idempotent.
 

@@ -137,12 +137,16 @@ def run_stage(
         stage_params,
         stage_run,
     )
-    from deepresearch.training.distributed import init_distributed
+    from deepresearch.training.distributed import cpu_threads_per_process, init_distributed, on_gpu
     from deepresearch.training.loop import train
 
     scfg = stage_config(cfg, stage)
     preflight(cfg)  # seconds, before loading models and data, not minutes of MLflow retries after
     env = init_distributed()
+    if not on_gpu():
+        import torch
+
+        torch.set_num_threads(cpu_threads_per_process())  # not an OMP_NUM_THREADS=1 left by an earlier launch
     t0 = time.perf_counter()
     out = Path(out)
 
