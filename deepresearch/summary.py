@@ -26,7 +26,7 @@ def stage_record(stage: str, seconds: float, **facts: Any) -> str:
             the whole life of the worker process (start-up included); never Flyte's scheduling. A
             cached task keeps the record of the execution that produced it.
         facts: what the table shows: `produced` (a short line), or the data stages' `counts` /
-            `datasets` from their manifests; `checkpoints` (name → `CheckpointMetrics` as JSON),
+            `datasets` from their manifests; `checkpoints` (`CheckpointMetrics` as JSON, in order),
             `differences` (`Difference`s) and `probe` (name → kind → [spans, correct]) for the
             evaluation tables. Anything else is kept in the record for readers of the JSON.
     """
@@ -57,10 +57,12 @@ def _evaluation_tables(record: dict) -> list:
     from deepresearch.evaluation.probe import ProbeScore
     from deepresearch.evaluation.report import metric_tables
 
-    checkpoints = [CheckpointMetrics.model_validate(m) for m in record["checkpoints"].values()]
+    # in the evaluation's (pipeline) order, which the list keeps (a record's dict keys come back sorted)
+    checkpoints = [CheckpointMetrics.model_validate(m) for m in record["checkpoints"]]
     diffs = [Difference.model_validate(d) for d in record.get("differences", [])]
+    rank = {c.name: i for i, c in enumerate(checkpoints)}
     probe = {name: {k: ProbeScore(k, n, ok) for k, (n, ok) in kinds.items()}
-             for name, kinds in record.get("probe", {}).items()}
+             for name, kinds in sorted(record.get("probe", {}).items(), key=lambda kv: rank.get(kv[0], len(rank)))}
     return metric_tables(checkpoints, diffs, probe)
 
 

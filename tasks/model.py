@@ -152,5 +152,5 @@ def evaluate(
             produced += f"; {name} v{applied.version} {'promoted to champion' if applied.promoted else 'not promoted'}"
     probe = {name: {k: [s.n, s.correct] for k, s in caps["all"].items() if s.n} for name, caps in ev.probe.items()}
     return stage_out("evaluation", out, res.run_id, res.seconds, produced=produced, report=str(out / "report.md"),
-                     checkpoints={m.name: m.model_dump(mode="json") for m in ev.checkpoints},
+                     checkpoints=[m.model_dump(mode="json") for m in ev.checkpoints],  # a list: the record's keys are sorted
                      differences=[d.model_dump(mode="json") for d in ev.differences], probe=probe)

@@ -170,6 +170,9 @@ def test_evaluation_report_covers_every_checkpoint(run):
     # intervals and paired differences in the report and the printed summary
     for title in ("Held-out metrics, mean [95 % bootstrap interval", "Paired differences", "Next-action probe"):
         assert title in text_md and title in _text(run["out"].summary), title
+    # the summary's rows in the pipeline's order, as the report's (not sorted by name)
+    held_out = _text(run["out"].summary).split("**Held-out metrics")[1].split("**Paired")[0]
+    assert [ln.split("|")[1].strip() for ln in held_out.splitlines() if ln.startswith("| ")][1:] == CHECKPOINTS
 
 
 def test_rl_policy_is_registered_from_the_rl_run(run):
