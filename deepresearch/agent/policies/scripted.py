@@ -59,6 +59,11 @@ def _parse_obs(msg: Message) -> dict[str, Any] | None:
     return obj if isinstance(obj, dict) else None
 
 
+def _hits(obs: list[Message]) -> list[Any]:
+    """The pages the web tool's observations among `obs` name (search hits and opened pages), in order."""
+    return [h for m in obs if not m.is_error and m.name == "batch_web_surfer" for h in parse_hits(m.content)]
+
+
 def _turn(thought: str, *calls: str) -> str:
     """An assistant turn as Qwen2.5 renders a message with tool calls: the text, then each call on its own lines."""
     return "\n".join([thought, *calls])
@@ -88,7 +93,6 @@ class ScriptedExpert:
         self.rng = random.Random(f"scripted:{seed}")
         self.injected_errors = 0
         self._seen = 0
-        self._candidates: list[Document] = []  # other pages on the entity the last search showed
         if isinstance(task, DeepSearchTask):
             self._script = self._deep_search(task)
         elif isinstance(task, ResearchTask):
@@ -147,15 +151,12 @@ class ScriptedExpert:
         """Search, then return the most authoritative `wanted` page among the hits (else the top wanted)."""
         obs = yield from self._step(thought, _call("batch_web_surfer", search=[query]), query, before)
         wanted_ids = {d.doc_id: d for d in wanted}
-        self._candidates = []
         for m in obs:
             if m.is_error or m.name != "batch_web_surfer":
                 continue
             hits = [h for h in parse_hits(m.content) if h.doc_id in wanted_ids and not h.opened]
             if hits:
                 best = max(hits, key=lambda h: (h.authority, -hits.index(h)))
-                # the other pages on the entity among the hits, in hit order: a second source it can see
-                self._candidates = [wanted_ids[h.doc_id] for h in hits if h is not best]
                 return wanted_ids[best.doc_id]
         return wanted[0]
 
@@ -168,6 +169,13 @@ class ScriptedExpert:
         return "<answer>Budget exhausted before the research was complete.</answer>"
 
     # ---- deep search ---------------------------------------------------------------------
+    def _open_reference(self, entity: Entity) -> Script:
+        """Open the entity's reference page: the search results did not settle what it needed."""
+        ref = self.world.primary_doc(entity.id)
+        yield from self._step(
+            f"The results do not settle it. Opening {ref.doc_id}.", _call("batch_web_surfer", open=[ref.doc_id]), ref.doc_id
+        )
+
     def _stated(self, hits: list[Any], subject: Entity, predicate: str, words: str) -> list[tuple[Any, str, bool]]:
         """(hit, value as written, correct) for each hit whose text states `predicate` of `subject`."""
         w = self.world
@@ -194,14 +202,11 @@ class ScriptedExpert:
         words = fact_words(subject.type, predicate)
         query = f"{subject.name} {words}" if words else subject.name
         obs = yield from self._step(thought, _call("batch_web_surfer", search=[query]), query, before)
-        hits = [h for m in obs if not m.is_error and m.name == "batch_web_surfer" for h in parse_hits(m.content)]
+        hits = _hits(obs)
         stated = self._stated(hits, subject, predicate, words) if words else []
         best = max(stated, key=lambda x: (x[0].authority, -stated.index(x)), default=None)
         if best is None or not best[2]:
-            ref = self.world.primary_doc(subject.id)
-            yield from self._step(
-                f"The results do not settle it. Opening {ref.doc_id}.", _call("batch_web_surfer", open=[ref.doc_id]), ref.doc_id
-            )
+            yield from self._open_reference(subject)
             sentence = (f"{subject.name} {words} {truth}." if words else
                         (attribute_sentence if predicate in ATTRIBUTE_SENTENCE else relation_sentence)(predicate, subject.name, truth) + ".")
             best = None
@@ -238,12 +243,9 @@ class ScriptedExpert:
             _call("batch_web_surfer", search=[start.description]),
             start.description,
         )
-        hits = [h for m in obs if not m.is_error and m.name == "batch_web_surfer" for h in parse_hits(m.content)]
+        hits = _hits(obs)
         if not any(f"{start.name} is {start.description}" in h.text for h in hits):
-            ref = w.primary_doc(start.id)
-            yield from self._step(
-                f"The results do not settle it. Opening {ref.doc_id}.", _call("batch_web_surfer", open=[ref.doc_id]), ref.doc_id
-            )
+            yield from self._open_reference(start)
         said = f"{start.name} is {start.description}."
         yield from self._detour(start)
         for i, (a, b, r) in enumerate(zip(path, path[1:], hops), start=1):
