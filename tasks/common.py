@@ -18,12 +18,15 @@ from pathlib import Path
 from flytekit import current_context
 from flytekit.types.directory import FlyteDirectory
 
+from deepresearch.config import RunContext
+
 # The run context (parent run, execution id, tracking store, storage) changes on every execution, and
 # never changes what a stage produces: it must not bust the cache.
 IGNORE_RUN = ("run",)
 
 # What every stage task returns: its artifact, its MLflow child run ("" untracked) and its row of the
-# pipeline summary (`deepresearch.summary.stage_record`: stage, wall seconds, what it produced).
+# pipeline summary (`deepresearch.summary.stage_record`: stage, wall seconds, the execution and parent
+# run it ran under, what it produced). A cache hit hands all three on from the execution that produced them.
 StageOut = typing.NamedTuple("StageOut", [("directory", FlyteDirectory), ("run_id", str), ("summary", str)])
 
 _PROCESS_START = time.time()
@@ -51,11 +54,15 @@ def workdir(name: str) -> Path:
     return p
 
 
-def stage_out(stage: str, path: str | Path, run_id: str | None, seconds: float, **facts: typing.Any) -> StageOut:
+def stage_out(
+    stage: str, path: str | Path, run_id: str | None, seconds: float, *, run: RunContext, **facts: typing.Any
+) -> StageOut:
     """A stage task's outputs: the directory it wrote, its MLflow run id and its summary record.
 
-    `seconds` and `facts` as in `deepresearch.summary.stage_record`.
+    `seconds` and `facts` as in `deepresearch.summary.stage_record`; `run`: the task's run context (its
+    execution and parent run go into the record).
     """
     from deepresearch.summary import stage_record
 
-    return StageOut(FlyteDirectory(str(path)), run_id or "", stage_record(stage, seconds, **facts))
+    record = stage_record(stage, seconds, execution_id=run.execution_id, parent_run_id=run.parent_run_id, **facts)
+    return StageOut(FlyteDirectory(str(path)), run_id or "", record)

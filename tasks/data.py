@@ -35,9 +35,9 @@ Resolved = typing.NamedTuple(
 )
 
 
-def _data_out(res: StageResult) -> StageOut:
+def _data_out(res: StageResult, run: RunContext) -> StageOut:
     keep = {k: v for k, v in res.manifest.items() if k in ("counts", "datasets", "digest", "index")}
-    return stage_out(res.stage, res.path, res.run_id, res.seconds, **keep)
+    return stage_out(res.stage, res.path, res.run_id, res.seconds, run=run, **keep)
 
 
 @task(container_image=DATA_IMAGE, requests=Resources(cpu="1", mem="1Gi"))
@@ -80,7 +80,7 @@ def start_tracking(pipeline: str) -> RunContext:
 )
 def build_world(cfg: StageConfig, run: RunContext) -> StageOut:
     """Generate the research world and its search index."""
-    return _data_out(world_stage(cfg.view(run), workdir("world"), run.parent_run_id, run.execution_id))
+    return _data_out(world_stage(cfg.view(run), workdir("world"), run.parent_run_id, run.execution_id), run)
 
 
 @task(
@@ -92,7 +92,7 @@ def build_world(cfg: StageConfig, run: RunContext) -> StageOut:
 def synthesize(cfg: StageConfig, world: FlyteDirectory, run: RunContext) -> StageOut:
     """Synthesize deep-search and deep-research tasks and scripted-expert trajectories."""
     res = synthesis_stage(cfg.view(run), Path(world.download()), workdir("raw"), run.parent_run_id, run.execution_id)
-    return _data_out(res)
+    return _data_out(res, run)
 
 
 @task(
@@ -104,7 +104,7 @@ def synthesize(cfg: StageConfig, world: FlyteDirectory, run: RunContext) -> Stag
 def quality_gates(cfg: StageConfig, raw: FlyteDirectory, run: RunContext) -> StageOut:
     """Filter trajectories and validate the datasets; a failed expectation suite stops the workflow."""
     res = quality_stage(cfg.view(run), Path(raw.download()), workdir("datasets"), run.parent_run_id, run.execution_id)
-    return _data_out(res)
+    return _data_out(res, run)
 
 
 @task(container_image=DATA_IMAGE, requests=Resources(cpu="1", mem="1Gi"))
@@ -116,14 +116,16 @@ def summarize(
     stage_summaries: typing.List[str],
     stage_run_ids: typing.List[str],
 ) -> FlyteFile:
-    """Close the parent run and print what was produced and where; returns the summary as a markdown file.
+    """Print what was produced and where, put that summary on the parent run (with a link to each stage's
+    run, cached ones marked: `deepresearch.summary.log_summary`) and close it; returns the summary as a
+    markdown file.
 
     `stage_summaries` and `stage_run_ids` are the `summary` and `run_id` outputs of every stage, in order.
     A file, not the text: `pyflyte run` prints a workflow's outputs after the run, and a path there is one
     short line under the summary it just printed, where the text would be the whole summary again, escaped.
     """
     from deepresearch.io import atomic_write_text
-    from deepresearch.summary import render_summary
+    from deepresearch.summary import log_summary, render_summary
 
     cfg = PipelineConfig.from_json(pipeline)
     text = render_summary(
@@ -135,6 +137,8 @@ def summarize(
         stage_run_ids=stage_run_ids,
         execution_id=run.execution_id,
     )
+    log_summary(cfg, parent_run_id=run.parent_run_id, text=text, stage_summaries=stage_summaries,
+                stage_run_ids=stage_run_ids, execution_id=run.execution_id)
     finish_run(cfg, run.parent_run_id)
     path = workdir("summary.md")
     atomic_write_text(path, text)

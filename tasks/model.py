@@ -39,7 +39,7 @@ def build_base(cfg: StageConfig, world: FlyteDirectory, datasets: FlyteDirectory
     res = base_stage(cfg.view(run), Path(world.download()), Path(datasets.download()), workdir("base"),
                      run.parent_run_id, run.execution_id)
     info = res.manifest
-    return stage_out("base", res.path, res.run_id, res.seconds,
+    return stage_out("base", res.path, res.run_id, res.seconds, run=run,
                      produced=f"{info['parameters']:,} parameters, vocabulary {info['vocab_size']:,}")
 
 
@@ -56,7 +56,7 @@ def judge_data(cfg: StageConfig, world: FlyteDirectory, run: RunContext) -> Stag
     res = judge_data_stage(cfg.view(run), Path(world.download()), workdir("judge_data"), run.parent_run_id,
                            run.execution_id)
     ex, tasks = res.manifest["examples"], res.manifest["tasks"]
-    return stage_out("judge_data", res.path, res.run_id, res.seconds,
+    return stage_out("judge_data", res.path, res.run_id, res.seconds, run=run,
                      produced=f"{ex['train']} train / {ex['heldout']} held-out pairs from {tasks} tasks")
 
 
@@ -104,7 +104,7 @@ def ppo(
                     world_dir=Path(world.download()), out=workdir("rl"), parent_run_id=run.parent_run_id,
                     execution_id=run.execution_id)
     curve = " → ".join(f"{r:.3f}" for r in res.reward_curve)
-    return stage_out("rl", res.path, res.run_id, res.seconds,
+    return stage_out("rl", res.path, res.run_id, res.seconds, run=run,
                      produced=f"{res.steps} PPO steps, {res.episodes} episodes, reward {curve}")
 
 
@@ -151,6 +151,7 @@ def evaluate(
         if applied is not None:
             produced += f"; {name} v{applied.version} {'promoted to champion' if applied.promoted else 'not promoted'}"
     probe = {name: {k: [s.n, s.correct] for k, s in caps["all"].items() if s.n} for name, caps in ev.probe.items()}
-    return stage_out("evaluation", out, res.run_id, res.seconds, produced=produced, report=str(out / "report.md"),
+    return stage_out("evaluation", out, res.run_id, res.seconds, run=run,
+                     produced=produced, report=str(out / "report.md"),
                      checkpoints=[m.model_dump(mode="json") for m in ev.checkpoints],  # a list: the record's keys are sorted
                      differences=[d.model_dump(mode="json") for d in ev.differences], probe=probe)

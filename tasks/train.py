@@ -129,7 +129,8 @@ def _train(
     if "judge/heldout_macro_f1" in res.metrics:
         produced += f", held-out macro-F1 {res.metrics['judge/heldout_macro_f1']:.2f}"
     produced += f"; {seconds - res.seconds:.0f} s of process start-up"
-    return stage_out(cfg.stage, res.path, res.run_id, seconds, produced=produced, stage_seconds=round(res.seconds, 2))
+    return stage_out(cfg.stage, res.path, res.run_id, seconds, run=run, produced=produced,
+                     stage_seconds=round(res.seconds, 2))
 
 
 def _train_task(nnodes: int, nproc_per_node: int):

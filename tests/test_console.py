@@ -60,14 +60,34 @@ def test_the_summary_ends_with_where_things_are(capsys, tmp_path):
     cfg = load_config("configs/tiny.yaml", [f"tracking.uri=sqlite:///{tmp_path}/mlflow.db"])
     text = render_summary(
         cfg, parent_run_id="p1", world_dir="/w", datasets_dir="/d", execution_id="local",
-        stage_summaries=[stage_record("world", 1.0, produced="a world"),
-                         stage_record("evaluation", 2.0, produced="2 checkpoints", report="/r/report.md")],
+        stage_summaries=[stage_record("world", 1.0, execution_id="local", parent_run_id="p1", produced="a world"),
+                         stage_record("evaluation", 2.0, execution_id="local", parent_run_id="p1",
+                                      produced="2 checkpoints", report="/r/report.md")],
         stage_run_ids=["r1", "r2"],
     )
     printed = capsys.readouterr().out.rstrip().splitlines()
     assert printed[-1] == f"browse:   mlflow ui --backend-store-uri sqlite:///{tmp_path}/mlflow.db"
     assert printed[-3].startswith("report:   /r/report.md") and "Deck" in printed[-3]
     assert "- report:   /r/report.md" in text and "| evaluation | 2.0 | 2 checkpoints | r2 |" in text
+
+
+def test_a_cached_stage_keeps_its_record_and_its_row_says_cached(tmp_path):
+    """A cache hit hands on the record of the execution that produced it: its row keeps that execution's
+    seconds and run, marked "(cached)". Another parent run alone is enough (two local executions in one
+    process share an execution id), and a record from before records named their execution is cached too."""
+    from deepresearch.config import load_config
+    from deepresearch.summary import cached, render_summary, stage_record
+
+    cfg = load_config("configs/tiny.yaml", ["tracking.enabled=false"])
+    records = [stage_record("world", 3.0, execution_id="ex-1", parent_run_id="p1", produced="a world"),
+               stage_record("synthesis", 4.0, execution_id="ex-2", parent_run_id="p2", produced="tasks"),
+               stage_record("quality", 5.0, execution_id="ex-2", parent_run_id="p1", produced="gated")]
+    text = render_summary(cfg, parent_run_id="p2", world_dir="/w", datasets_dir="/d", execution_id="ex-2",
+                          stage_summaries=records, stage_run_ids=["r1", "r2", "r3"])
+    assert "| world | 3.0 | (cached) a world | r1 |" in text
+    assert "| synthesis | 4.0 | tasks | r2 |" in text
+    assert "| quality | 5.0 | (cached) gated | r3 |" in text
+    assert cached({"stage": "world", "seconds": 1.0}, "ex-2", "p2")
 
 
 def test_fresh_head_hides_the_report_of_that_head_only():

@@ -23,7 +23,7 @@ import pytest
 from flytekit import Cache, task, workflow
 from flytekit.types.directory import FlyteDirectory
 
-from deepresearch.config import load_config
+from deepresearch.config import RunContext, load_config
 from deepresearch.errors import StaleCacheError, TrackingError
 from deepresearch.tracking import BufferedTracker, stage_run, start_parent_run
 from tasks.cache import CLEAR_COMMAND, check_local_cache, clear, evict_stale, stale_entries
@@ -219,7 +219,7 @@ def cached_stage(out_dir: str, tracking_uri: str) -> StageOut:
     client = MlflowClient(tracking_uri=tracking_uri)
     exp = client.get_experiment_by_name("stale")
     run = client.create_run(exp.experiment_id if exp else client.create_experiment("stale"))
-    return stage_out("probe", out_dir, run.info.run_id, 0.1)
+    return stage_out("probe", out_dir, run.info.run_id, 0.1, run=RunContext())
 
 
 @workflow

@@ -249,8 +249,9 @@ def run_ppo(
     )
     metrics: dict[str, float] = {}
     learner = pool = None
-    # per-step metrics go through a background-retried buffer: a tracking outage never stalls PPO
-    with stage_run(cfg, parent_run_id, "rl", flyte_execution_id=execution_id) as run, \
+    # per-step metrics go through a background-retried buffer: a tracking outage never stalls PPO; the
+    # learner's machine (this process's: Ray actors are on it locally) is sampled as `system/*` metrics
+    with stage_run(cfg, parent_run_id, "rl", flyte_execution_id=execution_id, system_metrics=True) as run, \
             BufferedTracker(run, spill=out / "unlogged_tracking.jsonl") as step_log, torch_threads(1):
         try:
             # the SFT policy and the judge are their training runs' LoggedModels

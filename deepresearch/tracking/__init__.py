@@ -1,11 +1,16 @@
 """MLflow tracking behind a small interface (MLflow and no-op).
 
 One parent run per workflow execution, one child run per stage (joined by the `mlflow.parentRunId`
-tag, so stages in other processes or pods attach to the same parent). The parent's params are the
-whole flattened config plus its hash, a stage's only what it reads (`stage_params`: its cache key);
-every run carries MLflow's context tags (`mlflow.user`, `mlflow.source.name/type`,
-`mlflow.source.git.commit`); datasets are logged as run inputs (`mlflow.log_input`) with their sha256;
-metrics are named `stage/metric`. Nothing happens at import time.
+tag, so stages in other processes or pods attach to the same parent). The experiment is marked a
+model-training one (`mlflow.experimentKind`: the UI's "custom model development" views, not GenAI's).
+The parent's params are the whole flattened config plus its hash, and it carries the config itself
+(`config.yaml`, loadable with `--config`) and, at the end, the pipeline summary
+(`deepresearch.summary.log_summary`); a stage's params are only what it reads (`stage_params`: its
+cache key). Every run carries MLflow's context tags (`mlflow.user`, `mlflow.source.name/type`,
+`mlflow.source.git.commit`) and the Flyte execution id; training stages sample system metrics
+(`stage_run(..., system_metrics=True)`: `system/*`, every 10 s unless $MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL
+says otherwise). Datasets are logged as run inputs (`mlflow.log_input`) with their sha256; metrics are
+named `stage/metric`. Nothing happens at import time.
 
 Checkpoints are MLflow 3 LoggedModels (`tracking.models`): a training stage logs the one it wrote
 (`run.log_model`, in its own run), a stage handed a checkpoint links it as a model input
@@ -61,6 +66,10 @@ _HTTP_DEFAULTS = {
 }
 
 DEFAULT_DB = REPO_ROOT / "mlflow.db"
+# The experiment tag by which MLflow 3's UI tells a model-training experiment from a GenAI one
+# (its values: "custom_model_development", "genai_development"); set when the experiment lacks it.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+CONFIG_ARTIFACT = "config.yaml"  # the parent run's copy of the whole config
 DEFAULT_ARTIFACTS = REPO_ROOT / "mlartifacts"
 
 
@@ -88,6 +97,7 @@ class Tracker(Protocol):
     def log_dataset(self, path: Path, *, name: str, context: str, digest: str, rows: list[dict] | None = None,
                     num_rows: int | None = None, artifact_digest: str | None = None) -> None: ...
     def log_dict(self, data: dict, artifact_file: str) -> None: ...
+    def log_text(self, text: str, artifact_file: str) -> None: ...
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None: ...
     def log_model(self, path: Path, *, stage: str, digest: str, params: dict[str, Any] | None = None) -> str | None: ...
     def log_model_input(self, path: Path, *, name: str, digest: str) -> str | None: ...
@@ -104,6 +114,7 @@ class NoopTracker:
     def log_dataset(self, path: Path, *, name: str, context: str, digest: str, rows: list[dict] | None = None,
                     num_rows: int | None = None, artifact_digest: str | None = None) -> None: ...
     def log_dict(self, data: dict, artifact_file: str) -> None: ...
+    def log_text(self, text: str, artifact_file: str) -> None: ...
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None: ...
 
     def log_model(self, path: Path, *, stage: str, digest: str, params: dict[str, Any] | None = None) -> str | None:
@@ -183,6 +194,9 @@ class MlflowTracker:
 
     def log_dict(self, data: dict, artifact_file: str) -> None:
         self.client.log_dict(self.run_id, data, artifact_file)
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        self.client.log_text(self.run_id, text, artifact_file)
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         self.client.log_artifact(self.run_id, str(path), artifact_path)
@@ -288,6 +302,9 @@ def _client(cfg: TrackingConfig) -> tuple[Any, str]:
     client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name(cfg.experiment)
     if exp is not None:
+        for key, value in EXPERIMENT_KIND.items():
+            if key not in exp.tags:  # an experiment made elsewhere (by hand, an older version): mark it once
+                client.set_experiment_tag(exp.experiment_id, key, value)
         return client, exp.experiment_id
     artifact_location = None
     if uri.startswith("sqlite:///"):
@@ -297,7 +314,8 @@ def _client(cfg: TrackingConfig) -> tuple[Any, str]:
         artifacts.mkdir(parents=True, exist_ok=True)
         artifact_location = artifacts.as_uri()
     try:
-        return client, client.create_experiment(cfg.experiment, artifact_location=artifact_location)
+        return client, client.create_experiment(cfg.experiment, artifact_location=artifact_location,
+                                                tags=EXPERIMENT_KIND)
     except Exception:  # noqa: BLE001 - another process created it first
         return client, client.get_experiment_by_name(cfg.experiment).experiment_id
 
@@ -316,7 +334,10 @@ def context_tags() -> dict[str, str]:
 
 
 def start_parent_run(cfg: PipelineConfig, run_name: str, tags: dict[str, str] | None = None) -> str:
-    """Create the parent run of one workflow execution; returns its run id ("" when disabled)."""
+    """Create the parent run of one workflow execution; returns its run id ("" when disabled).
+
+    It holds the whole config twice over: flattened as params (to compare runs in the UI) and as the
+    artifact `config.yaml`, from which `--config` reproduces it (same `config_hash`)."""
     if not cfg.tracking.enabled:
         return ""
     client, exp_id = _client(cfg.tracking)
@@ -327,6 +348,7 @@ def start_parent_run(cfg: PipelineConfig, run_name: str, tags: dict[str, str] | 
     )
     tracker = MlflowTracker(client, run.info.run_id)
     tracker.log_params({**cfg.flat(), "config_hash": cfg.hash})
+    tracker.log_dict(cfg.model_dump(mode="json"), CONFIG_ARTIFACT)
     return run.info.run_id
 
 
@@ -371,6 +393,29 @@ def _recorded_run(client: Any, resume_file: Path | None, stage: str, config_hash
     return run_id if tags.get("stage") == stage and tags.get("config_hash") == config_hash else None
 
 
+def _start_system_metrics(cfg: TrackingConfig, run_id: str, *, resumed: bool) -> Any:
+    """MLflow's system-metrics sampler (CPU, memory, disk, network; GPU where `nvidia-ml-py` is installed)
+    on a run, as `mlflow.start_run(log_system_metrics=True)` starts it (the interval: MLflow's 10 s, or
+    $MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL, e.g. set by `mlflow.set_system_metrics_sampling_interval`).
+    A resumed run continues its steps. None when it cannot start: a sampler never fails a stage."""
+    try:
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+        monitor = SystemMetricsMonitor(run_id, resume_logging=resumed, tracking_uri=tracking_uri(cfg))
+        monitor.start()
+        return monitor
+    except Exception as e:  # noqa: BLE001 - e.g. psutil missing in an image
+        log.warning("tracking: no system metrics for run %s (%s: %s)", run_id, type(e).__name__, str(e)[:300])
+        return None
+
+
+def _stop_system_metrics(monitor: Any) -> None:
+    """Stop the sampler and send what it holds (its own errors are logged by MLflow, never raised)."""
+    if monitor is not None:
+        with contextlib.suppress(Exception):
+            monitor.finish()
+
+
 def _terminate(client: Any, run_id: str, status: str) -> None:
     """Close a run; a store that is down by now is logged, never raised over the stage's own outcome."""
     try:
@@ -388,10 +433,15 @@ def stage_run(
     flyte_execution_id: str = "local",
     extra_tags: dict[str, str] | None = None,
     resume_file: Path | None = None,
+    system_metrics: bool = False,
 ) -> Iterator[Tracker]:
     """A child run for one stage; FAILED (with the error as a tag) if the body raises.
 
     Args:
+        flyte_execution_id: the workflow execution's id (`RunContext.execution_id`), tagged
+            `flyte.execution_id`; "local" from the CLI.
+        system_metrics: sample the machine's CPU, memory, disk, network (and GPU) into the run as
+            `system/*` metrics while the body runs (`_start_system_metrics`): the training stages.
         resume_file: where a resumable stage records its run id ({"run_id": ...}, in its run
             directory). When it names a run of this stage in the store, that run is reopened and
             continued (a resumed training stage logs on from its checkpoint's step into the same
@@ -402,6 +452,7 @@ def stage_run(
         return
     client, exp_id = _client(cfg.tracking)
     run_id = _recorded_run(client, resume_file, stage, cfg.hash)
+    resumed = run_id is not None
     if run_id is not None:
         client.update_run(run_id, status="RUNNING")
         tracker = MlflowTracker(client, run_id)
@@ -428,13 +479,16 @@ def stage_run(
             from deepresearch.io import atomic_write_text
 
             atomic_write_text(resume_file, json.dumps({"run_id": run_id}) + "\n")
+    monitor = _start_system_metrics(cfg.tracking, run_id, resumed=resumed) if system_metrics else None
     try:
         yield tracker
     except BaseException as e:
+        _stop_system_metrics(monitor)
         with contextlib.suppress(Exception):  # the store may be the reason; the body's error must surface
             tracker.set_tags({"error": f"{type(e).__name__}: {e}"[:5000]})
         _terminate(client, run_id, "FAILED")
         raise
+    _stop_system_metrics(monitor)
     _terminate(client, run_id, "FINISHED")
 
 
@@ -491,6 +545,9 @@ class BufferedTracker:
 
     def log_dict(self, data: dict, artifact_file: str) -> None:
         self.inner.log_dict(data, artifact_file)
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        self.inner.log_text(text, artifact_file)
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         self.inner.log_artifact(path, artifact_path)

@@ -7,8 +7,9 @@ Stages (the recipe's order): "mid1" (world documents and final reports as plain 
 "mid2" (whole tool-call trajectories at a longer context), "sft" (loss on assistant tokens only,
 Deep Search : Deep Research mix from config), "judge" (a sequence classifier over (report, rubric
 item) pairs, initialised from `init_model`'s backbone). Every rank calls it with the same arguments;
-rank 0 alone tracks the MLflow child run and writes the final checkpoint, which it logs as the run's
-MLflow model (`tracking.models`: "text-generation", or "text-classification" for the judge).
+rank 0 alone tracks the MLflow child run (with its machine's system metrics) and writes the final
+checkpoint, which it logs as the run's MLflow model (`tracking.models`: "text-generation", or
+"text-classification" for the judge).
 """
 
 from __future__ import annotations
@@ -178,7 +179,8 @@ def run_stage(
 
     ctx = (
         # the run id is kept in the run directory, so a resumed stage continues the killed attempt's run
-        stage_run(cfg, parent_run_id, stage, flyte_execution_id=execution_id, resume_file=out / RUN_FILE)
+        stage_run(cfg, parent_run_id, stage, flyte_execution_id=execution_id, resume_file=out / RUN_FILE,
+                  system_metrics=True)
         if env.rank == 0
         else contextlib.nullcontext(NoopTracker())
     )
