@@ -81,6 +81,15 @@ def test_full_runs_tracks_lineage_and_hits_the_cache_on_rerun(env):
     assert json.loads((Path(out2.datasets.path) / "manifest.json").read_text())["digest"] == manifest["digest"]
     for run_id in (r.info.run_id for r in children):
         assert run_id in _text(out2.summary)  # the summary points at the cached stages' runs
+    # the new parent run links each cached stage's run (still the first parent's child) and marks it cached
+    new_parent = next(r for r in runs2 if "mlflow.parentRunId" not in r.data.tags and r.info.run_id != parent_id)
+    for r in children:
+        stage = r.data.tags["stage"]
+        assert new_parent.data.tags[f"stage.{stage}.run_id"] == r.info.run_id
+        assert new_parent.data.tags[f"stage.{stage}.cached"] == "true"
+    assert new_parent.data.tags["mlflow.note.content"] == _text(out2.summary) and "(cached)" in _text(out2.summary)
+    assert client.get_run(parent_id).data.tags["cached_stages"] == ""  # the first execution ran every stage
+    assert {"config.yaml", "summary.md", "summary.json"} <= {a.path for a in client.list_artifacts(parent_id)}
 
 
 def test_failing_expectation_stops_the_workflow(env):
