@@ -66,11 +66,11 @@ _HTTP_DEFAULTS = {
 }
 
 DEFAULT_DB = REPO_ROOT / "mlflow.db"
+DEFAULT_ARTIFACTS = REPO_ROOT / "mlartifacts"
 # The experiment tag by which MLflow 3's UI tells a model-training experiment from a GenAI one
 # (its values: "custom_model_development", "genai_development"); set when the experiment lacks it.
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 CONFIG_ARTIFACT = "config.yaml"  # the parent run's copy of the whole config
-DEFAULT_ARTIFACTS = REPO_ROOT / "mlartifacts"
 
 
 def tracking_uri(cfg: TrackingConfig) -> str:
