@@ -18,7 +18,8 @@ measured mean length, the measured fraction of policy tokens, random advantages 
 `rl.ppo_epochs` passes of minibatches of `rl.minibatch_size` through `learner.ppo_update`, with the
 DeepSpeed back end (`learner.init_learner`, what `run_ppo` uses) and the plain-torch one
 (`learner.torch_learner`), each on its own copy of the models; one warm-up update each, then the timed
-updates alternate between the two, on --learner-threads torch threads (1, as run_ppo). Reports
+updates alternate between the two, on --learner-threads torch threads (default: as run_ppo, the machine's
+cores, `cpu_threads_per_process`). Reports
 samples/s (episodes × epochs / s) and tokens/s (median update).
 
 Prints a table and writes benchmarks/results/ppo.json (with the machine and its load average, since
@@ -55,7 +56,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--epochs", type=int, default=2, help="rl.ppo_epochs")
     p.add_argument("--seq-len", type=int, default=0, help="learner episode length (0: the rollouts' mean)")
     p.add_argument("--repeats", type=int, default=3, help="timed learner updates per learner")
-    p.add_argument("--learner-threads", type=int, default=1, help="torch intra-op threads of the learner (run_ppo: 1)")
+    p.add_argument("--learner-threads", type=int, default=None,
+                   help="torch intra-op threads of the learner (default: the cores, as run_ppo)")
     p.add_argument("--no-rollout", action="store_true", help="skip the rollout part")
     p.add_argument("--no-learner", action="store_true", help="skip the learner part")
     p.add_argument("--out", type=Path, default=RESULTS, help="where to write the JSON results")
@@ -290,7 +292,9 @@ def main(argv: list[str] | None = None) -> dict:
         vocab = len(AutoTokenizer.from_pretrained(str(policy_dir)))
         batch = synthetic_batch(args.batch, T, frac, vocab)
         if not args.no_learner:
-            torch.set_num_threads(args.learner_threads)
+            from deepresearch.training.distributed import cpu_threads_per_process
+
+            torch.set_num_threads(args.learner_threads or cpu_threads_per_process())
             results["machine"]["torch_threads_learner"] = torch.get_num_threads()
             with console.status("learners: DeepSpeed and plain torch, alternating"):
                 results["learner"] = bench_learners(cfg, policy_dir, batch, args.repeats)

@@ -100,6 +100,54 @@ def test_difficulty_filter_drops_what_the_shallow_solver_answers(small_cfg, worl
         make_solver("strong", small_cfg, world, search)
 
 
+@requires_sandbox
+def test_openai_reference_solver_plays_the_react_loop_against_an_endpoint(small_cfg, world, search, tasks, monkeypatch):
+    """The `openai` solver is the agent's ReAct loop driven by an OpenAI-compatible server: what the server's
+    model answers right is dropped, the rest kept with the model's answer recorded."""
+    import json
+
+    from deepresearch.synthesis.difficulty import difficulty_filter, make_solver
+    from tests.test_openai_policy import Server
+
+    qs = tasks["deep_search_subgraph"][:2]
+    search_call = [{"id": "c1", "type": "function",
+                    "function": {"name": "batch_web_surfer", "arguments": json.dumps({"search": [qs[0].question]})}}]
+    server = Server([("Searching first.", search_call), (f"<answer>{qs[0].answer}</answer>", None),
+                     ("<answer>nobody</answer>", None)])
+    try:
+        monkeypatch.setenv("TEST_KEY", "sk-test")
+        openai = small_cfg.agent.openai.model_copy(update={"base_url": server.url, "model": "teacher",
+                                                           "api_key_env": "TEST_KEY"})
+        cfg = small_cfg.model_copy(update={"agent": small_cfg.agent.model_copy(update={"openai": openai})})
+        kept, stats = difficulty_filter(qs, make_solver("openai", cfg, world, search), "openai", n=2)
+    finally:
+        server.close()
+    assert [q.task_id for q in kept] == [qs[1].task_id]
+    assert kept[0].difficulty.solver == "openai" and kept[0].difficulty.solver_answer == "nobody"
+    assert stats["attempted"] == 2 and stats["dropped"] == 1
+    first = [r["body"]["messages"] for r in server.requests]
+    assert qs[0].question in first[0][-1]["content"] and qs[1].question in first[2][-1]["content"]
+    assert first[1][-1]["content"].startswith("<tool_response>")  # the search really ran between the turns
+
+
+@requires_sandbox
+def test_checkpoint_reference_solver_runs_a_pipeline_checkpoint(small_cfg, world, search, tasks, tiny_checkpoint, tmp_path):
+    """The `checkpoint` solver plays the ReAct loop with an HF checkpoint (`agent.hf.model_dir`): an untrained
+    one answers nothing right, so every question is kept, each with what the model said."""
+    from deepresearch.synthesis.difficulty import difficulty_filter, make_solver
+
+    qs = tasks["deep_search_subgraph"][:2]
+    with pytest.raises(ValueError, match="agent.hf.model_dir"):
+        make_solver("checkpoint", small_cfg, world, search)
+    ckpt = tiny_checkpoint(tmp_path / "ckpt")
+    budget = small_cfg.agent.budget.model_copy(update={"max_turns": 2})
+    hf = small_cfg.agent.hf.model_copy(update={"model_dir": str(ckpt), "max_new_tokens": 8})
+    cfg = small_cfg.model_copy(update={"agent": small_cfg.agent.model_copy(update={"hf": hf, "budget": budget})})
+    kept, stats = difficulty_filter(qs, make_solver("checkpoint", cfg, world, search), "checkpoint", n=2)
+    assert [q.task_id for q in kept] == [q.task_id for q in qs] and stats["dropped"] == 0
+    assert all(q.difficulty.solver == "checkpoint" and not q.difficulty.solved for q in kept)
+
+
 def test_kept_subgraph_and_walk_questions_are_marked_unsolved(tasks):
     for name in ("deep_search_subgraph", "wiki_walk"):
         assert all(t.difficulty is not None and not t.difficulty.solved for t in tasks[name])
@@ -147,6 +195,28 @@ def test_verification_resolves_the_planted_conflict_for_the_authoritative_newer_
     # a report that keeps the stale figure fails
     task = tasks["verification"][0]
     assert not verification_success(task, f"The value is {task.wrong_value} \\cite{{{task.authority_doc}}}.")[0]
+
+
+@requires_sandbox
+def test_verification_can_fail_on_every_tool_call_and_recovers(small_cfg, world, search, tasks):
+    """The paper's 5-10 % tool errors are per call: in a verification episode every call, the plan's `todo`
+    calls included, can be a faulty one followed by a retry (so the injected rate per call is the
+    configured one, not a fraction of it)."""
+    from deepresearch.agent.schema import parse_assistant
+
+    budget = small_cfg.agent.budget.model_copy(update={"max_turns": 60})  # every call is made twice
+    cfg = small_cfg.model_copy(update={"agent": small_cfg.agent.model_copy(update={"budget": budget})})
+    task = tasks["verification"][0]
+    clean = run_capability_task(_expert(cfg, world), task, cfg, search, attempt=0)
+    faulty = run_capability_task(_expert(cfg, world, tool_error_rate=1.0), task, cfg, search, attempt=0)
+    assert clean.tool_errors == 0 and faulty.success and faulty.answer == clean.answer
+
+    turns = [[c.name for c in parse_assistant(m.content).tool_calls] for m in clean.messages if m.role == "assistant"]
+    turns = [t for t in turns if t]
+    # one injected fault before each of the clean episode's turns with calls, todo and web alike
+    assert faulty.metadata["injected_errors"] == len(turns) == faulty.tool_errors
+    assert {"todo", "batch_web_surfer"} <= {name for t in turns for name in t}
+    assert sum(len(t) for t in turns) <= len(turns) + 1  # one call a turn, but for the final two todo updates
 
 
 @requires_sandbox

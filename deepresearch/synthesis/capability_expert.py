@@ -146,33 +146,37 @@ class CapabilityExpert(ScriptedExpert):
 
     # ---- verification --------------------------------------------------------------------
     def _verification(self, task: VerificationTask) -> Script:
+        """Every tool call of the episode, the plan's included, can fail (`tool_error_rate` per call, the
+        paper's 5-10 % of tool errors) and is then retried."""
         w = self.world
         e = w.entities[task.target]
         ref, bad = w.documents[task.authority_doc], w.documents[task.wrong_doc]
         claims = [f"Check claim {i + 1}: " + line.split(" \\cite")[0] for i, line in enumerate(task.draft)]
-        yield _turn("I extract the draft's claims and plan one check per claim.",
-                    _call("todo", action="add", steps=claims + ["Write the verified text"]))
+        yield from self._step("I extract the draft's claims and plan one check per claim.",
+                              _call("todo", action="add", steps=claims + ["Write the verified text"]), "plan",
+                              tool="todo")
         yield from self._step("Opening the sources the draft cites.",
                               _call("batch_web_surfer", open=[bad.doc_id, ref.doc_id]), bad.doc_id)
         idx = list(e.attributes).index(task.attribute)
         for i, attr in enumerate(e.attributes, start=1):
             if i - 1 == idx:
                 continue
-            yield _turn(f"Claim {i} matches {ref.domain} ({attribute_phrase(attr)} {e.attributes[attr]}).",
-                        _call("todo", action="update", id=i, status="done"))
+            yield from self._step(f"Claim {i} matches {ref.domain} ({attribute_phrase(attr)} {e.attributes[attr]}).",
+                                  _call("todo", action="update", id=i, status="done"), "check", tool="todo")
         phrase = attribute_phrase(task.attribute)
-        yield _turn(
+        yield from self._step(
             f"Discrepancy in claim {idx + 1}: {bad.domain} ({bad.tier.value} authority, {bad.year}) gives the {phrase} "
             f"as {task.wrong_value}, but {ref.domain} ({ref.tier.value} authority, {ref.year}) gives "
             f"{task.correct_value}. I add a step to resolve it.",
             _call("todo", action="add", steps=[f"Resolve the {phrase} conflict in favour of the more authoritative, "
-                                               "more recent source"]))
+                                               "more recent source"]), "resolve", tool="todo")
         yield from self._search_and_pick(f"{e.name} {phrase}", [ref], "Looking for further evidence on the figure.")
         n = len(task.draft) + 2
-        yield _turn(f"The {ref.tier.value}-authority page from {ref.year} outranks the {bad.tier.value}-authority page "
-                    f"from {bad.year}: {task.correct_value} stands.",
-                    _call("todo", action="update", id=idx + 1, status="done"),
-                    _call("todo", action="update", id=n, status="done"))
+        yield from self._step(
+            f"The {ref.tier.value}-authority page from {ref.year} outranks the {bad.tier.value}-authority page "
+            f"from {bad.year}: {task.correct_value} stands.",
+            _call("todo", action="update", id=n, status="done"), "resolve", tool="todo",
+            before=(_call("todo", action="update", id=idx + 1, status="done"),))
         lines = ["## Verified text"]
         for attr, value in e.attributes.items():
             lines.append(f"- {attribute_sentence(attr, e.name, value)} \\cite{{{ref.doc_id}}}.")

@@ -123,22 +123,31 @@ class ScriptedExpert:
                 return eid
         return None
 
-    def _maybe_error(self, kind: str) -> str | None:
-        """With probability tool_error_rate, a faulty call of the kind about to be made."""
+    def _maybe_error(self, kind: str, tool: str = "batch_web_surfer") -> str | None:
+        """With probability tool_error_rate, a faulty call of the `tool` call about to be made (`kind`:
+        what it is about, for a web call the query a malformed call would carry)."""
         if self.rng.random() >= self.tool_error_rate:
             return None
         self.injected_errors += 1
         variant = self.rng.randrange(3)
+        if tool == "todo":
+            if variant == 0:  # malformed JSON: the closing braces are missing
+                return '<tool_call>\n{"name": "todo", "arguments": {"action": "list"\n</tool_call>'
+            if variant == 1:  # an action the tool does not have
+                return _call("todo", action="done", id=1)
+            return _call("todo", action="update", id=1, steps=[kind])  # an argument `update` does not take
         if variant == 0:  # malformed JSON: the closing braces are missing
             return '<tool_call>\n{"name": "batch_web_surfer", "arguments": {"search": ["' + kind + '"]\n</tool_call>'
         if variant == 1:  # wrong argument name
             return _call("batch_web_surfer", query=[kind])
         return _call("batch_web_surfer", open=["D9999999"])  # a document that does not exist
 
-    def _step(self, thought: str, call: str, kind: str, before: tuple[str, ...] = ()) -> Script:
+    def _step(
+        self, thought: str, call: str, kind: str, before: tuple[str, ...] = (), tool: str = "batch_web_surfer"
+    ) -> Script:
         """Yield one action (after the calls `before`, in the same turn), preceded (sometimes) by a
-        faulty call and a recovery turn."""
-        bad = self._maybe_error(kind)
+        faulty call of `tool` and a recovery turn."""
+        bad = self._maybe_error(kind, tool)
         if bad is not None:
             obs = yield _turn(thought, *before, bad)
             err = next((m.content[:160] for m in obs if m.is_error), "the call failed")
