@@ -146,6 +146,7 @@ def test_checkpoint_reference_solver_runs_a_pipeline_checkpoint(small_cfg, world
     kept, stats = difficulty_filter(qs, make_solver("checkpoint", cfg, world, search), "checkpoint", n=2)
     assert [q.task_id for q in kept] == [q.task_id for q in qs] and stats["dropped"] == 0
     assert all(q.difficulty.solver == "checkpoint" and not q.difficulty.solved for q in kept)
+    assert all(q.difficulty.solver_answer for q in kept)  # the model generated (a failed policy answers None)
 
 
 def test_kept_subgraph_and_walk_questions_are_marked_unsolved(tasks):
