@@ -189,6 +189,151 @@ def test_encode_messages_equals_chat_template_on_real_trajectories(tokenizer, tr
         assert len(sample.loss_mask) == len(sample.input_ids)
 
 
+# The template and the hand-built system prompt before the template had a `tools` branch (8b1a1d3): every
+# checkpoint trained so far carries this template, and the trained token sequences must not move.
+TEMPLATE_BEFORE_TOOLS = (
+    "{%- for message in messages %}{%- if message['role'] == 'tool' %}{%- if loop.first or messages[loop.index0 - 1]"
+    "['role'] != 'tool' %}{{- '<|im_start|>user' }}{%- endif %}{{- '\\n<tool_response>\\n' + message['content'] + "
+    "'\\n</tool_response>' }}{%- if loop.last or messages[loop.index0 + 1]['role'] != 'tool' %}{{- '<|im_end|>\\n' }}"
+    "{%- endif %}{%- elif message['role'] == 'assistant' and message['tool_calls'] is defined and "
+    "message['tool_calls'] %}{{- '<|im_start|>assistant' }}{%- if message['content'] %}{{- '\\n' + message['content'] }}"
+    "{%- endif %}{%- for tool_call in message['tool_calls'] %}{%- if tool_call['function'] is defined %}{%- set "
+    "tool_call = tool_call['function'] %}{%- endif %}{{- '\\n<tool_call>\\n{\"name\": \"' + tool_call['name'] + '\", "
+    "\"arguments\": ' }}{{- (tool_call['arguments'] if tool_call['arguments'] is string else tool_call['arguments'] | "
+    "tojson) }}{{- '}\\n</tool_call>' }}{%- endfor %}{{- '<|im_end|>\\n' }}{%- else %}{{- '<|im_start|>' + "
+    "message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}{%- endif %}{%- endfor %}{%- if "
+    "add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
+)
+
+
+def _system_prompt_before_tools(schemas: list[dict]) -> str:
+    from deepresearch.agent.loop import INSTRUCTIONS
+
+    listed = "".join("\n" + json.dumps(s, ensure_ascii=False) for s in schemas)
+    return INSTRUCTIONS + (
+        "\n\n# Tools\n\nYou may call one or more functions to assist with the user query.\n\n"
+        "You are provided with function signatures within <tools></tools> XML tags:\n"
+        f"<tools>{listed}\n</tools>\n\n"
+        "For each function call, return a json object with function name and arguments within "
+        "<tool_call></tool_call> XML tags:\n"
+        '<tool_call>\n{"name": <function-name>, "arguments": <args-json-object>}\n</tool_call>'
+    )
+
+
+def test_tools_branch_leaves_the_trained_encoding_unchanged(tokenizer, trajectories):
+    """Before/after: the agent's system prompt is the text it was, and every synthesized trajectory encodes
+    to the same ids under today's template as under the template it was trained with."""
+    import copy
+
+    from deepresearch.agent.loop import make_tools, system_prompt
+    from deepresearch.modeling.chat import encode_messages, to_chat_dicts
+
+    tools = make_tools()
+    assert system_prompt(tools) == _system_prompt_before_tools([t.schema() for t in tools.values()])
+    before = copy.deepcopy(tokenizer)
+    before.chat_template = TEMPLATE_BEFORE_TOOLS
+    for traj in trajectories:
+        chat = to_chat_dicts(traj.messages)
+        ids = before.apply_chat_template(chat, tokenize=True, return_dict=False)
+        assert tokenizer.apply_chat_template(chat, tokenize=True, return_dict=False) == ids, traj.trajectory_id
+        assert encode_messages(tokenizer, traj.messages).input_ids == ids, traj.trajectory_id
+
+
+def test_chat_template_renders_tools_as_qwen25_in_the_system_turn(tokenizer):
+    from deepresearch.agent.loop import INSTRUCTIONS, make_tools, system_prompt
+
+    tool = {"type": "function", "function": {"name": "todo", "description": "Plan é", "parameters": {"type": "object"}}}
+    header = (
+        "<|im_start|>system\n# Tools\n\nYou may call one or more functions to assist with the user query.\n\n"
+        "You are provided with function signatures within <tools></tools> XML tags:\n<tools>\n"
+        '{"type": "function", "function": {"name": "todo", "description": "Plan é", "parameters": {"type": "object"}}}\n'
+        "</tools>\n\nFor each function call, return a json object with function name and arguments within "
+        "<tool_call></tool_call> XML tags:\n"
+        '<tool_call>\n{"name": <function-name>, "arguments": <args-json-object>}\n</tool_call><|im_end|>\n'
+    )
+    user = [{"role": "user", "content": "q"}]
+    # no system message: the tools section is the whole system turn (no "You are Qwen" default)
+    assert tokenizer.apply_chat_template(user, tools=[tool], tokenize=False) == header + "<|im_start|>user\nq<|im_end|>\n"
+    # a system message comes first, then a blank line, then the tools: the agent's system prompt exactly
+    tools = make_tools()
+    schemas = [t.schema() for t in tools.values()]
+    with_tools = tokenizer.apply_chat_template([{"role": "system", "content": INSTRUCTIONS}, *user], tools=schemas,
+                                               tokenize=False, add_generation_prompt=True)
+    plain = tokenizer.apply_chat_template([{"role": "system", "content": system_prompt(tools)}, *user],
+                                          tokenize=False, add_generation_prompt=True)
+    assert with_tools == plain
+    # no tools, or an empty list: the plain template
+    assert tokenizer.apply_chat_template(user, tools=[], tokenize=False) == "<|im_start|>user\nq<|im_end|>\n"
+
+
+def test_split_tool_calls_only_where_the_template_gives_the_text_back():
+    from deepresearch.agent.schema import ToolCall, with_tool_calls
+    from deepresearch.modeling.chat import split_system_tools, split_tool_calls
+
+    a, b = ToolCall(name="todo", arguments={"action": "list"}), ToolCall(name="file", arguments={"path": "é.md"})
+    for content in ("Planning.", "", "two\nlines"):
+        text = with_tool_calls(content, [a.render(), b.render()])
+        assert split_tool_calls(text) == (content, [a, b])
+    for text in (
+        "\n" + a.render(),  # a newline the template would not write
+        "Plan " + a.render(),  # the call not on a line of its own
+        a.render() + "\nthen more",  # text after the calls
+        '<tool_call>\n{"name": "todo", "arguments": {"action":"list"}}\n</tool_call>',  # not json.dumps' spacing
+        '<tool_call>\n{"name": "todo", "arguments": {"action": "list"\n</tool_call>',  # malformed
+        a.render() + "\n<answer>x</answer>",
+        "<answer>x</answer>",
+        "no calls",
+    ):
+        assert split_tool_calls(text) is None, text
+    schemas = [a.model_dump(), {"type": "function", "function": {"name": "x"}}]
+    from deepresearch.modeling.tokenizer import system_with_tools
+
+    assert split_system_tools(system_with_tools("Be brief.", schemas)) == ("Be brief.", schemas)
+    assert split_system_tools(system_with_tools(None, schemas)) == (None, schemas)
+    assert split_system_tools("Be brief.") == ("Be brief.", None)
+    assert split_system_tools("Be brief." + system_with_tools(None, schemas)) == ("Be brief." + system_with_tools(None, schemas), None)
+
+
+def test_structured_messages_with_tools_encode_like_training_token_for_token(tokenizer, trajectories):
+    """A Qwen2.5 user's form of each trajectory (system prompt + `tools=`, assistant `content` + `tool_calls`,
+    `tool` messages) goes through `apply_chat_template` to exactly the ids training encodes."""
+    from deepresearch.agent.loop import INSTRUCTIONS, make_tools
+    from deepresearch.modeling.chat import encode_messages, render_messages, to_structured_chat
+
+    schemas = [t.schema() for t in make_tools().values()]
+    split = dict.fromkeys(("deep_search", "deep_research"), 0)
+    for traj in trajectories:
+        chat, tools = to_structured_chat(traj.messages)
+        assert chat[0] == {"role": "system", "content": INSTRUCTIONS} and tools == schemas
+        split[traj.capability] += sum("tool_calls" in m for m in chat)
+        assert any(m["role"] == "tool" for m in chat)
+        text = tokenizer.apply_chat_template(chat, tools=tools, tokenize=False)
+        assert text == render_messages(traj.messages), traj.trajectory_id
+        ids = tokenizer.apply_chat_template(chat, tools=tools, tokenize=True, return_dict=False)
+        assert ids == encode_messages(tokenizer, traj.messages).input_ids, traj.trajectory_id
+        prompt = tokenizer.apply_chat_template(chat[:2], tools=tools, tokenize=True, return_dict=False,
+                                               add_generation_prompt=True)
+        assert prompt == encode_messages(tokenizer, traj.messages[:2], add_generation_prompt=True).input_ids
+    assert all(n > 0 for n in split.values()), split  # structured tool calls in both kinds of trajectory
+
+
+def test_template_probe_tells_ours_from_one_without_a_tools_branch(tokenizer):
+    import copy
+
+    from deepresearch.modeling.chat import template_renders_structured
+
+    assert template_renders_structured(tokenizer)
+    before = copy.deepcopy(tokenizer)
+    before.chat_template = TEMPLATE_BEFORE_TOOLS
+    assert not template_renders_structured(before)
+
+
+def test_shipped_tiny_base_carries_the_current_chat_template():
+    from deepresearch.modeling.tokenizer import CHAT_TEMPLATE
+
+    assert (Path("registry/models/tiny-base/chat_template.jinja").read_text()) == CHAT_TEMPLATE
+
+
 def _spans(mask: list[int]) -> list[tuple[int, int]]:
     spans, start = [], None
     for i, m in enumerate([*mask, 0]):

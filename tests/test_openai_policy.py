@@ -88,11 +88,37 @@ def test_episode_against_a_local_endpoint(server, tmp_path, monkeypatch):
     ctx.close()
     assert traj.outcome == "answered" and traj.answer == "All done."
     assert traj.tool_calls == 1 and traj.tool_errors == 0  # the structured call became a Hermes call and ran
+    # ... written as the chat template writes `tool_calls`, as the training data has them
+    assert traj.messages[2].content == (
+        'Let me plan.\n<tool_call>\n{"name": "todo", "arguments": {"action": "add", "steps": ["search"]}}\n</tool_call>'
+    )
     assert s.requests[0]["path"] == "/v1/chat/completions"
     assert s.requests[0]["auth"] == "Bearer sk-test"
     assert s.requests[0]["body"]["model"] == "teacher"
     second = s.requests[1]["body"]["messages"]
     assert second[-1]["role"] == "user" and second[-1]["content"].startswith("<tool_response>")
+
+
+def test_structured_tool_calls_become_the_text_the_template_writes(server):
+    """A server with a tool-call parser (vLLM's `hermes`) hands back `content` (the newline before the
+    first call kept) and `tool_calls`; the policy writes them back as the model wrote them, as
+    `ToolCall.render` and the chat template do: non-ASCII kept, each call on lines of its own.
+    Arguments that are not a JSON object stay as sent, for the loop to report."""
+    from deepresearch.agent.schema import ToolCall, with_tool_calls
+
+    def call(name, arguments):
+        return {"id": name, "type": "function", "function": {"name": name, "arguments": arguments}}
+
+    a = ToolCall(name="batch_web_surfer", arguments={"search": ["café"]})
+    b = ToolCall(name="todo", arguments={"action": "list"})
+    s = server([("Searching.\n", [call(a.name, json.dumps(a.arguments)), call(b.name, '{"action": "list"}')]),
+                (None, [call(b.name, json.dumps(b.arguments))]),
+                ("", [call("todo", '{"action": ')])])
+    policy = make_policy("openai", AgentConfig(openai=OpenAIPolicyConfig(base_url=s.url, model="m")))
+    msgs = [Message(role="user", content="q")]
+    assert policy.act(msgs, []) == with_tool_calls("Searching.", [a.render(), b.render()])
+    assert policy.act(msgs, []) == b.render()
+    assert policy.act(msgs, []) == '<tool_call>\n{"name": "todo", "arguments": {"action": }\n</tool_call>'
 
 
 def test_unreachable_endpoint_is_a_policy_error(tmp_path):

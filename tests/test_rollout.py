@@ -516,6 +516,7 @@ def test_hf_policy_refuses_non_prefix_stable_template_and_full_context(tokenizer
     im_end = trimming.convert_tokens_to_ids("<|im_end|>")
     engine = ScriptedEngine(trimming, [(trimming.encode(" padded ", add_special_tokens=False) + [im_end], "stop")] * 2)
     policy = HFPolicy(trimming, engine)
+    assert not policy.structured  # a template without a tools branch gets the conversation as plain text
     msgs = [Message(role="system", content="s"), Message(role="user", content="u")]
     text = policy.act(msgs, [])
     assert text == " padded "
@@ -541,7 +542,7 @@ def test_rollout_tokens_match_the_sft_encoding(small_cfg, tmp_path):
     enc = lambda s: tok.encode(s, add_special_tokens=False)  # noqa: E731
     im_end = tok.convert_tokens_to_ids("<|im_end|>")
     call = ToolCall(name="todo", arguments={"action": "add", "steps": ["look it up"]}).render()
-    outputs = [(enc("plan " + call) + [im_end], "stop"), (enc("\n  cut short"), "length"),
+    outputs = [(enc("plan\n" + call) + [im_end], "stop"), (enc("\n  cut short"), "length"),
                (enc("<answer>done \\cite{D1}</answer>") + [im_end], "stop")]
     policy = HFPolicy(tok, ScriptedEngine(tok, outputs), max_new_tokens=64)
     policy.reset("t", seed="x")
@@ -552,6 +553,9 @@ def test_rollout_tokens_match_the_sft_encoding(small_cfg, tmp_path):
     finally:
         ctx.close()
     ep = policy.to_experience(traj)
+    # the policy's prompts went through `apply_chat_template(..., tools=)` with the call as `tool_calls`
+    assert policy.structured and chat.split_tool_calls(traj.messages[2].content) == ("plan", [ToolCall(
+        name="todo", arguments={"action": "add", "steps": ["look it up"]})])
     sft = chat.encode_messages(tok, traj.messages)
     n = len(ep.token_ids)
     assert sft.input_ids[:n] == ep.token_ids and tok.decode(sft.input_ids[n:]) == "\n"

@@ -14,7 +14,6 @@ Every text that enters the trajectory is cleaned of lone surrogates, so it alway
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Callable
 
@@ -23,6 +22,7 @@ from deepresearch.agent.schema import Message, Trajectory, clean_text, extract_c
 from deepresearch.agent.tools.base import EpisodeContext, Tool, all_tools
 from deepresearch.config import BudgetConfig
 from deepresearch.errors import ToolError
+from deepresearch.modeling.tokenizer import system_with_tools
 
 _TOKEN_RE = re.compile(r"\w+|[^\w\s]")
 
@@ -49,23 +49,14 @@ INSTRUCTIONS = (
 )
 
 
-def tools_block(schemas: list[dict]) -> str:
-    """Qwen2.5's function-calling preamble for `schemas`, character for character as its chat template
-    renders `tools=` after the system message (each schema through `tojson`: key order kept)."""
-    listed = "".join("\n" + json.dumps(s, ensure_ascii=False) for s in schemas)
-    return (
-        "\n\n# Tools\n\nYou may call one or more functions to assist with the user query.\n\n"
-        "You are provided with function signatures within <tools></tools> XML tags:\n"
-        f"<tools>{listed}\n</tools>\n\n"
-        "For each function call, return a json object with function name and arguments within "
-        "<tool_call></tool_call> XML tags:\n"
-        '<tool_call>\n{"name": <function-name>, "arguments": <args-json-object>}\n</tool_call>'
-    )
-
-
 def system_prompt(tools: dict[str, Tool]) -> str:
-    """The agent's system message: the instructions, then the tools in Qwen2.5's function-calling format."""
-    return INSTRUCTIONS + tools_block([t.schema() for t in tools.values()])
+    """The agent's system message: the instructions, then the tools in Qwen2.5's function-calling format.
+
+    It is the system turn `apply_chat_template([{"role": "system", "content": INSTRUCTIONS}, ...],
+    tools=schemas)` writes with this project's template (`system_with_tools`): a Qwen2.5 user who passes
+    `tools=` gets the prompt the model was trained on, and `to_structured_chat` splits it back.
+    """
+    return system_with_tools(INSTRUCTIONS, [t.schema() for t in tools.values()])
 
 
 def make_tools(names: list[str] | None = None) -> dict[str, Tool]:

@@ -1,8 +1,11 @@
 """Message and trajectory schema in the Qwen2.5 / Hermes tool-call format.
 
 An assistant turn is plain text that may contain
-    <tool_call>{"name": "batch_web_surfer", "arguments": {"search": ["..."]}}</tool_call>
-(one or more) or a final
+    <tool_call>
+    {"name": "batch_web_surfer", "arguments": {"search": ["..."]}}
+    </tool_call>
+(one or more, each on lines of their own after the turn's text: `ToolCall.render`, `with_tool_calls`,
+exactly as Qwen2.5's chat template writes structured `tool_calls`) or a final
     <answer>... report with \\cite{D0000123} ...</answer>
 Tool results come back as `tool` messages; the chat template renders them inside
 <tool_response>...</tool_response>. Citations are `\\cite{doc_id}`.
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -38,8 +42,22 @@ class ToolCall(BaseModel):
 
     def render(self) -> str:
         """The call as Qwen2.5's chat template writes a structured tool call (name first, then arguments)."""
-        body = json.dumps({"name": self.name, "arguments": self.arguments}, ensure_ascii=False)
-        return f"<tool_call>\n{body}\n</tool_call>"
+        return render_tool_call(self.name, self.arguments)
+
+
+def render_tool_call(name: str, arguments: dict[str, Any] | str) -> str:
+    """`<tool_call>\\n{"name": ..., "arguments": ...}\\n</tool_call>`, character for character as the chat
+    template (deepresearch.modeling.tokenizer.CHAT_TEMPLATE) writes a structured call: both through
+    json.dumps with non-ASCII kept. Arguments given as text (a server's unparsed, maybe malformed JSON)
+    are written as they are, as the template does, so the loop reports what was wrong with them."""
+    args = arguments if isinstance(arguments, str) else json.dumps(arguments, ensure_ascii=False)
+    return f'<tool_call>\n{{"name": {json.dumps(name, ensure_ascii=False)}, "arguments": {args}}}\n</tool_call>'
+
+
+def with_tool_calls(content: str, calls: Sequence[str]) -> str:
+    """An assistant turn's text from its `content` and its rendered calls, joined as the chat template
+    joins them: the content (if any), then each call on a line of its own."""
+    return "\n".join([content, *calls] if content else calls)
 
 
 class Message(BaseModel):

@@ -17,17 +17,31 @@ whitespace and a newline (`\\s*[\\r\\n]+` would merge them). In that one case th
 content are tokenized apart, exactly as at generation time, where the header is the end of the prompt
 and the model produces the content's tokens itself: the mask stays exact and the ids decode to the
 same text, but differ from the template's single merged newline token.
+
+The same conversation can be written as a Qwen2.5 user writes it, with `tools=` and structured
+`tool_calls` (`to_structured_chat`); the template renders that to the same text, so the same ids:
+
+    chat, tools = to_structured_chat(trajectory.messages)
+    tokenizer.apply_chat_template(chat, tools=tools) == encode_messages(tokenizer, trajectory.messages).input_ids
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from deepresearch.agent.schema import Message
+from deepresearch.agent.schema import Message, ToolCall, parse_assistant, with_tool_calls
 from deepresearch.modeling import ModelError
-from deepresearch.modeling.tokenizer import ENDOFTEXT, IM_END, IM_START
+from deepresearch.modeling.tokenizer import (
+    ENDOFTEXT,
+    IM_END,
+    IM_START,
+    TOOLS_FOOTER,
+    TOOLS_HEADER,
+    system_with_tools,
+)
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerFast
@@ -70,6 +84,93 @@ class _Turn:
 def to_chat_dicts(messages: Sequence[Message]) -> list[dict[str, str]]:
     """Messages as the `[{"role", "content"}]` dicts `apply_chat_template` and OpenAI servers take."""
     return [{"role": m.role, "content": m.content} for m in messages]
+
+
+def split_tool_calls(text: str) -> tuple[str, list[ToolCall]] | None:
+    """An assistant turn's text as (`content`, structured tool calls), or None when that would not render
+    back to exactly `text` (no calls, a malformed call, an answer beside the calls, text between or after
+    the calls, arguments written other than as `ToolCall.render` writes them)."""
+    if "<tool_call>" not in text:
+        return None
+    parsed = parse_assistant(text)
+    if parsed.errors or parsed.answer is not None or not parsed.tool_calls:
+        return None
+    calls = list(parsed.tool_calls)
+    tail = "\n".join(c.render() for c in calls)
+    if text == tail:
+        return "", calls
+    if text.endswith("\n" + tail) and len(text) > len(tail) + 1:  # "\n" + calls alone: the template writes no "\n"
+        return text[: -len(tail) - 1], calls
+    return None
+
+
+def split_system_tools(system: str) -> tuple[str | None, list[dict[str, Any]] | None]:
+    """A system message as (the text before its `# Tools` section, the schemas listed in it), when
+    `system_with_tools` of those gives back exactly `system`; else (`system`, None)."""
+    at = system.rfind(TOOLS_HEADER)
+    if at == -1 or not system.endswith(TOOLS_FOOTER):
+        return system, None
+    if at == 0:
+        prefix = None  # a system turn that is the tools section alone: no system message
+    elif system[at - 2 : at] == "\n\n":
+        prefix = system[: at - 2]
+    else:
+        return system, None
+    listed = system[at + len(TOOLS_HEADER) : len(system) - len(TOOLS_FOOTER)]
+    try:
+        schemas = [json.loads(line) for line in listed.split("\n")[1:]]  # "\n{...}\n{...}": json.dumps writes no raw newline
+    except (ValueError, RecursionError):
+        return system, None
+    # an empty `tools` gets no tools section from the template: nothing to split off then
+    if not schemas or not all(isinstance(x, dict) for x in schemas) or system_with_tools(prefix, schemas) != system:
+        return system, None
+    return prefix, schemas
+
+
+def to_structured_chat(messages: Sequence[Message]) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None]:
+    """The conversation as a Qwen2.5 (or OpenAI) user writes it, and the tool schemas to pass as `tools=`.
+
+    The system prompt loses its `# Tools` section (returned as the schemas; None when it has none),
+    assistant turns become `content` + `tool_calls` wherever `split_tool_calls` can split them exactly,
+    and tool results are `tool` messages. `apply_chat_template(chat, tools=tools)` then renders exactly
+    `render_messages(messages)`: the same text, so the same tokens as training's `encode_messages`.
+    """
+    chat: list[dict[str, Any]] = []
+    tools = None
+    for i, m in enumerate(messages):
+        if i == 0 and m.role == "system":
+            system, tools = split_system_tools(m.content)
+            if system is not None:
+                chat.append({"role": "system", "content": system})
+            continue
+        split = split_tool_calls(m.content) if m.role == "assistant" else None
+        if split is not None:
+            content, calls = split
+            chat.append({"role": "assistant", "content": content, "tool_calls": [
+                {"type": "function", "function": {"name": c.name, "arguments": c.arguments}} for c in calls
+            ]})
+        elif m.role == "tool" and m.name is not None:
+            chat.append({"role": "tool", "name": m.name, "content": m.content})
+        else:
+            chat.append({"role": m.role, "content": m.content})
+    return chat, tools
+
+
+def template_renders_structured(tokenizer: PreTrainedTokenizerFast) -> bool:
+    """Whether the tokenizer's chat template writes `tools=` and structured `tool_calls` as this project's
+    does (`system_with_tools`, `ToolCall.render`). A template without a tools branch (many checkpoints'
+    own) drops them: a policy must then pass the conversation as plain text, which every template renders."""
+    tools = [{"type": "function", "function": {"name": "f", "description": "d", "parameters": {"type": "object"}}}]
+    call = ToolCall(name="f", arguments={"q": "x"})
+    plain = [Message(role="system", content=system_with_tools("s", tools)), Message(role="user", content="u"),
+             Message(role="assistant", content=with_tool_calls("t", [call.render()])),
+             Message(role="tool", name="f", content="r")]
+    chat, found = to_structured_chat(plain)
+    try:
+        structured = tokenizer.apply_chat_template(chat, tools=found, tokenize=False)
+    except Exception:  # noqa: BLE001 - a template that cannot take them does not render them
+        return False
+    return found == tools and structured == tokenizer.apply_chat_template(to_chat_dicts(plain), tokenize=False)
 
 
 def failed_turns(messages: Sequence[Message]) -> set[int]:

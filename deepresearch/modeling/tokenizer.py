@@ -9,7 +9,10 @@ Special tokens are Qwen2.5's: `<|endoftext|>` (eos and pad of the base model), `
 `<tool_call> </tool_call> <tool_response> </tool_response>` plus `<answer> </answer>`; each is one id,
 placed after the BPE vocabulary as in Qwen2.5. The chat template renders
 `<|im_start|>{role}\\n{content}<|im_end|>\\n` per turn; consecutive tool messages become one `user`
-turn of `<tool_response>\\n...\\n</tool_response>` blocks, as Qwen2.5's template does.
+turn of `<tool_response>\\n...\\n</tool_response>` blocks, as Qwen2.5's template does. As in Qwen2.5,
+`tools=` schemas become the `# Tools` section of the system turn (`system_with_tools`) and structured
+`tool_calls` become `<tool_call>\\n{"name": ..., "arguments": ...}\\n</tool_call>` blocks (`ToolCall.render`):
+the text the agent's messages already carry, so both ways of writing a conversation encode alike.
 
 Normalizer (NFC), pre-tokenizer (Qwen2's regex, then byte-level) and decoder are Qwen2's, so the
 tokenizer survives transformers 5's `Qwen2Tokenizer` (which AutoTokenizer uses for every `qwen2`
@@ -18,6 +21,7 @@ checkpoint and which rebuilds that pipeline from the vocabulary and merges) unch
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
@@ -49,14 +53,54 @@ ALL_ADDED_TOKENS: tuple[str, ...] = SPECIAL_TOKENS + TOOL_TOKENS
 # tokenizer.json says, so any other pattern would tokenize differently after a save/load round trip.
 PRETOKENIZE_PATTERN = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 
+# Qwen2.5's function-calling section of the system turn, in its words. `tools_section` and the chat
+# template's `tools` branch are both built from these two strings.
+TOOLS_HEADER = (
+    "# Tools\n\nYou may call one or more functions to assist with the user query.\n\n"
+    "You are provided with function signatures within <tools></tools> XML tags:\n<tools>"
+)
+TOOLS_FOOTER = (
+    "\n</tools>\n\nFor each function call, return a json object with function name and arguments within "
+    "<tool_call></tool_call> XML tags:\n"
+    '<tool_call>\n{"name": <function-name>, "arguments": <args-json-object>}\n</tool_call>'
+)
+
+
+def tools_section(schemas: Iterable[dict]) -> str:
+    """The `# Tools` section Qwen2.5's template writes for `tools=schemas`: one schema per line, each
+    as `tojson` writes it (json.dumps, key order kept, non-ASCII kept)."""
+    return TOOLS_HEADER + "".join("\n" + json.dumps(s, ensure_ascii=False) for s in schemas) + TOOLS_FOOTER
+
+
+def system_with_tools(system: str | None, schemas: Iterable[dict]) -> str:
+    """The system turn's text for `apply_chat_template(messages, tools=schemas)`: the system message
+    (if `messages` starts with one), a blank line, then `tools_section(schemas)`."""
+    return (f"{system}\n\n" if system is not None else "") + tools_section(schemas)
+
+
+def _jinja_str(text: str) -> str:
+    """`text` as a single-quoted Jinja string literal."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'").replace("\n", "\\n") + "'"
+
+
 # Qwen2.5's chat format. Differences from Qwen2.5's own template, on purpose: no default system prompt
-# ("You are Qwen, ...") and no `tools=` rendering, because the agent's system prompt
-# (deepresearch.agent.loop.system_prompt) already carries the tool signatures in Qwen's wording.
-# Assistant messages with structured `tool_calls` (as an OpenAI-compatible server sends back) are
-# rendered the way Qwen2.5 renders them.
+# ("You are Qwen, ..."): with `tools` and no system message the system turn is the tools section alone;
+# a call's name goes through `tojson` (the same text for any real tool name, valid JSON for any other);
+# arguments given as a string are written as they are (Qwen2.5 would quote them). With `tools`, the
+# system turn is `system_with_tools(...)`: the agent's system message (deepresearch.agent.loop.system_prompt)
+# is that text, so `apply_chat_template(messages, tools=schemas)` with structured `tool_calls`
+# (deepresearch.modeling.chat.to_structured_chat) renders exactly what the model was trained on.
 CHAT_TEMPLATE = (
+    "{%- if tools %}"
+    "{{- '<|im_start|>system\\n' }}"
+    "{%- if messages and messages[0]['role'] == 'system' %}{{- messages[0]['content'] + '\\n\\n' }}{%- endif %}"
+    "{{- " + _jinja_str(TOOLS_HEADER) + " }}"
+    "{%- for tool in tools %}{{- '\\n' }}{{- tool | tojson }}{%- endfor %}"
+    "{{- " + _jinja_str(TOOLS_FOOTER + IM_END + "\n") + " }}"
+    "{%- endif %}"
     "{%- for message in messages %}"
-    "{%- if message['role'] == 'tool' %}"
+    "{%- if tools and loop.first and message['role'] == 'system' %}"  # already written with the tools
+    "{%- elif message['role'] == 'tool' %}"
     "{%- if loop.first or messages[loop.index0 - 1]['role'] != 'tool' %}{{- '<|im_start|>user' }}{%- endif %}"
     "{{- '\\n<tool_response>\\n' + message['content'] + '\\n</tool_response>' }}"
     "{%- if loop.last or messages[loop.index0 + 1]['role'] != 'tool' %}{{- '<|im_end|>\\n' }}{%- endif %}"
@@ -65,7 +109,7 @@ CHAT_TEMPLATE = (
     "{%- if message['content'] %}{{- '\\n' + message['content'] }}{%- endif %}"
     "{%- for tool_call in message['tool_calls'] %}"
     "{%- if tool_call['function'] is defined %}{%- set tool_call = tool_call['function'] %}{%- endif %}"
-    "{{- '\\n<tool_call>\\n{\"name\": \"' + tool_call['name'] + '\", \"arguments\": ' }}"
+    "{{- '\\n<tool_call>\\n{\"name\": ' }}{{- tool_call['name'] | tojson }}{{- ', \"arguments\": ' }}"
     "{{- (tool_call['arguments'] if tool_call['arguments'] is string else tool_call['arguments'] | tojson) }}"
     "{{- '}\\n</tool_call>' }}"
     "{%- endfor %}"

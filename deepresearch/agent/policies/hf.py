@@ -5,12 +5,16 @@
     traj = run_episode(policy, prompt, ..., count_tokens=policy.count_tokens)
     episode = policy.to_experience(traj)   # token ids, action mask, log π_old — an RL sample
 
-Each turn renders the conversation with the tokenizer's chat template (`add_generation_prompt`)
-and samples one assistant turn through a `GenerationEngine` until a stop token (`<|im_end|>`, EOS)
-or `max_new_tokens`. The context is never re-tokenized: after the first turn only the *new* text
-(the end of the previous assistant turn as the template writes it, the tool observations or user
-messages added since, and the next generation prompt) is tokenized and appended to the exact ids
-the policy saw and sampled. So the episode's token sequence is exactly what the model conditioned
+Each turn renders the conversation with the tokenizer's chat template (`add_generation_prompt`) as
+a Qwen2.5 user would pass it: `apply_chat_template(chat, tools=schemas)` with structured `tool_calls`
+(`deepresearch.modeling.chat.to_structured_chat`), which this project's template renders to exactly
+the text training encodes. A template that does not render `tools=` that way (a checkpoint's own,
+without a tools branch) gets the conversation as plain text, the tools inside the system message:
+the same text again. It then samples one assistant turn through a `GenerationEngine` until a stop
+token (`<|im_end|>`, EOS) or `max_new_tokens`. The context is never re-tokenized: after the first
+turn only the *new* text (the end of the previous assistant turn as the template writes it, the
+tool observations or user messages added since, and the next generation prompt) is tokenized and
+appended to the exact ids the policy saw and sampled. So the episode's token sequence is exactly what the model conditioned
 on, the action mask selects exactly the sampled tokens, and the recorded log-probs are those of
 the tokens the learner will score. This needs a prefix-stable chat template (rendering a
 conversation extends the rendering of any earlier prefix ending in an assistant turn), as
@@ -26,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from deepresearch.agent.policies.base import PolicyName, register_policy
 from deepresearch.errors import ConfigError, DeepResearchError
+from deepresearch.modeling.chat import template_renders_structured, to_chat_dicts, to_structured_chat
 
 if TYPE_CHECKING:
     from deepresearch.agent.schema import Episode, Message, Trajectory
@@ -88,6 +93,7 @@ class HFPolicy:
         self.max_new_tokens = max_new_tokens
         self.temperature = temperature
         self.stop_ids = stop_ids if stop_ids is not None else default_stop_ids(tokenizer)
+        self.structured = template_renders_structured(tokenizer)  # else: plain text, the tools in the system message
         self.reset("")
 
     @classmethod
@@ -119,15 +125,15 @@ class HFPolicy:
         self._ids: list[int] = []
         self._mask: list[int] = []
         self._logp: list[float] = []
-        self._seen: list[dict[str, str]] = []  # the conversation at the last turn's prompt
+        self._seen: list[tuple[str, str]] = []  # (role, content) of the conversation at the last turn's prompt
         self._prompt_text = ""  # its rendering, generation prompt included
 
     def act(self, messages: list["Message"], tools: list[dict[str, Any]]) -> str:
-        """Sample the next assistant turn. The tool schemas are already in the system message."""
-        chat = [{"role": m.role, "content": m.content} for m in messages]
-        now_text = self._render(chat, generation_prompt=True)
+        """Sample the next assistant turn. The tool schemas are those the system message lists (`tools`)."""
+        chat = [(m.role, m.content) for m in messages]
+        now_text = self._render(messages, generation_prompt=True)
         if self._turns and self._continues(chat):
-            new_text = self._new_text(chat, now_text)
+            new_text = self._new_text(messages, now_text)
         else:  # a conversation this policy has not been following: start over
             self._clear()
             new_text = now_text
@@ -202,22 +208,25 @@ class HFPolicy:
 
     # -- internals ---------------------------------------------------------------------------
 
-    def _render(self, chat: list[dict[str, str]], generation_prompt: bool) -> str:
-        return self.tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=generation_prompt)
-
-    def _continues(self, chat: list[dict[str, str]]) -> bool:
-        n = len(self._seen)
-        return (
-            len(chat) > n
-            and chat[:n] == self._seen
-            and chat[n] == {"role": "assistant", "content": self._turns[-1].text}
+    def _render(self, messages: list["Message"], generation_prompt: bool) -> str:
+        if self.structured:
+            chat, tools = to_structured_chat(messages)
+            return self.tokenizer.apply_chat_template(
+                chat, tools=tools, tokenize=False, add_generation_prompt=generation_prompt
+            )
+        return self.tokenizer.apply_chat_template(
+            to_chat_dicts(messages), tokenize=False, add_generation_prompt=generation_prompt
         )
 
-    def _new_text(self, chat: list[dict[str, str]], now_text: str) -> str:
+    def _continues(self, chat: list[tuple[str, str]]) -> bool:
+        n = len(self._seen)
+        return len(chat) > n and chat[:n] == self._seen and chat[n] == ("assistant", self._turns[-1].text)
+
+    def _new_text(self, messages: list["Message"], now_text: str) -> str:
         """Text after the last sampled token: the rest of the assistant turn as the template closes it
         (minus the stop token, which was sampled), then the messages added since and the gen prompt."""
         last = self._turns[-1]
-        upto_answer = self._render(chat[: len(self._seen) + 1], generation_prompt=False)
+        upto_answer = self._render(messages[: len(self._seen) + 1], generation_prompt=False)
         sampled_prefix = self._prompt_text + last.text
         if not upto_answer.startswith(sampled_prefix) or not now_text.startswith(upto_answer):
             raise ChatTemplateError(

@@ -1,9 +1,11 @@
 """A policy backed by any OpenAI-compatible chat-completions endpoint (vLLM, SGLang, a hosted teacher).
 
-Tool calls travel as Hermes text (`<tool_call>{...}</tool_call>`) inside assistant content, and tool
-results as `<tool_response>` blocks in user turns — exactly what Qwen2.5's chat template renders — so
-the server needs no tool-call parser. If the server does parse tool calls into structured
-`tool_calls`, they are turned back into Hermes text.
+Tool calls travel as Hermes text (`<tool_call>\\n{"name": ..., "arguments": ...}\\n</tool_call>`, each on
+lines of its own after the turn's text) inside assistant content, and tool results as
+`<tool_response>` blocks in user turns — exactly what Qwen2.5's chat template renders — so the
+server needs no tool-call parser. If the server does parse tool calls into structured `tool_calls`
+(vLLM's `hermes` parser), they are turned back into that text with `ToolCall.render`, as the chat
+template would write them.
 
 Config: `agent.openai.{base_url, model, api_key_env, temperature, max_tokens, timeout_s}`.
 """
@@ -15,7 +17,7 @@ import os
 from typing import Any
 
 from deepresearch.agent.policies.base import PolicyName, register_policy
-from deepresearch.agent.schema import Message
+from deepresearch.agent.schema import Message, ToolCall, render_tool_call, with_tool_calls
 from deepresearch.config import AgentConfig, OpenAIPolicyConfig
 
 
@@ -64,14 +66,21 @@ class OpenAIPolicy:
             raise RuntimeError(f"{self.cfg.base_url} returned no choices for model {self.cfg.model!r}")
         msg = resp.choices[0].message
         text = msg.content or ""
-        for call in msg.tool_calls or []:
+        if not msg.tool_calls:
+            return text
+        calls = []
+        for call in msg.tool_calls:
             fn = call.function
             try:
                 args = json.loads(fn.arguments or "{}")
-            except json.JSONDecodeError:
-                args = fn.arguments  # left malformed on purpose: the loop reports it to the model
-            text += "\n<tool_call>" + json.dumps({"name": fn.name, "arguments": args}) + "</tool_call>"
-        return text
+            except (ValueError, RecursionError):
+                args = None
+            # arguments that are not a JSON object stay as the server sent them: the loop reports them
+            name = fn.name or ""
+            calls.append(ToolCall(name=name, arguments=args).render() if isinstance(args, dict)
+                         else render_tool_call(name, fn.arguments))
+        # a hermes parser keeps the newline before the first <tool_call> in `content`; the template adds it
+        return with_tool_calls(text[:-1] if text.endswith("\n") else text, calls)
 
 
 @register_policy(PolicyName.openai)

@@ -1,7 +1,8 @@
 """The `batch_web_surfer` tool: batched web search and page opening in one call.
 
-    <tool_call>{"name": "batch_web_surfer",
-                "arguments": {"search": ["a chemist born in 1932"], "open": ["D0000016"]}}</tool_call>
+    <tool_call>
+    {"name": "batch_web_surfer", "arguments": {"search": ["a chemist born in 1932"], "open": ["D0000016"]}}
+    </tool_call>
 
 The observation is compact text, one block per query and per opened page, blank-line separated:
 a header line per page, `[doc_id] title | domain | authority a` (opened pages add `| year`), then
