@@ -39,6 +39,9 @@ def test_a_training_stage_prints_no_known_noise(small_world_dir, tmp_path):
     assert proc.returncode == 0, output[-3000:]
     done = next(line.split() for line in proc.stdout.splitlines() if line.startswith("STAGE DONE"))
     assert done[2] == "2" and (Path(done[3]) / "config.json").is_file()  # the stage's work is there
+    card = (Path(done[3]) / "README.md").read_text()  # with its model card: stage, inputs, run
+    assert "# deepresearch `judge` checkpoint" in card and "- input `judge_data`: `" in card
+    assert "- MLflow run: `" in card and "- config hash: `" in card
     noise = [line for line in output.splitlines() if any(n in line for n in NOISE)]
     assert not noise, "\n".join(noise)
 

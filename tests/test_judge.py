@@ -314,8 +314,12 @@ def test_tiny_judge_trains_and_predicts(tiny, tmp_path, one_thread):
     assert len(labels) == 4 and set(labels) <= set(LABELS)
     assert judge.reward(train[0].report, items) == report_reward(labels, [it.weight for it in items])
 
-    loaded = Judge.load(judge.save(tmp_path / "judge"))
+    loaded = Judge.load(judge.save(tmp_path / "judge", metadata={"steps": 40, "data": {"judge_data": "f" * 64}}))
     assert loaded.max_len == 96 and loaded.label(train[0].report, items) == labels
+    card = (tmp_path / "judge" / "README.md").read_text()  # its model card: what it is and how to use it
+    assert "pipeline_tag: text-classification" in card and "# deepresearch `judge` checkpoint" in card
+    assert "- stage: `judge`, 40 steps" in card and f"- input `judge_data`: `{'f' * 64}`" in card
+    assert "Judge.load(path)" in card
     assert (loaded.evidence_lines, loaded.mark_matches) == (0, False)
 
     # What the judge reads of a report is saved with it and used again when it is loaded.

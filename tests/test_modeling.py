@@ -528,13 +528,19 @@ def test_a_training_stage_checkpoint_has_a_model_card(model, tokenizer, tmp_path
 
     plain = save_checkpoint(model, tokenizer, tmp_path / "plain", metadata={"stage": "sft"})
     assert not (plain / "README.md").exists()  # opt-in: a hand-written card (the shipped base) is never replaced
-    out = save_checkpoint(model, tokenizer, tmp_path / "sft", metadata={"stage": "sft", "steps": 500,
-                                                                         "config_hash": "abc123"}, card=True)
+    meta = {"stage": "sft", "steps": 500, "config_hash": "abc123", "mlflow_run_id": "r123",
+            "data": {"sft_data": "d" * 64, "world": "e" * 64}}
+    out = save_checkpoint(model, tokenizer, tmp_path / "sft", metadata=meta, card=True)
     card = (out / "README.md").read_text()
     assert card.startswith("---\nlibrary_name: transformers\npipeline_tag: text-generation\n")
     n = sum(p.numel() for p in model.parameters())
     assert "# deepresearch `sft` checkpoint" in card and f"{n:,}-parameter" in card
-    assert "steps 500, config hash abc123" in card and "apply_chat_template(messages, tools=tools" in card
+    assert "- stage: `sft`, 500 steps\n- config hash: `abc123`\n- MLflow run: `r123`\n" in card
+    assert f"- input `sft_data`: `{'d' * 64}`" in card and f"- input `world`: `{'e' * 64}`" in card
+    # the example is fenced code, so markdown shows the call's newlines as they are
+    assert "```python\n" in card and "apply_chat_template(messages, tools=tools" in card
+    assert '```text\nI will search first.\n<tool_call>\n{"name": "batch_web_surfer"' in card
+    assert card.count("```") % 2 == 0
 
 
 def test_load_checkpoint_errors(saved, tmp_path):

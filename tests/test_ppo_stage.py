@@ -5,6 +5,7 @@ Two steps of everything (SFT chain, judge, PPO): this checks the wiring, not lea
 """
 
 import math
+from pathlib import Path
 
 import pytest
 
@@ -102,6 +103,9 @@ def test_ppo_trains_the_sft_policy_into_a_loadable_checkpoint(ppo):
     assert len(res.reward_curve) == 2 and all(math.isfinite(r) for r in res.reward_curve)
     assert res.weights_version == 1  # one push, between the two steps
     assert res.rollout_samples_per_s > 0 and res.learner_samples_per_s > 0
+    card = (Path(res.path) / "README.md").read_text()  # the RL policy has its model card too
+    assert "# deepresearch `rl` checkpoint" in card and f"- MLflow run: `{res.run_id}`" in card
+    assert "- input `judge`: `" in card and "- input `policy`: `" in card
     policy = HFPolicy.from_pretrained(res.path, max_new_tokens=4)
     assert policy.engine.max_context_len > 0
     ValueModel.from_pretrained(res.critic_path)

@@ -5,6 +5,7 @@ held-out F1, evaluation writes its report), not learning — the README's learni
 """
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -49,6 +50,9 @@ def test_each_stage_starts_from_the_previous_checkpoint(chain):
     for stage, res in runs.items():
         assert res.steps == 2 and res.tokens > 0 and res.run_id
         assert read_metadata(res.path)["metadata"]["stage"] == stage
+        card = (Path(res.path) / "README.md").read_text()  # every stage's checkpoint has its model card
+        assert f"# deepresearch `{stage}` checkpoint" in card and f"- MLflow run: `{res.run_id}`" in card
+        assert f"- input `{stage}_data`: `" in card and "tools=tools" in card
     model, tok = load_checkpoint(runs["sft"].path)
     assert len(tok) == chain["base"]["vocab_size"]
 

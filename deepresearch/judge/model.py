@@ -377,9 +377,16 @@ class Judge:
         """`report_reward` of the judge's labels (see judge.reward)."""
         return report_reward(self.label(report, items), [it.weight for it in items])
 
-    def save(self, path: str | Path) -> Path:
-        """Write model, tokenizer and judge.json (labels, max_len, what it reads) to `path`, replacing it atomically."""
+    def save(self, path: str | Path, metadata: dict[str, Any] | None = None) -> Path:
+        """Write model, tokenizer, judge.json (labels, max_len, what it reads) and a model card (README.md)
+        to `path`, replacing it atomically.
+
+        Args:
+            metadata: how it was trained, for the card (`model_card_text`: steps, config_hash,
+                mlflow_run_id, data digests); its stage is "judge".
+        """
         from deepresearch.console import quiet
+        from deepresearch.modeling.checkpoint import model_card_text
 
         quiet()
         path = Path(path)
@@ -390,6 +397,9 @@ class Judge:
             meta = {"max_len": self.max_len, "labels": list(LABELS), "evidence_lines": self.evidence_lines,
                     "mark_matches": self.mark_matches}
             (tmp / JUDGE_META).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+            info = {"num_parameters": sum(p.numel() for p in self.model.parameters()), "vocab_size": len(self.tokenizer),
+                    "metadata": {**(metadata or {}), "stage": "judge", "labels": list(LABELS)}}
+            (tmp / "README.md").write_text(model_card_text(info))
         return path
 
     @classmethod

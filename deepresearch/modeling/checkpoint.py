@@ -108,38 +108,102 @@ def save_checkpoint(
     return out_dir
 
 
+# What each stage's checkpoint is, for its model card.
+STAGE_DESCRIPTIONS = {
+    "mid1": "mid-trained (stage 1) on the world's documents and research reports as plain text",
+    "mid2": "mid-trained (stage 2) on whole tool-call trajectories, tool results included",
+    "sft": "fine-tuned on expert Deep Search and Deep Research trajectories (loss on the agent's turns)",
+    "rl": "the SFT policy trained further with PPO on the rubric judge's reward",
+    "judge": "the rubric judge: labels a report against one rubric item (satisfied, partly, not)",
+}
+
+_PROMPTING = """## Prompting it with tools
+
+The tokenizer carries the Qwen2.5 chat template it was trained with: `tools=` go into the system turn,
+assistant `tool_calls` and `tool` messages are written as in training, token for token.
+
+```python
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+tok = AutoTokenizer.from_pretrained(path)
+model = AutoModelForCausalLM.from_pretrained(path)
+# OpenAI-style function schemas; the agent's: [t.schema() for t in deepresearch.agent.loop.make_tools().values()]
+tools = [{{"type": "function", "function": {{"name": "batch_web_surfer", "description": "Search and open pages.",
+          "parameters": {{"type": "object", "properties": {{"search": {{"type": "array"}}}}}}}}}}]
+messages = [{{"role": "system", "content": instructions}},  # the agent's: deepresearch.agent.loop.INSTRUCTIONS
+            {{"role": "user", "content": "Who founded Widelt Company?"}}]
+inputs = tok.apply_chat_template(messages, tools=tools, add_generation_prompt=True,
+                                 return_dict=True, return_tensors="pt")
+out = model.generate(**inputs, max_new_tokens=256)
+print(tok.decode(out[0, inputs["input_ids"].shape[1]:]))
+```
+
+It calls tools as
+
+```text
+I will search first.
+<tool_call>
+{{"name": "batch_web_surfer", "arguments": {{"search": ["Widelt Company founder"]}}}}
+</tool_call>
+```
+
+Send a call back as an assistant message with `tool_calls`, its result as a `tool` message; the final
+answer comes inside `<answer></answer>`, citing pages as `\\cite{{doc_id}}`.{note}
+"""
+
+_JUDGING = """## Using it
+
+```python
+from deepresearch.judge.model import Judge
+
+judge = Judge.load(path)  # reads judge.json: the labels and what of a report it reads
+judge.label_pairs([(report, "States the founding year")])  # one of {labels} per pair
+```
+"""
+
+
 def model_card_text(info: dict[str, Any]) -> str:
-    """A checkpoint's model card: what it is, how it was trained, how to prompt it with tools."""
+    """A checkpoint's model card (README.md): what it is, how it was trained, how to prompt it with tools.
+
+    Args:
+        info: `deepresearch.json`'s content: `num_parameters`, `vocab_size` and `metadata`, whose `stage`,
+            `steps`, `config_hash`, `mlflow_run_id` and `data` ({input name: content digest}) it states.
+    Returns:
+        Markdown with Hugging Face front matter.
+    """
     meta = info.get("metadata", {})
     stage = meta.get("stage", "?")
-    trained = ", ".join(f"{k.replace('_', ' ')} {meta[k]}" for k in ("steps", "config_hash") if k in meta)
+    judge = stage == "judge"
+    facts = [f"- stage: `{stage}`" + (f", {meta['steps']} steps" if "steps" in meta else "")]
+    if "config_hash" in meta:
+        facts.append(f"- config hash: `{meta['config_hash']}`")
+    facts.append(f"- MLflow run: `{meta['mlflow_run_id']}`" if meta.get("mlflow_run_id") else "- MLflow run: none (tracking off)")
+    facts += [f"- input `{name}`: `{digest}` (content digest, `deepresearch.io.dir_digest`)"
+              for name, digest in sorted((meta.get("data") or {}).items())]
+    if judge:
+        usage = _JUDGING.format(labels=" / ".join(f"`{label}`" for label in meta.get("labels", [])) or "the labels")
+    else:
+        note = ("\n\nThis stage trained on plain text only: the tool-call format is learned from `mid2` on."
+                if stage == "mid1" else "")
+        usage = _PROMPTING.format(note=note)
+    kind = "sequence classifier" if judge else "causal LM"
+    what = STAGE_DESCRIPTIONS.get(stage, f"written by the `{stage}` stage")
     return f"""---
 library_name: transformers
-pipeline_tag: text-generation
+pipeline_tag: {"text-classification" if judge else "text-generation"}
 tags: [deepresearch, qwen2, {stage}]
 ---
 # deepresearch `{stage}` checkpoint
 
-A {info.get("num_parameters", 0):,}-parameter Qwen2 causal LM (vocabulary {info.get("vocab_size", "?")}) written
-by the `{stage}` stage of the Step-DeepResearch pipeline ({trained}). The stage's MLflow run logged this
-directory as a LoggedModel tagged with its content digest (`model.digest`); `deepresearch lineage` on the
-registered version lists the data digests, config and runs behind it.
+A {info.get("num_parameters", 0):,}-parameter Qwen2 {kind} (vocabulary {info.get("vocab_size", "?")}) from the
+Step-DeepResearch pipeline's `{stage}` stage: {what}. `deepresearch lineage` on its registered version
+shows the runs and data behind it.
 
-## Prompting it with tools
+## How it was trained
 
-The tokenizer carries the Qwen2.5 chat template the model was trained on:
+{chr(10).join(facts)}
 
-```python
-from transformers import AutoModelForCausalLM, AutoTokenizer
-tok = AutoTokenizer.from_pretrained(path)
-model = AutoModelForCausalLM.from_pretrained(path)
-ids = tok.apply_chat_template(messages, tools=tools, add_generation_prompt=True, return_tensors="pt")
-```
-
-`tools` are OpenAI-style function schemas (the agent's are `batch_web_surfer`, `todo`, `file`, `shell`);
-the model answers with `<tool_call>\n{{"name": ..., "arguments": ...}}\n</tool_call>` blocks, tool results
-go back as messages of role `tool`, and the final answer is written inside `<answer></answer>`.
-"""
+{usage}"""
 
 
 def read_metadata(path: str | Path) -> dict[str, Any]:

@@ -257,9 +257,10 @@ def run_ppo(
             torch_threads(cpu_threads_per_process()):
         try:
             # the SFT policy and the judge are their training runs' LoggedModels
-            run.log_model_input(policy_dir, name="policy", digest=dir_digest(policy_dir))
-            run.log_model_input(judge_dir, name="judge", digest=dir_digest(judge_dir))
-            run.log_dataset(world_dir, name="world", context="input", digest=dir_digest(world_dir))
+            inputs = {"policy": dir_digest(policy_dir), "judge": dir_digest(judge_dir), "world": dir_digest(world_dir)}
+            run.log_model_input(policy_dir, name="policy", digest=inputs["policy"])
+            run.log_model_input(judge_dir, name="judge", digest=inputs["judge"])
+            run.log_dataset(world_dir, name="world", context="input", digest=inputs["world"])
             run.set_tags({"input.policy": str(policy_dir), "input.judge": str(judge_dir)})
             try:
                 learner = init_learner(policy, critic, rl, cfg.training.sft)
@@ -355,7 +356,10 @@ def run_ppo(
                         "steps": rl.steps,
                         "init": str(policy_dir),
                         "reward_curve": curve,
+                        "data": inputs,
+                        **({"mlflow_run_id": run.run_id} if getattr(run, "run_id", None) else {}),
                     },
+                    card=True,
                 )
             with learner.critic.full_weights() as module:
                 critic_path = module.save_pretrained(out / CRITIC_DIR)

@@ -167,15 +167,17 @@ def run_stage(
         dataset = _lm_dataset(cfg, stage, tokenizer, Path(data), world, scfg)
         loss_fn = None
 
+    # what the model card states: filled in on rank 0 (the rank that saves) once the run and inputs are known
+    card = {"stage": stage, "config_hash": cfg.hash, "steps": scfg.max_steps}
+
     def save(m, directory: Path) -> None:
         if stage == "judge":
             from deepresearch.judge.model import Judge
 
             Judge(m, tokenizer, max_len=cfg.judge.max_len, evidence_lines=cfg.judge.evidence_lines,
-                  mark_matches=cfg.judge.mark_matches).save(directory)
+                  mark_matches=cfg.judge.mark_matches).save(directory, metadata=card)
         else:
-            meta = {"stage": stage, "config_hash": cfg.hash, "steps": scfg.max_steps}
-            save_checkpoint(m, tokenizer, directory, metadata=meta, card=True)
+            save_checkpoint(m, tokenizer, directory, metadata=card, card=True)
 
     ctx = (
         # the run id is kept in the run directory, so a resumed stage continues the killed attempt's run
@@ -186,16 +188,17 @@ def run_stage(
     )
     with ctx as run, BufferedTracker(run, spill=out / UNLOGGED_FILE) as tracked:
         if env.rank == 0:
-            run.log_dataset(
-                Path(data), name=f"{stage}_data", context="input", digest=dir_digest(Path(data)),
-            )
+            digests = {f"{stage}_data": dir_digest(Path(data)), "init_model": dir_digest(Path(init_model))}
+            if world is not None:
+                digests["world"] = dir_digest(Path(world))
+            card.update(data=digests, **({"mlflow_run_id": run.run_id} if getattr(run, "run_id", None) else {}))
+            run.log_dataset(Path(data), name=f"{stage}_data", context="input", digest=digests[f"{stage}_data"])
             if getattr(dataset, "mix_counts", None):
                 tracked.log_metrics({f"{stage}/mix/{k}": v for k, v in dataset.mix_counts.items()})
             # the previous stage's LoggedModel (a base model, logged by no run, stays a dataset input)
-            run.log_model_input(Path(init_model), name="init_model", digest=dir_digest(Path(init_model)))
+            run.log_model_input(Path(init_model), name="init_model", digest=digests["init_model"])
             if world is not None:
-
-                run.log_dataset(Path(world), name="world", context="input", digest=dir_digest(Path(world)))
+                run.log_dataset(Path(world), name="world", context="input", digest=digests["world"])
         kwargs = {"loss_fn": loss_fn} if loss_fn is not None else {}
         # metrics and tags go through a buffer: a tracking outage during training is retried in the
         # background, never a stall or the reason the stage dies
