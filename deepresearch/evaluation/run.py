@@ -445,10 +445,12 @@ def mlflow_metrics(
 
 def _log(tracker, cfg, world_dir, judge_dir, checkpoints, metrics, diffs, probe, elo, agreement, out_dir) -> None:
     from deepresearch.io import dir_digest
+    from deepresearch.tracking.datasets import log_world
 
     # Lineage: the world is a dataset input; each evaluated checkpoint and the judge are model inputs
-    # (their training runs' LoggedModels), and each one's metrics are logged against its model id.
-    tracker.log_dataset(Path(world_dir), name="world", context="input", digest=dir_digest(world_dir))
+    # (their training runs' LoggedModels; the base checkpoint, which no run logs as a model, its files),
+    # and each one's metrics are logged against its model id.
+    log_world(tracker, Path(world_dir))
     judge_id = None
     if judge_dir is not None:
         judge_id = tracker.log_model_input(Path(judge_dir), name="judge", digest=dir_digest(judge_dir))
