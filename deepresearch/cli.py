@@ -220,6 +220,7 @@ def evaluate_cmd(
 ) -> None:
     """Evaluate checkpoints on held-out tasks (intervals, paired differences, probe, Elo, cost; a report), compare
     the candidate with the registry's champion, register and promote — as the pipeline's evaluation task does."""
+    from deepresearch.evaluation.report import metric_tables, print_tables
     from deepresearch.stages import evaluation_stage
 
     specs = {}
@@ -230,11 +231,8 @@ def evaluate_cmd(
         specs[name] = spec
     res = evaluation_stage(_cfg(config, overrides), world, specs, out, judge_dir=judge,
                            candidate=None if candidate == "none" else candidate, baseline=baseline)
-    for m in res.evaluation.checkpoints:
-        typer.echo(m.model_dump_json(exclude={"intervals"}))
-    for name, verdict in (("policy", res.policy), ("judge", res.judge)):
-        if verdict is not None:
-            typer.echo(f"{name}: {'promoted' if verdict.promoted else 'not promoted'} ({'; '.join(verdict.reasons)})")
+    r = res.evaluation.results  # the promotion decisions were printed by the stage
+    print_tables(metric_tables(r.checkpoints, r.differences, r.probe, confidence=r.confidence))
     typer.echo(f"report: {res.evaluation.report}")
 
 

@@ -15,9 +15,14 @@ a torchrun worker and a Ray actor are quiet alike.
 | "`torch.distributed.all_gather_into_tensor` is deprecated" | torch, called by DeepSpeed | DeepSpeed's choice of collective, not ours |
 | "... LOAD REPORT ... score.weight MISSING" | transformers | a head the stage creates on purpose (`fresh_head`) |
 | "Token authentication is enabled for this Ray cluster ..." | Ray | its default for a new local cluster, kept |
+| "Generated new authentication token and saved to ..." | Ray | the token of that default, in ~/.ray |
+| "Started a local Ray instance. View the dashboard at ..." | Ray | a local instance for the rollout actors (no dashboard is started: `include_dashboard=False`) |
 
-Elsewhere, at its own source: the Flyte Deck's dependency tab that runs `python -m pip`, which a uv
-environment lacks ("No module named pip"): `tasks.model.evaluate` lists its Deck fields without it.
+Elsewhere, at their own source: the Flyte Deck's dependency tab that runs `python -m pip`, which a uv
+environment lacks ("No module named pip"): `tasks.model.evaluate` lists its Deck fields without it;
+MLflow's "Creating initial MLflow database tables..." / "Updating database tables" on a fresh store:
+`tracking.quiet_mlflow`, wherever the project opens a store. Not silenced, as it cannot be from the
+workflow: pyflyte's own last line for a local run, the workflow's outputs (`click.echo(outputs)`).
 
     from deepresearch.console import quiet, fresh_head
     quiet()
@@ -45,7 +50,11 @@ NOISE = (
     "all_gather_into_tensor",
     "LOAD REPORT",
     "Token authentication is enabled",
+    "Generated new authentication token",
+    "Started a local Ray instance",
     "No module named pip",
+    "Creating initial MLflow database tables",
+    "Updating database tables",
 )
 
 
@@ -77,6 +86,8 @@ def quiet() -> None:
                             category=FutureWarning)
     _add_filter("ray._private.authentication.authentication_token_setup",
                 "Token authentication is enabled for this Ray cluster")
+    _add_filter("ray._private.authentication.authentication_token_setup", "Generated new authentication token")
+    _add_filter("ray._private.worker", "Started a local Ray instance")
 
 
 class _LineFilter(io.TextIOBase):

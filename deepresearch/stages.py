@@ -38,7 +38,8 @@ from pydantic import BaseModel
 from deepresearch.config import PipelineConfig
 from deepresearch.errors import DataQualityError
 from deepresearch.io import dir_digest
-from deepresearch.tracking import stage_run
+from deepresearch.tracking import output_tags, stage_run
+from deepresearch.tracking.datasets import log_files, log_parts, log_world
 
 if TYPE_CHECKING:
     from deepresearch.evaluation.promotion import StageOutcome
@@ -69,42 +70,6 @@ def publish(cfg: PipelineConfig, path: Path, kind: str, digest: str, run) -> str
     return uri
 
 
-def _table(path: Path, n: int = 20) -> tuple[list[dict], int]:
-    """A jsonl file as the MLflow dataset drawer shows it: its first `n` rows, flattened (its schema is
-    inferred from them), and its row count."""
-    rows, count = [], 0
-    if path.is_file():
-        with open(path) as f:
-            for count, line in enumerate(f, 1):
-                if count <= n:
-                    obj = json.loads(line)
-                    rows.append({k: (v if isinstance(v, (str, int, float, bool)) else json.dumps(v)[:500])
-                                 for k, v in obj.items()})
-    return rows, count
-
-
-def _part_digest(manifest: dict, name: str) -> str:
-    """The content digest of one dataset (subdirectory `name`) of an artifact, from its manifest's sha256s:
-    what `deepresearch.io.dir_digest` gives for that subdirectory."""
-    from deepresearch.io import content_digest
-
-    prefix = f"{name}/"
-    return content_digest({rel[len(prefix):]: h for rel, h in manifest["sha256"].items() if rel.startswith(prefix)})
-
-
-def _log_part(run, artifact: Path, manifest: dict, name: str, *, logged_as: str, context: str) -> None:
-    """Log dataset `name` of an artifact directory as a run input/output: its own digest, row count and
-    schema, and the artifact's digest, by which lineage finds the run that wrote it.
-
-    Its rows are its trajectories (what training reads), or its tasks when it has none (query_report's
-    text pairs): the same table wherever the dataset is logged, as MLflow keeps one record per digest."""
-    rows, count = _table(artifact / name / "trajectories.jsonl")
-    if count == 0:
-        rows, count = _table(artifact / name / "tasks.jsonl")
-    run.log_dataset(artifact / name, name=logged_as, context=context, digest=_part_digest(manifest, name),
-                    rows=rows, num_rows=count, artifact_digest=manifest["digest"])
-
-
 def world_stage(cfg: PipelineConfig, out: Path, parent_run_id: str = "", execution_id: str = "local") -> StageResult:
     """Generate (or load) the world and build its search index."""
     from deepresearch.world.build import build_world
@@ -114,7 +79,8 @@ def world_stage(cfg: PipelineConfig, out: Path, parent_run_id: str = "", executi
         manifest = build_world(cfg, Path(out))
         run.log_metrics({f"world/{k}": v for k, v in manifest["counts"].items()})
         run.log_dict(manifest, "world_manifest.json")
-        run.set_tags({"output.path": str(out), "dataset.digest": dir_digest(Path(out))})
+        run.set_tags({**output_tags(out), "dataset.digest": dir_digest(Path(out))})
+        log_world(run, Path(out), context="output")
         publish(cfg, Path(out), "worlds", dir_digest(Path(out)), run)
         return StageResult(stage="world", path=str(out), run_id=run.run_id or "", seconds=time.perf_counter() - t0, manifest=manifest)
 
@@ -127,13 +93,13 @@ def synthesis_stage(
 
     t0 = time.perf_counter()
     with stage_run(cfg, parent_run_id, "synthesis", flyte_execution_id=execution_id) as run:
-        run.log_dataset(Path(world_dir), name="world", context="input", digest=dir_digest(Path(world_dir)))
+        log_world(run, Path(world_dir))
         manifest = synthesize(cfg, Path(world_dir), Path(out))
         for name, stats in manifest["datasets"].items():
             run.log_metrics({f"synthesis/{name}/{k}": v for k, v in stats.items()})
-            _log_part(run, Path(out), manifest, name, logged_as=f"raw_{name}", context="output")
+        log_parts(run, Path(out), manifest["datasets"], context="output", prefix="raw_")
         run.log_dict(manifest, "synthesis_manifest.json")
-        run.set_tags({"output.path": str(out), "dataset.digest": manifest["digest"]})
+        run.set_tags({**output_tags(out), "dataset.digest": manifest["digest"]})
         publish(cfg, Path(out), "raw", manifest["digest"], run)
         return StageResult(stage="synthesis", path=str(out), run_id=run.run_id or "", seconds=time.perf_counter() - t0, manifest=manifest)
 
@@ -147,8 +113,7 @@ def quality_stage(
     t0 = time.perf_counter()
     raw_manifest = json.loads((Path(raw_dir) / "manifest.json").read_text())
     with stage_run(cfg, parent_run_id, "quality", flyte_execution_id=execution_id) as run:
-        for name in raw_manifest["datasets"]:
-            _log_part(run, Path(raw_dir), raw_manifest, name, logged_as=f"raw_{name}", context="input")
+        log_parts(run, Path(raw_dir), raw_manifest["datasets"], context="input", prefix="raw_")
         try:
             report = run_quality_gates(cfg.quality, Path(raw_dir), Path(out))
         except DataQualityError as e:
@@ -169,9 +134,8 @@ def quality_stage(
             metrics.update({f"quality/{name}/dropped/{k}": v for k, v in d.dropped.items()})
         run.log_metrics(metrics)
         manifest = json.loads((Path(out) / "manifest.json").read_text())
-        for name in raw_manifest["datasets"]:
-            _log_part(run, Path(out), manifest, name, logged_as=name, context="output")
-        run.set_tags({"output.path": str(out), "dataset.digest": manifest.get("digest", "")})
+        log_parts(run, Path(out), raw_manifest["datasets"], context="output")
+        run.set_tags({**output_tags(out), "dataset.digest": manifest.get("digest", "")})
         publish(cfg, Path(out), "datasets", manifest["digest"], run)
         return StageResult(stage="quality", path=str(out), run_id=run.run_id or "", seconds=time.perf_counter() - t0, manifest=manifest)
 
@@ -184,16 +148,20 @@ def base_stage(
 
     The manifest holds `parameters` and `vocab_size`."""
     from deepresearch.modeling.base import build_base
+    from deepresearch.modeling.base_models import resolve_base
+    from deepresearch.training.data import DATASET_NAMES
 
     t0 = time.perf_counter()
     world_dir, datasets_dir, out = Path(world_dir), Path(datasets_dir), Path(out)
     with stage_run(cfg, parent_run_id, "base", flyte_execution_id=execution_id) as run:
-        # the tiny tokenizer is trained on both: they are the base model's lineage
-        run.log_dataset(world_dir, name="world", context="input", digest=dir_digest(world_dir))
-        run.log_dataset(datasets_dir, name="base_data", context="input", digest=dir_digest(datasets_dir))
+        if resolve_base(cfg.model).source == "built":
+            # the tiny tokenizer is trained on the world's documents and both datasets' trajectories
+            # (`training.data.tokenizer_corpus`): they are the base model's lineage
+            log_world(run, world_dir)
+            log_parts(run, datasets_dir, DATASET_NAMES, context="input")
         info = build_base(cfg, world_dir, datasets_dir, out)
         run.log_metrics({"base/vocab_size": info["vocab_size"], "base/parameters": info["parameters"]})
-        run.set_tags({"output.path": str(out), "model.digest": dir_digest(out)})
+        run.set_tags({**output_tags(out), "model.digest": dir_digest(out)})
         return StageResult(stage="base", path=str(out), run_id=run.run_id or "",
                            seconds=time.perf_counter() - t0, manifest=info)
 
@@ -202,17 +170,18 @@ def judge_data_stage(
     cfg: PipelineConfig, world_dir: Path, out: Path, parent_run_id: str = "", execution_id: str = "local"
 ) -> StageResult:
     """(report, rubric item, label) pairs of controlled quality, labels known by construction; held-out split."""
-    from deepresearch.judge.data import build_judge_dataset
+    from deepresearch.judge.data import JUDGE_FILES, build_judge_dataset
 
     t0 = time.perf_counter()
     world_dir, out = Path(world_dir), Path(out)
     with stage_run(cfg, parent_run_id, "judge_data", flyte_execution_id=execution_id) as run:
-        run.log_dataset(world_dir, name="world", context="input", digest=dir_digest(world_dir))
+        log_world(run, world_dir)
         manifest = json.loads(json.dumps(build_judge_dataset(cfg, world_dir, out), default=str))
         run.log_dict(manifest, "judge_data_manifest.json")
-        # the digest the judge's training run logs this directory under (run_stage: artifact_digest),
-        # so that `deepresearch lineage` finds this run as its producer
-        run.set_tags({"output.path": str(out), "dataset.digest": dir_digest(out)})
+        log_files(run, out, JUDGE_FILES, context="output")
+        # the digest the judge's training run logs these files' directory under (their artifact digest),
+        # so that `deepresearch lineage` finds this run as their producer
+        run.set_tags({**output_tags(out), "dataset.digest": dir_digest(out)})
         return StageResult(stage="judge_data", path=str(out), run_id=run.run_id or "",
                            seconds=time.perf_counter() - t0, manifest=manifest)
 

@@ -38,8 +38,8 @@ def stage_record(stage: str, seconds: float, *, execution_id: str, parent_run_id
             id (`tasks.common.execution_id`) and untracked ones share the parent run "".
         facts: what the table shows: `produced` (a short line), or the data stages' `counts` /
             `datasets` from their manifests; `checkpoints` (`CheckpointMetrics` as JSON, in order),
-            `differences` (`Difference`s) and `probe` (name → kind → [spans, correct]) for the
-            evaluation tables. Anything else is kept in the record for readers of the JSON.
+            `differences` (`Difference`s), `probe` (name → kind → [spans, correct]) and `confidence`
+            (of the intervals) for the evaluation tables. Anything else is kept in the record for readers of the JSON.
     """
     ran = {"execution_id": execution_id, "parent_run_id": parent_run_id}
     return json.dumps({"stage": stage, "seconds": round(seconds, 2), **ran, **facts}, sort_keys=True)
@@ -82,7 +82,7 @@ def _evaluation_tables(record: dict) -> list:
     rank = {c.name: i for i, c in enumerate(checkpoints)}
     probe = {name: {k: ProbeScore(k, n, ok) for k, (n, ok) in kinds.items()}
              for name, kinds in sorted(record.get("probe", {}).items(), key=lambda kv: rank.get(kv[0], len(rank)))}
-    return metric_tables(checkpoints, diffs, probe)
+    return metric_tables(checkpoints, diffs, probe, confidence=record.get("confidence", 0.95))
 
 
 def render_summary(
@@ -138,16 +138,16 @@ def render_summary(
         f"MLflow:   {uri}  (parent run {parent_run_id or 'disabled'}, experiment '{cfg.tracking.experiment}')",
         f"browse:   mlflow ui --backend-store-uri {uri}",
     ]
-    console = Console()
-    if not console.is_terminal:  # a log file or a pipe: rich would assume 80 columns and squeeze the tables
-        console = Console(width=160)
-    console.print(table)
-    if eval_tables:
-        from deepresearch.evaluation.report import print_tables
+    from deepresearch.evaluation.report import PRINT_WIDTH, print_tables
 
+    console = Console()
+    if not console.is_terminal:  # a log file or a pipe: rich would assume 80 columns
+        console = Console(width=PRINT_WIDTH)
+    console.print(table)
+    if eval_tables:  # printed here only: the evaluation stage does not print them
         print_tables(eval_tables, console)
-    for line in where:
-        console.print(line)
+    for line in where:  # whole, however long: paths and a command to copy
+        console.print(line, soft_wrap=True, highlight=False)
     md += ["", *[f"- {line}" for line in where]]
     return "\n".join(md) + "\n"
 

@@ -95,8 +95,9 @@ def stale_entries(cfg: PipelineConfig, prefixes: tuple[str, ...] = PROJECT_PREFI
     if cfg.tracking.enabled:
         from mlflow import MlflowClient
 
-        from deepresearch.tracking import tracking_uri
+        from deepresearch.tracking import quiet_mlflow, tracking_uri
 
+        quiet_mlflow()  # this may be the first use of a fresh store: no "Creating initial MLflow database tables"
         client = MlflowClient(tracking_uri=tracking_uri(cfg.tracking))
     out = []
     for key, outputs, _ in _entries(prefixes):

@@ -154,4 +154,5 @@ def evaluate(
     return stage_out("evaluation", out, res.run_id, res.seconds, run=run,
                      produced=produced, report=str(out / "report.md"),
                      checkpoints=[m.model_dump(mode="json") for m in ev.checkpoints],  # a list: the record's keys are sorted
-                     differences=[d.model_dump(mode="json") for d in ev.differences], probe=probe)
+                     differences=[d.model_dump(mode="json") for d in ev.differences], probe=probe,
+                     confidence=ev.results.confidence)

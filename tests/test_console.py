@@ -2,6 +2,7 @@
 third-party noise (`deepresearch.console.NOISE`) — and the stage's own work still shows."""
 
 import json
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -115,3 +116,71 @@ def test_fresh_head_hides_the_report_of_that_head_only():
         assert [r for r in records if "LOAD REPORT" in r.getMessage() and "score.weight" in r.getMessage()]
     finally:
         logger.removeHandler(handler)
+
+
+class _Records(logging.Handler):
+    """Keeps the records that pass a logger's level and filters."""
+
+    def __init__(self):
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record):
+        self.records.append(record)
+
+
+def test_ray_notices_of_a_new_local_instance_are_dropped():
+    """Ray's INFO lines when `ensure_ray` starts a local instance: the token it generated, the instance's start
+    (with a dashboard URL though none is started). Other messages of the same loggers still pass."""
+    from deepresearch.console import quiet
+
+    quiet()
+    for name, noise in (
+        ("ray._private.authentication.authentication_token_setup",
+         "Generated new authentication token and saved to /root/.ray/auth_token"),
+        ("ray._private.worker", "Started a local Ray instance. View the dashboard at %s%s"),
+    ):
+        logger, seen = logging.getLogger(name), _Records()
+        logger.addHandler(seen)
+        level = logger.level
+        logger.setLevel(logging.INFO)
+        try:
+            logger.info(noise, "http://127.0.0.1:8265", "")
+            logger.info("Connected to Ray cluster.")
+        finally:
+            logger.removeHandler(seen)
+            logger.setLevel(level)
+        assert [r.getMessage() for r in seen.records] == ["Connected to Ray cluster."], name
+        assert any(noise.startswith(n) for n in NOISE)
+
+
+def test_a_fresh_mlflow_store_is_opened_without_its_table_notices(tmp_path):
+    """MLflow logs "Creating initial MLflow database tables..." and "Updating database tables" at INFO when it
+    first opens a SQLite store; every way the project opens one (a stage's client, the registry, lineage) keeps
+    them below WARNING, even after MLflow's own logger setup put `mlflow` back at INFO."""
+    import mlflow  # noqa: F401 - its import configures the `mlflow` logger (INFO)
+
+    from deepresearch.config import load_config
+    from deepresearch.tracking import _client
+    from deepresearch.tracking.lineage import LineageError, trace
+    from deepresearch.tracking.registry import _client as registry_client
+
+    logger, seen = logging.getLogger("mlflow.store.db.utils"), _Records()
+    logger.addHandler(seen)
+    try:
+        for i, open_store in enumerate((
+            lambda cfg: _client(cfg.tracking),
+            lambda cfg: registry_client(cfg.tracking).search_registered_models(),
+            lambda cfg: trace("0123abcd", cfg.tracking),
+        )):
+            logging.getLogger("mlflow").setLevel(logging.INFO)  # as a process that just imported mlflow
+            logger.setLevel(logging.NOTSET)
+            cfg = load_config("configs/tiny.yaml", [f"tracking.uri=sqlite:///{tmp_path}/fresh{i}.db"])
+            try:
+                open_store(cfg)
+            except LineageError:
+                pass  # no such run: the store was opened all the same
+            assert (tmp_path / f"fresh{i}.db").is_file()
+    finally:
+        logger.removeHandler(seen)
+    assert not [r.getMessage() for r in seen.records if r.levelno < logging.WARNING]

@@ -219,25 +219,35 @@ def test_write_report(tmp_path, scores):
         elo=elo_with_ci(scores, n_bootstrap=20),
         curves={"sft/loss": [(0, 3.1), (10, 2.2), (20, 1.9)], "rl/reward": [(0, 0.1), (1, 0.3)]},
         champion="rl",
+        decisions=["policy v2 promoted to champion: mean_reward beats the champion v1"],
         notes=["held-out tasks: seed 1000"],
         differences=[Difference(a="rl", b="sft", metric="exact_match", value=0.1, ci_low=0.02, ci_high=0.19, n=40)],
         probe={"rl": {k: ProbeScore(k, 4 if k == "tool" else 0, 3 if k == "tool" else 0) for k in KINDS}},
         judge_agreement=JudgeAgreement(items=12, reports=2, accuracy=0.75, macro_f1=0.7,
                                        confusion=[[4, 1, 0], [1, 2, 0], [0, 1, 3]]),
     )
-    md = write_report(results, tmp_path / "report")
+    md = write_report(results, tmp_path / "report", files={"episodes.jsonl": "{}\n"})
     out = tmp_path / "report"
     assert md == out / "report.md"
     assert sorted(p.name for p in out.iterdir()) == [
-        "curves.png", "elo.png", "report.html", "report.md", "results.json", "scores.png"
-    ]  # no temp files left
+        "curves.png", "elo.png", "episodes.jsonl", "report.html", "report.md", "results.json", "scores.png"
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report"]  # no temp directory left beside it
     for png in ("curves.png", "elo.png", "scores.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     text = md.read_text()
-    assert "| rl (champion) | 0.550 |" in text and "![Elo](elo.png)" in text and "| champ |" in text
+    assert "| champ |" in text and "(elo.png)" in text
     assert "| rl (champion) | 60% [45%, 75%] |" in text and "| sft | — |" in text  # intervals; sft had none
     headings = [line for line in text.splitlines() if line.startswith("## ")]
-    assert headings[0].startswith("## Held-out metrics") and headings[1].startswith("## Paired differences")
+    # the decision first, then what separates the checkpoints; no section repeats the metrics
+    assert headings[:3] == ["## Decision", "## Held-out metrics, mean [95 % bootstrap interval over tasks]",
+                            "## Paired differences, mean [95 % paired bootstrap interval]"]
+    assert not {"## Scores", "## Cost per report"} & set(headings)
+    decision = text.split("## Decision")[1].split("## ")[0]
+    assert "Champion: **rl**" in decision and "- policy v2 promoted to champion: mean_reward" in decision
+    assert "policy v2" not in text.split("## Notes")[1]  # stated once, at the top
+    # the scores plot sits under the table of the same metrics
+    assert text.index("(scores.png)") < text.index("## Paired differences")
     assert "| rl − sft | +10% [+2%, +19%] |" in text  # the paired difference
     assert "| checkpoint | tool |" in text and "| rl | 75 % |" in text  # probe: only kinds with spans
     assert "| 2 | 12 | 0.750 | 0.700 | 4,1,0 / 1,2,0 / 0,1,3 |" in text
@@ -260,9 +270,40 @@ def test_write_report(tmp_path, scores):
     from deepresearch.evaluation.report import plot_elo
 
     assert plot_elo([EloResult(name="a", rating=1010.0, ci_low=1012.0, ci_high=1020.0)], tmp_path / "elo.png")
-    # a report with scores only: no Elo or curve plots
+    # a report with means only: no interval to plot, no Elo or curves
     write_report(EvalResults(checkpoints=[CheckpointEval(name="sft", compliance=0.4)]), tmp_path / "small")
-    assert sorted(p.name for p in (tmp_path / "small").iterdir()) == ["report.html", "report.md", "results.json", "scores.png"]
+    assert sorted(p.name for p in (tmp_path / "small").iterdir()) == ["report.html", "report.md", "results.json"]
+
+
+def test_write_report_swaps_in_one_version(tmp_path, monkeypatch):
+    """The report directory is replaced whole (io.atomic_dir): results.json and report.md never come from two
+    different results, a failed write changes nothing, and the evaluation's other files are carried over."""
+    from deepresearch.evaluation import report as R
+
+    out = tmp_path / "eval"
+    first = EvalResults(title="first", checkpoints=[
+        CheckpointEval(name="sft", intervals={"mean_reward": MetricEstimate(value=0.3, ci_low=0.2, ci_high=0.4, n=9)}),
+        CheckpointEval(name="rl", intervals={"mean_reward": MetricEstimate(value=0.5, ci_low=0.1, ci_high=0.45, n=9)}),
+    ])
+    write_report(first, out, files={"episodes.jsonl": "e1\n"})
+    (out / "elo.png").write_bytes(b"stale")  # a plot this report does not draw: not carried into the next
+    second = first.model_copy(update={"title": "second", "decisions": ["policy v1 not promoted: worse"]})
+
+    def fail(*a, **k):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(R, "render_markdown", fail)
+    with pytest.raises(RuntimeError, match="disk full"):
+        write_report(second, out)
+    assert EvalResults.model_validate_json((out / "results.json").read_text()).title == "first"  # unchanged
+    assert (out / "report.md").read_text().startswith("# first") and sorted(p.name for p in tmp_path.iterdir()) == ["eval"]
+    monkeypatch.undo()
+    write_report(second, out)
+    assert EvalResults.model_validate_json((out / "results.json").read_text()).title == "second"
+    assert (out / "report.md").read_text().startswith("# second") and "policy v1 not promoted" in (out / "report.html").read_text()
+    assert (out / "episodes.jsonl").read_text() == "e1\n" and not (out / "elo.png").exists()
+    # the interval plot: one panel per measured metric; an interval that misses its mean is still drawn
+    assert R.plot_scores(second, tmp_path / "s.png") and not R.plot_scores(EvalResults(checkpoints=[]), tmp_path / "n.png")
 
 
 # ---- per-checkpoint metrics, paired differences, MLflow names ------------------------------------

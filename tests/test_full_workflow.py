@@ -222,22 +222,23 @@ def test_lineage_walks_from_the_registered_policy_back_to_the_world(run):
     sft, _ = via(rl, "policy", "sft")
     mid2, _ = via(sft, "init_model", "mid2")
     mid1, _ = via(mid2, "init_model", "mid1")
-    quality, data = via(mid1, "mid1_data", "quality")
+    quality, data = via(mid1, "deep_research", "quality")  # each dataset of its mix, with its own digest
     synthesis, _ = via(quality, "raw_deep_search", "synthesis")
     world, link = via(synthesis, "world", "world")
 
     out = run["out"]
     manifest = json.loads((Path(out.datasets.path) / "manifest.json").read_text())
-    assert data.digest == manifest["digest"]
+    assert data.artifact_digest == manifest["digest"]
+    assert data.digest == dir_digest(Path(out.datasets.path) / "deep_research")
     assert link.digest == dir_digest(Path(out.world.path)) == world.tags["dataset.digest"]
     assert root.parent_run_id == rl.parent_run_id == world.parent_run_id  # one pipeline run
     assert world.tags["config_hash"] == run["cfg"].hash
     # the other branches reach the same world: the judge through its data, the base model through its corpus
     judge, _ = via(rl, "judge", "judge")
-    judge_data, _ = via(judge, "judge_data", "judge_data")
+    judge_data, _ = via(judge, "judge_train", "judge_data")
     assert via(judge_data, "world", "world")[0] is world
     base, _ = via(mid1, "init_model", "base")
-    assert via(base, "world", "world")[0] is world and via(base, "base_data", "quality")[0] is quality
+    assert via(base, "world", "world")[0] is world and via(base, "deep_search", "quality")[0] is quality
 
 
 def test_rerun_hits_the_cache_and_keeps_each_stage_record(run):

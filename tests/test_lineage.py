@@ -1,8 +1,9 @@
 """`deepresearch lineage`: the data half run as stages into a scratch MLflow store, then traced.
 
 Errors are one line (no champion — with why —, no such version, no such run); `--json` is the whole
-graph; every dataset logged carries its own digest, row count and schema; the listing shows each run
-once and fits 100 columns.
+graph; every dataset logged carries its own digest, row count and schema (a training run's too: each
+dataset of its mix, and a checkpoint no run logged as a model as its files); the listing shows each run
+once, fits 100 columns, and shows no path its writer marked temporary.
 """
 
 import json
@@ -16,13 +17,16 @@ from tests.conftest import SMALL, requires_sandbox
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory, tiny_checkpoint):
-    """world → synthesis → quality as tracked stages, a stand-in training run that read the datasets and
-    logged the checkpoint it wrote, registered as a policy version the gate refused."""
+    """world → synthesis → quality as tracked stages; a stand-in base run that wrote a checkpoint (no
+    LoggedModel, as a registry base model) and a stand-in SFT run that read it and three datasets, logging
+    its inputs and the checkpoint it wrote as `training.stage.run_stage` does, registered as a policy
+    version the gate refused."""
     from deepresearch.config import load_config
     from deepresearch.io import dir_digest
     from deepresearch.stages import quality_stage, synthesis_stage, world_stage
-    from deepresearch.tracking import stage_run, start_parent_run
+    from deepresearch.tracking import output_tags, stage_run, start_parent_run
     from deepresearch.tracking.registry import promote, register_model
+    from deepresearch.training.stage import log_inputs
 
     tmp = tmp_path_factory.mktemp("lineage")
     uri = f"sqlite:///{tmp}/mlflow.db"
@@ -31,16 +35,22 @@ def store(tmp_path_factory, tiny_checkpoint):
     world = world_stage(cfg, tmp / "world", parent)
     raw = synthesis_stage(cfg, tmp / "world", tmp / "raw", parent)
     gated = quality_stage(cfg, tmp / "raw", tmp / "datasets", parent)
+    base = tiny_checkpoint(tmp / "base", stage="base")
+    with stage_run(cfg, parent, "base") as base_run:
+        base_run.set_tags({**output_tags(base), "model.digest": dir_digest(base)})
     ckpt = tiny_checkpoint(tmp / "ckpt", stage="sft")
     with stage_run(cfg, parent, "sft") as trained:  # tagged as `training.stage.run_stage` tags its run
-        trained.log_dataset(tmp / "datasets", name="sft_data", context="input", digest=dir_digest(tmp / "datasets"))
-        trained.set_tags({"output.path": str(ckpt), "model.digest": dir_digest(ckpt)})
+        log_inputs(trained, "sft", data=tmp / "datasets", init_model=base, sources=MIXED)
+        trained.set_tags({**output_tags(ckpt), "model.digest": dir_digest(ckpt)})
         trained.log_model(ckpt, stage="sft", digest=dir_digest(ckpt))
     version = register_model(cfg.tracking, "policy", ckpt)
     promote(cfg.tracking, "policy", version, promoted=False, reasons=["well_formed_rate 0.22 is below the floor 0.5"],
             metrics={})
     return {"cfg": cfg, "uri": uri, "tmp": tmp, "version": version, "trained": trained.run_id,
-            "runs": {"world": world, "synthesis": raw, "quality": gated}}
+            "base": base, "runs": {"world": world, "synthesis": raw, "quality": gated}}
+
+
+MIXED = ["deep_search", "deep_research", "planning"]  # the stand-in SFT run's mix
 
 
 def cli(store, *args):
@@ -79,11 +89,12 @@ def test_json_is_the_whole_graph_and_the_listing_shows_each_run_once(store):
     graph = json.loads(proc.stdout)
     runs = {r["run_id"]: r for r in graph["runs"]}
     stages = {r["stage"]: r for r in graph["runs"]}
-    assert graph["model"] == f"policy version {store['version']}" and len(runs) == len(graph["runs"]) == 4
+    assert graph["model"] == f"policy version {store['version']}" and len(runs) == len(graph["runs"]) == 5
     # the root is the run that trained the checkpoint (its `model.digest`), not the one that registered it
     assert graph["root"] == store["trained"] == graph["runs"][0]["run_id"] and "evaluation" not in stages
     producers = {x["name"]: x["produced_by"] for r in graph["runs"] for x in r["inputs"] if x["context"] == "input"}
-    assert producers["sft_data"] == stages["quality"]["run_id"] == store["runs"]["quality"].run_id
+    assert all(producers[name] == stages["quality"]["run_id"] == store["runs"]["quality"].run_id for name in MIXED)
+    assert producers["init_model"] == stages["base"]["run_id"]  # by the checkpoint's digest
     assert producers["raw_deep_search"] == producers["raw_deep_research"] == stages["synthesis"]["run_id"]
     assert producers["world"] == stages["world"]["run_id"]
     [pipeline] = graph["pipeline"].values()  # the parent run: config hash and seeds
@@ -100,7 +111,9 @@ def test_json_is_the_whole_graph_and_the_listing_shows_each_run_once(store):
     assert sum(line.startswith("world ") for line in lines) == 1
     assert not any("shown above" in line for line in lines)
     assert any("← raw_deep_search" in line and "from synthesis" in line for line in lines)
-    # output paths under the system temp dir (a local Flyte sandbox) are not shown; digests are short
+    # output paths their writers marked temporary (pytest's dirs are in the temp dir) are not shown;
+    # digests are short
+    assert all(r["tags"]["output.temporary"] == "true" for r in graph["runs"]), [r["tags"] for r in graph["runs"]]
     assert not any(str(store["tmp"]) in line for line in lines)
     assert not any(len(word) == 64 and all(c in "0123456789abcdef" for c in word)
                    for line in lines for word in line.split())
@@ -129,3 +142,74 @@ def test_datasets_carry_their_own_digest_rows_and_schema(store):
             first = json.loads((artifact / name / "trajectories.jsonl").read_text().splitlines()[0])
             assert {c["name"] for c in json.loads(inp.dataset.schema)["mlflow_colspec"]} == set(first)
         assert digests["deep_search"] != digests["deep_research"]
+    # the training run: each dataset of its mix under its own digest, with its rows and schema, linked to
+    # the directory it was cut from; the checkpoint no run logged as a model, as its files
+    trained = client.get_run(store["trained"])
+    inputs = {i.dataset.name: i for i in trained.inputs.dataset_inputs}
+    assert set(inputs) == {*MIXED, "init_model"}
+    for name in MIXED:
+        inp, tags = inputs[name], {t.key: t.value for t in inputs[name].tags}
+        assert tags["sha256"] == dir_digest(store["tmp"] / "datasets" / name)
+        assert tags["artifact.digest"] == gated.manifest["digest"]
+        assert json.loads(inp.dataset.profile)["num_rows"] > 0 and json.loads(inp.dataset.schema)["mlflow_colspec"]
+    assert len({inputs[name].dataset.digest for name in MIXED}) == len(MIXED)
+    init, tags = inputs["init_model"], {t.key: t.value for t in inputs["init_model"].tags}
+    files = sorted(p.relative_to(store["base"]).as_posix() for p in store["base"].rglob("*") if p.is_file())
+    assert tags["kind"] == "checkpoint" and tags["sha256"] == dir_digest(store["base"])
+    assert json.loads(init.dataset.profile)["num_rows"] == len(files)
+    assert {c["name"] for c in json.loads(init.dataset.schema)["mlflow_colspec"]} == {"file", "bytes"}
+
+
+class _Recorder:
+    """A tracker that keeps what `log_dataset` was given."""
+
+    def __init__(self):
+        self.logged = {}
+
+    def log_dataset(self, path, **kwargs):
+        self.logged[kwargs["name"]] = {"path": path, **kwargs}
+
+
+def test_the_world_and_the_judge_pairs_are_datasets_with_rows(store, tmp_path):
+    from deepresearch.io import content_digest, dir_digest, file_sha256
+    from deepresearch.judge.data import JUDGE_FILES
+    from deepresearch.tracking.datasets import log_files, log_world
+
+    run = _Recorder()
+    world = store["tmp"] / "world"
+    log_world(run, world)
+    logged = run.logged["world"]
+    documents = (world / "documents.jsonl").read_text().splitlines()
+    assert logged["digest"] == dir_digest(world) and logged["num_rows"] == len(documents)
+    assert set(logged["rows"][0]) == set(json.loads(documents[0])) and len(logged["rows"]) == 20
+
+    pairs = tmp_path / "judge_data"  # the judge data stage's layout: train.jsonl, heldout.jsonl, manifest.json
+    pairs.mkdir()
+    (pairs / "train.jsonl").write_text('{"report": "r", "criterion": "c", "label": "satisfied"}\n' * 3)
+    (pairs / "heldout.jsonl").write_text('{"report": "s", "criterion": "d", "label": "not"}\n')
+    (pairs / "manifest.json").write_text(json.dumps({"sha256": {n: file_sha256(pairs / n) for n in JUDGE_FILES.values()}}))
+    log_files(run, pairs, JUDGE_FILES, context="input")
+    train, held = run.logged["judge_train"], run.logged["judge_heldout"]
+    assert (train["num_rows"], held["num_rows"]) == (3, 1) and set(train["rows"][0]) == {"report", "criterion", "label"}
+    assert train["digest"] == content_digest({"train.jsonl": file_sha256(pairs / "train.jsonl")}) != held["digest"]
+    assert train["artifact_digest"] == held["artifact_digest"] == dir_digest(pairs)
+
+
+def test_temporary_paths_are_decided_by_their_writer(tmp_path, monkeypatch):
+    """`output.temporary` comes from the writer's temp dir; lineage follows the tag, not its own $TMPDIR."""
+    import tempfile
+
+    from deepresearch.tracking import output_tags
+    from deepresearch.tracking.lineage import stable_path
+
+    writer_tmp, stable = tmp_path / "writer-tmp", tmp_path / "results"
+    monkeypatch.setattr(tempfile, "tempdir", str(writer_tmp))
+    sandbox = writer_tmp / "flyte1234" / "user_space5678" / "world"
+    assert output_tags(sandbox) == {"output.path": str(sandbox), "output.temporary": "true"}
+    assert output_tags(stable)["output.temporary"] == "false"
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "reader-tmp"))  # a reader with another $TMPDIR
+    assert stable_path(str(sandbox), "true") is None
+    assert stable_path(str(stable), "false") == str(stable)
+    assert stable_path("s3://bucket/worlds/ab12", "true") == "s3://bucket/worlds/ab12"
+    # a run recorded before the tag existed: a local Flyte sandbox is still recognised
+    assert stable_path(str(sandbox)) is None and stable_path(str(stable)) == str(stable)

@@ -107,9 +107,9 @@ def test_each_version_s_lineage_is_its_own_training_chain(cfg, tmp_path, tiny_ch
     links = {link.name: link for link in root.inputs}
     assert links["policy"].kind == links["judge"].kind == "model"
     assert links["policy"].produced_by.run_id == sft_run and links["judge"].produced_by.run_id == judge_run
-    # the base model was logged by no run: a dataset input, as before
+    # the base model was logged by no run: recorded as what it is, a checkpoint's files under its digest
     base_link = next(link for link in links["policy"].produced_by.inputs if link.name == "init_model")
-    assert base_link.kind == "dataset" and base_link.digest == dir_digest(base)
+    assert base_link.kind == "checkpoint" and base_link.digest == dir_digest(base)
 
     # the judge is a text-classification model: it loads through MLflow as a pipeline that labels text
     with use_tracking_uri(cfg.tracking.uri):

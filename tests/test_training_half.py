@@ -64,7 +64,16 @@ def test_stage_runs_link_to_their_datasets_in_mlflow(chain):
     client = MlflowClient(tracking_uri=cfg.tracking.uri)
     runs = chain["runs"]
     run = client.get_run(runs["sft"].run_id)
-    assert "sft_data" in {i.dataset.name for i in run.inputs.dataset_inputs}
+    # each dataset of its mix, with its own digest and rows (tracking.datasets), and the world
+    inputs = {i.dataset.name: i for i in run.inputs.dataset_inputs}
+    assert {"deep_search", "deep_research", "world"} <= set(inputs)
+    assert inputs["deep_search"].dataset.digest != inputs["deep_research"].dataset.digest
+    assert all(json.loads(i.dataset.profile)["num_rows"] > 0 for i in inputs.values())
+    # the base checkpoint, which no run logged as a model here, is mid1's input as its files
+    mid1 = client.get_run(runs["mid1"].run_id)
+    [init] = [i for i in mid1.inputs.dataset_inputs if i.dataset.name == "init_model"]
+    assert {t.key: t.value for t in init.tags}["kind"] == "checkpoint"
+    assert json.loads(init.dataset.profile)["num_rows"] == len([p for p in (chain["root"] / "base").rglob("*") if p.is_file()])
     assert run.data.metrics["sft/final_loss"] > 0
     # every training run logged its checkpoint as its MLflow model; the next stage reads it as a model input
     for stage, res in runs.items():

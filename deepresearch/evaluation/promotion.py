@@ -246,7 +246,7 @@ def evaluation_stage(
         ] + unregistered
         results = ev.results.model_copy(update={
             "champion": candidate if policy is not None and policy.promoted else None,
-            "notes": [*notes, *ev.results.notes],
+            "decisions": notes,  # the report's lead
         })
         write_report(results, Path(out_dir))  # the report again, now with the decisions
         if tracked:

@@ -1,15 +1,23 @@
 """The evaluation report: markdown + a self-contained HTML page (for a Flyte Deck) + PNG plots.
 
     results = EvalResults(
-        checkpoints=[CheckpointEval.from_summaries("rl", compliance=c, accuracy=a, cost=k), ...],
+        checkpoints=[CheckpointEval(name="rl", intervals=m.intervals, ...), ...],   # pipeline order
+        decisions=["policy v3 promoted to champion: ..."],
         elo=elo_with_ci(scores),
         curves={"sft/loss": [(step, value), ...], "rl/reward": [...]},
     )
-    md_path = write_report(results, Path("out/eval/report"))
+    md_path = write_report(results, Path("out/eval"), files={"episodes.jsonl": text})
 
-Writes into `out_dir` (each file via a temp file + rename, the markdown last, so a present
-report.md means a complete report):
-    scores.png   per-checkpoint compliance (and binary), deep-search EM and F1 bars
+The report opens with the promotion decisions (with the registered versions), then what separates the
+checkpoints: every held-out metric with its bootstrap interval (well-formed rate, EM, compliance by ground
+truth and by the judge, reward, tool calls, tokens, seconds), plotted with those intervals; then the
+paired differences, the next-action probe, the judge's agreement, Elo and the learning curves. Every
+table and plot lists the checkpoints in the one (pipeline) order they were given in.
+
+`write_report` builds a complete new version of `out_dir` and swaps it in at once
+(`deepresearch.io.atomic_dir`), so results.json, the plots and the pages always come from the same
+results; other files of `out_dir` (the evaluation's episodes) are carried over:
+    scores.png   the metrics that separate the checkpoints, one panel each, with error bars
     elo.png      Elo ratings with their bootstrap intervals (when `elo` is given)
     curves.png   one panel per metric series (when `curves` is given)
     results.json the EvalResults as JSON
@@ -25,9 +33,9 @@ import base64
 import html
 import math
 import os
-import tempfile
+import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -50,7 +58,8 @@ class _Frozen(BaseModel):
 
 
 class CheckpointEval(_Frozen):
-    """What was measured for one checkpoint (or baseline); None where it was not evaluated."""
+    """What was measured for one checkpoint (or baseline); None where it was not evaluated. The report shows
+    `intervals` (means with their intervals, the cost per episode among them); results.json keeps it all."""
 
     name: str
     compliance: float | None = None  # mean ResearchRubrics compliance
@@ -95,6 +104,9 @@ class EvalResults(_Frozen):
     # row label (checkpoint, or "checkpoint · capability") → span kind → teacher-forced next-action probe
     probe: dict[str, dict[str, ProbeScore]] = Field(default_factory=dict)
     judge_agreement: JudgeAgreement | None = None
+    # the promotion decisions, with the registered versions ("policy v2 not promoted: ..."): the report's lead
+    decisions: list[str] = Field(default_factory=list)
+    confidence: float = 0.95  # of the intervals (evaluation.confidence)
     notes: list[str] = Field(default_factory=list)
 
 
@@ -104,31 +116,45 @@ def _save(fig: Any, path: Path) -> None:
     fig.savefig(path, format="png", dpi=110)
 
 
+# The metrics that separate the checkpoints, one panel each in scores.png (METRICS keys).
+SCORE_PLOT = ("well_formed_rate", "exact_match", "compliance", "judge_compliance", "mean_reward", "mean_tool_calls",
+              "mean_tokens")
+
+
 def plot_scores(results: EvalResults, path: Path) -> bool:
-    """Grouped bars per checkpoint; returns False (and writes nothing) if no score was measured."""
+    """One panel per metric of `SCORE_PLOT` that was measured: a bar per checkpoint (in the given order) with
+    its bootstrap interval as an error bar. False (nothing written) when no checkpoint has intervals.
+
+    A percentile interval need not contain its mean; the error bar then reaches only as far as the mean.
+    """
     from matplotlib.figure import Figure
 
-    metrics = [
-        ("compliance", "compliance"),
-        ("compliance_binary", "compliance (binary)"),
-        ("exact_match", "deep-search EM"),
-        ("f1", "deep-search F1"),
-    ]
-    metrics = [(k, lab) for k, lab in metrics if any(getattr(c, k) is not None for c in results.checkpoints)]
-    if not metrics or not results.checkpoints:
+    names = [c.name for c in results.checkpoints]
+    keys = [k for k in SCORE_PLOT if any(k in c.intervals for c in results.checkpoints)]
+    if not keys:
         return False
-    fig = Figure(figsize=(max(5.0, 1.6 * len(results.checkpoints) + 2), 3.6))
-    ax = fig.subplots()
-    width = 0.8 / len(metrics)
-    xs = range(len(results.checkpoints))
-    for j, (key, label) in enumerate(metrics):
-        vals = [getattr(c, key) if getattr(c, key) is not None else math.nan for c in results.checkpoints]
-        ax.bar([x + (j - (len(metrics) - 1) / 2) * width for x in xs], vals, width, label=label)
-    ax.set_xticks(list(xs), [c.name for c in results.checkpoints])
-    ax.axhline(0, color="black", linewidth=0.6)
-    ax.set_ylabel("score")
-    ax.set_title("Scores per checkpoint")
-    ax.legend(fontsize=8)
+    ncols = min(4, len(keys))
+    nrows = math.ceil(len(keys) / ncols)
+    fig = Figure(figsize=(max(3.2, 0.55 * len(names) + 1.2) * ncols, 2.9 * nrows))
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    colors = [f"C{i % 10}" for i in range(len(names))]  # one colour per checkpoint, the same in every panel
+    xs = list(range(len(names)))
+    for ax, key in zip(axes.flat, keys):
+        m = METRICS[key]
+        scale = 100.0 if m.percent else 1.0
+        est = [c.intervals.get(key) for c in results.checkpoints]
+        values = [e.value * scale if e else math.nan for e in est]
+        below = [max(0.0, (e.value - e.ci_low) * scale) if e else 0.0 for e in est]
+        above = [max(0.0, (e.ci_high - e.value) * scale) if e else 0.0 for e in est]
+        ax.bar(xs, values, color=colors, yerr=[below, above], capsize=3, error_kw={"linewidth": 1})
+        ax.set_xticks(xs, names, rotation=30 if len(names) > 3 else 0, ha="right" if len(names) > 3 else "center",
+                      fontsize=8)
+        ax.axhline(0, color="black", linewidth=0.6)
+        ax.set_title(m.label + (" (%)" if m.percent else ""), fontsize=10)
+    for ax in list(axes.flat)[len(keys):]:
+        ax.set_visible(False)
+    pct = f"{100 * results.confidence:.0f} %"
+    fig.suptitle(f"Held-out metrics per checkpoint, mean and {pct} bootstrap interval", fontsize=11)
     _save(fig, path)
     return True
 
@@ -184,10 +210,6 @@ def plot_curves(curves: dict[str, list[tuple[float, float]]], path: Path) -> boo
 
 
 # ---- tables --------------------------------------------------------------------------------------
-def _fmt(v: float | None, digits: int = 3) -> str:
-    return "—" if v is None else f"{v:.{digits}f}"
-
-
 Table = tuple[str, list[str], list[list[str]]]  # (title, header, rows)
 
 
@@ -230,33 +252,61 @@ def metric_tables(
     return tables
 
 
-def print_tables(tables: list[Table], console: Any = None) -> None:
-    """Print tables with rich (200 columns when not on a terminal, so wide tables are not squeezed)."""
-    from rich.console import Console
+PRINT_WIDTH = 100  # columns the printed tables fit when the output is not a terminal (a log file, a pipe)
+
+
+def _rich_table(title: str, header: list[str], rows: list[list[str]], *, label_width: int | None = None) -> Any:
+    from rich import box
     from rich.table import Table as RichTable
+
+    t = RichTable(title=title, box=box.SIMPLE_HEAD, pad_edge=False)
+    for i, h in enumerate(header):
+        t.add_column(h, justify="left" if i == 0 else "right", max_width=label_width if i == 0 else None)
+    for r in rows:
+        t.add_row(*r)
+    return t
+
+
+def _transposed(title: str, header: list[str], rows: list[list[str]]) -> Any:
+    """The table with rows and columns swapped (a metric per row, a checkpoint per column), each cell's
+    interval on a line under its value, the metric names wrapped at 12 columns."""
+    columns = [[r[0] for r in rows], *([r[j].replace(" [", "\n[") for r in rows] for j in range(1, len(header)))]
+    return _rich_table(title, ["", *columns[0]], [[header[j], *columns[j]] for j in range(1, len(header))],
+                       label_width=12)
+
+
+def _width(console: Any, table: Any) -> int:
+    """The columns `table` takes unwrapped."""
+    from rich.measure import Measurement
+
+    return Measurement.get(console, console.options.update_width(10_000), table).maximum
+
+
+def print_tables(tables: list[Table], console: Any = None) -> None:
+    """Print tables with rich, each fitting the console (`PRINT_WIDTH` columns when not on a terminal): a
+    table too wide as it is (a checkpoint per row, a metric per column) is printed transposed."""
+    from rich.console import Console
 
     if console is None:
         console = Console()
         if not console.is_terminal:
-            console = Console(width=200)
+            console = Console(width=PRINT_WIDTH)
     for title, header, rows in tables:
-        t = RichTable(title=title)
-        for h in header:
-            t.add_column(h)
-        for r in rows:
-            t.add_row(*r)
-        console.print(t)
+        table = _rich_table(title, header, rows)
+        if _width(console, table) > console.width:
+            flipped = _transposed(title, header, rows)
+            if _width(console, flipped) < _width(console, table):
+                table = flipped
+        console.print(table)
 
 
 def _tables(results: EvalResults) -> list[Table]:
-    """(title, header, rows) of every table the report shows."""
-    # the report leads with the estimates and their intervals; the champion is marked there
+    """(title, header, rows) of every table the report shows, each once: the metrics with their intervals
+    (the cost per episode among them: tool calls, tokens, seconds), the paired differences, the probe, the
+    judge's agreement, Elo."""
     named = [c.model_copy(update={"name": c.name + (" (champion)" if c.name == results.champion else "")})
              for c in results.checkpoints]
-    tables: list[Table] = metric_tables(named, results.differences, results.probe)
-    rows = [[n.name, _fmt(c.compliance), _fmt(c.compliance_binary), _fmt(c.exact_match), _fmt(c.f1)]
-            for n, c in zip(named, results.checkpoints)]
-    tables.append(("Scores", ["checkpoint", "compliance", "compliance (binary)", "EM", "F1"], rows))
+    tables: list[Table] = metric_tables(named, results.differences, results.probe, confidence=results.confidence)
     if results.judge_agreement is not None:
         j = results.judge_agreement
         rows = [[str(j.reports), str(j.items), f"{j.accuracy:.3f}", f"{j.macro_f1:.3f}",
@@ -266,45 +316,67 @@ def _tables(results: EvalResults) -> list[Table]:
         ], rows))
     if results.elo:
         rows = [[r.name, f"{r.rating:.1f}", f"[{r.ci_low:.1f}, {r.ci_high:.1f}]"] for r in elo_in_order(results)]
-        tables.append(("Elo", ["checkpoint", "rating", "bootstrap interval"], rows))
-    costed = [c for c in results.checkpoints if c.cost is not None]
-    if costed:
-        rows = [
-            [c.name, str(c.cost.n), _fmt(c.cost.tokens_mean, 0), _fmt(c.cost.tokens_median, 0),
-             _fmt(c.cost.tool_calls_mean, 1), _fmt(c.cost.tool_calls_median, 1), _fmt(c.cost.wall_s_mean, 2),
-             _fmt(c.cost.wall_s_median, 2)]
-            for c in costed
-            if c.cost is not None
-        ]
-        header = ["checkpoint", "reports", "tokens mean", "tokens median", "tool calls mean", "tool calls median",
-                  "wall s mean", "wall s median"]
-        tables.append(("Cost per report", header, rows))
+        tables.append((ELO_TITLE, ["checkpoint", "rating", "bootstrap interval"], rows))
     return tables
 
 
-def render_markdown(results: EvalResults, images: list[tuple[str, str]]) -> str:
-    """The markdown report; `images` are (caption, relative file name)."""
+HELD_OUT_TITLE = "Held-out metrics"  # the start of the intervals table's title (metric_tables)
+ELO_TITLE = "Elo"
+# plot file, its caption, the title (prefix) of the table it goes under (None: a section of its own, last)
+PLOTS = (
+    ("scores.png", "Held-out metrics with their bootstrap intervals", HELD_OUT_TITLE),
+    ("elo.png", "Elo ratings with their bootstrap intervals", ELO_TITLE),
+    ("curves.png", "Learning curves", None),
+)
+REPORT_FILES = frozenset({"results.json", "report.html", "report.md", *(name for name, _, _ in PLOTS)})
+
+
+def _sections(results: EvalResults, drawn: list[str]) -> list[tuple[Table | None, list[tuple[str, str]]]]:
+    """The report's body in order: (table or None, [(caption, plot file) under it]), each plot once."""
+    left = [p for p in PLOTS if p[0] in drawn]
+    out: list[tuple[Table | None, list[tuple[str, str]]]] = []
+    for table in _tables(results):
+        here = [p for p in left if p[2] is not None and table[0].startswith(p[2])]
+        left = [p for p in left if p not in here]
+        out.append((table, [(caption, name) for name, caption, _ in here]))
+    out += [(None, [(caption, name)]) for name, caption, _ in left]
+    return out
+
+
+def _lead(results: EvalResults) -> list[str]:
+    """What the report opens with: the champion and the promotion decisions (with the model versions)."""
+    lines = [f"Champion: **{results.champion}**"] if results.champion else []
+    return lines + [f"- {d}" for d in results.decisions]
+
+
+def render_markdown(results: EvalResults, drawn: list[str]) -> str:
+    """The markdown report; `drawn`: the plot files written beside it (linked relatively)."""
     out = [f"# {results.title}", ""]
-    if results.champion:
-        out += [f"Champion: **{results.champion}**", ""]
-    # a plot goes under the table of the same title (one section each), the others at the end
-    plots = dict(images)
-    for title, header, rows in _tables(results):
-        out += [f"## {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        out += ["| " + " | ".join(r) + " |" for r in rows]
-        out.append("")
-        if title in plots:
-            out += [f"![{title}]({plots.pop(title)})", ""]
-    for caption, name in plots.items():
-        out += [f"## {caption}", "", f"![{caption}]({name})", ""]
+    lead = _lead(results)
+    if lead:
+        out += ["## Decision", "", *lead, ""]
+    for table, plots in _sections(results, drawn):
+        if table is not None:
+            title, header, rows = table
+            out += [f"## {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+            out += ["| " + " | ".join(r) + " |" for r in rows]
+            out.append("")
+        else:
+            out += [f"## {plots[0][0]}", ""]
+        out += [x for caption, name in plots for x in (f"![{caption}]({name})", "")]
     if results.notes:
         out += ["## Notes", ""] + [f"- {n}" for n in results.notes] + [""]
     return "\n".join(out)
 
 
-def render_html(results: EvalResults, images: list[tuple[str, bytes]]) -> str:
-    """A self-contained HTML page; `images` are (caption, PNG bytes), embedded as base64."""
+def render_html(results: EvalResults, pngs: dict[str, bytes]) -> str:
+    """A self-contained HTML page; `pngs`: plot file → its PNG bytes, embedded as base64."""
     esc = html.escape
+
+    def inline(text: str) -> str:  # the one markdown the lead uses: **bold**
+        parts = esc(text).split("**")
+        return "".join(f"<b>{p}</b>" if i % 2 else p for i, p in enumerate(parts))
+
     parts = [
         "<!DOCTYPE html>",
         f"<html><head><meta charset='utf-8'><title>{esc(results.title)}</title>",
@@ -313,20 +385,23 @@ def render_html(results: EvalResults, images: list[tuple[str, bytes]]) -> str:
         "{text-align:left}img{max-width:100%}</style></head><body>",
         f"<h1>{esc(results.title)}</h1>",
     ]
-    if results.champion:
-        parts.append(f"<p>Champion: <b>{esc(results.champion)}</b></p>")
-    def img(caption: str, png: bytes) -> str:
-        return f"<img alt='{esc(caption)}' src='data:image/png;base64,{base64.b64encode(png).decode('ascii')}'>"
-
-    plots = dict(images)  # as in the markdown: a plot under the table of its title
-    for title, header, rows in _tables(results):
-        parts.append(f"<h2>{esc(title)}</h2><table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in header) + "</tr>")
-        parts += ["<tr>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>" for r in rows]
-        parts.append("</table>")
-        if title in plots:
-            parts.append(img(title, plots.pop(title)))
-    for caption, png in plots.items():
-        parts.append(f"<h2>{esc(caption)}</h2>" + img(caption, png))
+    lead = _lead(results)
+    if lead:
+        champion = [inline(x) for x in lead if not x.startswith("- ")]
+        decisions = [inline(x[2:]) for x in lead if x.startswith("- ")]
+        parts.append("<h2>Decision</h2>" + "".join(f"<p>{x}</p>" for x in champion)
+                     + ("<ul>" + "".join(f"<li>{x}</li>" for x in decisions) + "</ul>" if decisions else ""))
+    for table, plots in _sections(results, list(pngs)):
+        if table is not None:
+            title, header, rows = table
+            parts.append(f"<h2>{esc(title)}</h2><table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in header) + "</tr>")
+            parts += ["<tr>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>" for r in rows]
+            parts.append("</table>")
+        else:
+            parts.append(f"<h2>{esc(plots[0][0])}</h2>")
+        for caption, name in plots:
+            data = base64.b64encode(pngs[name]).decode("ascii")
+            parts.append(f"<img alt='{esc(caption)}' src='data:image/png;base64,{data}'>")
     if results.notes:
         parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{esc(n)}</li>" for n in results.notes) + "</ul>")
     parts.append("</body></html>")
@@ -334,32 +409,43 @@ def render_html(results: EvalResults, images: list[tuple[str, bytes]]) -> str:
 
 
 # ---- entry point ---------------------------------------------------------------------------------
-def write_report(results: EvalResults, out_dir: Path) -> Path:
-    """Write the report files (see the module docstring) into `out_dir`.
+def _carry(src: Path, dst: Path) -> None:
+    """Put `src` into the new version at `dst`: a hard link (no copy; every writer here replaces a file
+    rather than writing into it), else a copy."""
+    if src.is_dir():
+        shutil.copytree(src, dst, copy_function=_carry)
+        return
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def write_report(results: EvalResults, out_dir: Path, *, files: Mapping[str, str] | None = None) -> Path:
+    """Write the report (see the module docstring) as a new version of `out_dir`, swapped in at once.
 
     Args:
         results: what to report.
-        out_dir: created if missing; report files already there are replaced.
+        out_dir: the report directory (created if missing). Its files other than the report's are kept
+            (carried into the new version), unless `files` replaces them.
+        files: more text files of the same version, name → content (the evaluation's episodes).
     Returns:
         The path of report.md.
     """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    staged: list[str] = []
-    with tempfile.TemporaryDirectory(dir=out_dir, prefix=".report.") as tmp_name:
-        tmp = Path(tmp_name)
-        plots = [
-            ("Scores", "scores.png", lambda p: plot_scores(results, p)),
-            ("Elo", "elo.png", lambda p: plot_elo(elo_in_order(results), p)),
-            ("Learning curves", "curves.png", lambda p: plot_curves(results.curves, p)),
-        ]
-        images = [(caption, name) for caption, name, draw in plots if draw(tmp / name)]
-        staged += [name for _, name in images]
+    from deepresearch.io import atomic_dir
+
+    out_dir, files = Path(out_dir), dict(files or {})
+    with atomic_dir(out_dir) as tmp:
+        if out_dir.is_dir():
+            for old in out_dir.iterdir():
+                if old.name not in REPORT_FILES and old.name not in files:
+                    _carry(old, tmp / old.name)
+        for name, text in files.items():
+            (tmp / name).write_text(text)
+        draw = {"scores.png": lambda p: plot_scores(results, p), "elo.png": lambda p: plot_elo(elo_in_order(results), p),
+                "curves.png": lambda p: plot_curves(results.curves, p)}
+        drawn = [name for name, _, _ in PLOTS if draw[name](tmp / name)]
         (tmp / "results.json").write_text(results.model_dump_json(indent=2) + "\n")
-        pngs = [(caption, (tmp / name).read_bytes()) for caption, name in images]
-        (tmp / "report.html").write_text(render_html(results, pngs))
-        (tmp / "report.md").write_text(render_markdown(results, images))
-        staged += ["results.json", "report.html", "report.md"]  # the markdown last
-        for name in staged:
-            os.replace(tmp / name, out_dir / name)
+        (tmp / "report.html").write_text(render_html(results, {name: (tmp / name).read_bytes() for name in drawn}))
+        (tmp / "report.md").write_text(render_markdown(results, drawn))
     return out_dir / "report.md"

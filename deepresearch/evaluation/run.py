@@ -320,8 +320,7 @@ def _evaluate(cfg, world_dir, checkpoints, out_dir, *, judge_dir, pairs, curves,
     from deepresearch.evaluation.cost import cost_summary
     from deepresearch.evaluation.elo import elo_with_ci
     from deepresearch.evaluation.metrics import summarize
-    from deepresearch.evaluation.report import CheckpointEval, metric_tables, print_tables, write_report
-    from deepresearch.io import atomic_write_text
+    from deepresearch.evaluation.report import CheckpointEval, write_report
     from deepresearch.search.backend import open_backend
     from deepresearch.synthesis.split import heldout_tasks
     from deepresearch.world.schema import World
@@ -401,18 +400,20 @@ def _evaluate(cfg, world_dir, checkpoints, out_dir, *, judge_dir, pairs, curves,
         differences=diffs,
         probe=probe_rows,
         judge_agreement=agreement,
+        confidence=ev.confidence,
         notes=[*notes, f"Held-out tasks target only held-out entities (synthesis.heldout_fraction "
                f"{cfg.synthesis.heldout_fraction}, split seed {cfg.synthesis.split_seed}); evaluation seed {ev.seed}. "
                "Wall seconds are per episode while sharing the model with the other episodes."],
     )
     out_dir = Path(out_dir)
-    report = write_report(results, out_dir)
-    atomic_write_text(out_dir / "episodes.jsonl", "".join(r.model_dump_json() + "\n" for r in records))
-    atomic_write_text(out_dir / "heldout_tasks.jsonl",
-                      "".join(t.model_dump_json() + "\n" for t in tasks))
+    # the report and the episodes it summarizes: one version of the directory
+    report = write_report(results, out_dir, files={
+        "episodes.jsonl": "".join(r.model_dump_json() + "\n" for r in records),
+        "heldout_tasks.jsonl": "".join(t.model_dump_json() + "\n" for t in tasks),
+    })
     if tracker is not None:
         _log(tracker, cfg, world_dir, judge_dir, checkpoints, metrics, diffs, probe, elo, agreement, out_dir)
-    print_tables(metric_tables(metrics, diffs, probe_rows, confidence=ev.confidence))
+    # the tables are printed once, by the caller: the pipeline's summary, or `deepresearch evaluate`
     return Evaluation(checkpoints=metrics, differences=diffs, probe=probe, judge_agreement=agreement,
                       records=records, results=results, report=report)
 
@@ -445,10 +446,12 @@ def mlflow_metrics(
 
 def _log(tracker, cfg, world_dir, judge_dir, checkpoints, metrics, diffs, probe, elo, agreement, out_dir) -> None:
     from deepresearch.io import dir_digest
+    from deepresearch.tracking.datasets import log_world
 
     # Lineage: the world is a dataset input; each evaluated checkpoint and the judge are model inputs
-    # (their training runs' LoggedModels), and each one's metrics are logged against its model id.
-    tracker.log_dataset(Path(world_dir), name="world", context="input", digest=dir_digest(world_dir))
+    # (their training runs' LoggedModels; the base checkpoint, which no run logs as a model, its files),
+    # and each one's metrics are logged against its model id.
+    log_world(tracker, Path(world_dir))
     judge_id = None
     if judge_dir is not None:
         judge_id = tracker.log_model_input(Path(judge_dir), name="judge", digest=dir_digest(judge_dir))

@@ -58,6 +58,8 @@ if TYPE_CHECKING:
     from deepresearch.config import PipelineConfig
 
 JUDGE_DATA_SCHEMA_VERSION = 1
+# the directory's two datasets, as MLflow records them (name → file): what the judge trains on, what it is scored on
+JUDGE_FILES = {"judge_train": "train.jsonl", "judge_heldout": "heldout.jsonl"}
 _CITE_RE = re.compile(r"\s*\\cite\{[^}]*\}")
 
 

@@ -173,7 +173,7 @@ def ensure_ray(num_cpus: int | None = None) -> None:
     else:
         from deepresearch.console import quiet
 
-        quiet()  # Ray's notice that a new local cluster uses token authentication, its default
+        quiet()  # Ray's notices of a new local cluster: token authentication (its default), its start
         ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, log_to_driver=False)
 
 

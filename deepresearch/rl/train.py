@@ -220,7 +220,8 @@ def run_ppo(
     from deepresearch.rl.rollout import RolloutPool, collect
     from deepresearch.rl.value import ValueModel
     from deepresearch.rl.weights import push_weights
-    from deepresearch.tracking import BufferedTracker, log_trained_model, stage_params, stage_run
+    from deepresearch.tracking import BufferedTracker, log_trained_model, output_tags, stage_params, stage_run
+    from deepresearch.tracking.datasets import log_world
     from deepresearch.training.distributed import cpu_threads_per_process
     from deepresearch.world.schema import World
 
@@ -256,12 +257,12 @@ def run_ppo(
             BufferedTracker(run, spill=out / "unlogged_tracking.jsonl") as step_log, \
             torch_threads(cpu_threads_per_process()):
         try:
-            # the SFT policy and the judge are their training runs' LoggedModels
+            # the SFT policy and the judge are their training runs' LoggedModels (tagged input.model.<role>
+            # with their model ids; their directories are temporary, so no path is recorded)
             inputs = {"policy": dir_digest(policy_dir), "judge": dir_digest(judge_dir), "world": dir_digest(world_dir)}
             run.log_model_input(policy_dir, name="policy", digest=inputs["policy"])
             run.log_model_input(judge_dir, name="judge", digest=inputs["judge"])
-            run.log_dataset(world_dir, name="world", context="input", digest=inputs["world"])
-            run.set_tags({"input.policy": str(policy_dir), "input.judge": str(judge_dir)})
+            log_world(run, world_dir)
             try:
                 learner = init_learner(policy, critic, rl, cfg.training.sft)
             except ValueError as e:
@@ -404,7 +405,7 @@ def run_ppo(
             # follows from a run that logs this policy as an input back to this run
             run.set_tags(
                 {
-                    "output.path": str(policy_path),
+                    **output_tags(policy_path),  # the critic beside it, equally temporary or not
                     "critic.path": str(critic_path),
                     "model.digest": digest,
                     "dataset.digest": digest,

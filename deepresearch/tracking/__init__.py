@@ -9,8 +9,10 @@ The parent's params are the whole flattened config plus its hash, and it carries
 cache key). Every run carries MLflow's context tags (`mlflow.user`, `mlflow.source.name/type`,
 `mlflow.source.git.commit`) and the Flyte execution id; training stages sample system metrics
 (`stage_run(..., system_metrics=True)`: `system/*`, every 10 s unless $MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL
-says otherwise). Datasets are logged as run inputs (`mlflow.log_input`) with their sha256; metrics are
-named `stage/metric`. Nothing happens at import time.
+says otherwise). Datasets are logged as run inputs and outputs, each with its own digest, row count and
+schema (`tracking.datasets`); a stage's output directory is tagged `output.path`, and `output.temporary`
+when it will be gone after the run (`output_tags`); metrics are named `stage/metric`. Nothing happens
+at import time.
 
 Checkpoints are MLflow 3 LoggedModels (`tracking.models`): a training stage logs the one it wrote
 (`run.log_model`, in its own run), a stage handed a checkpoint links it as a model input
@@ -20,7 +22,8 @@ against its model id (`run.log_metrics(..., model_id=)`).
     parent = start_parent_run(cfg.tracking, "full", tags={...})
     with stage_run(cfg, parent, "synthesis", flyte_execution_id=...) as run:
         run.log_metrics({"synthesis/success_rate": 0.97})
-        run.log_dataset(path, name="deep_search", context="raw", digest=sha)
+        log_parts(run, raw_dir, ["deep_search", "deep_research"], context="output", prefix="raw_")
+        run.set_tags({**output_tags(raw_dir), "dataset.digest": manifest["digest"]})
     with stage_run(cfg, parent, "sft") as run:
         run.log_model_input(init_dir, name="init_model", digest=dir_digest(init_dir))
         model_id = log_trained_model(run, hf_dir, stage="sft", digest=dir_digest(hf_dir), params=...)
@@ -46,6 +49,7 @@ import logging
 import os
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -95,7 +99,8 @@ class Tracker(Protocol):
     def log_metrics(self, metrics: dict[str, float], step: int | None = None, model_id: str | None = None) -> None: ...
     def set_tags(self, tags: dict[str, str]) -> None: ...
     def log_dataset(self, path: Path, *, name: str, context: str, digest: str, rows: list[dict] | None = None,
-                    num_rows: int | None = None, artifact_digest: str | None = None) -> None: ...
+                    num_rows: int | None = None, artifact_digest: str | None = None,
+                    tags: dict[str, str] | None = None) -> None: ...
     def log_dict(self, data: dict, artifact_file: str) -> None: ...
     def log_text(self, text: str, artifact_file: str) -> None: ...
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None: ...
@@ -112,7 +117,8 @@ class NoopTracker:
     def log_metrics(self, metrics: dict[str, float], step: int | None = None, model_id: str | None = None) -> None: ...
     def set_tags(self, tags: dict[str, str]) -> None: ...
     def log_dataset(self, path: Path, *, name: str, context: str, digest: str, rows: list[dict] | None = None,
-                    num_rows: int | None = None, artifact_digest: str | None = None) -> None: ...
+                    num_rows: int | None = None, artifact_digest: str | None = None,
+                    tags: dict[str, str] | None = None) -> None: ...
     def log_dict(self, data: dict, artifact_file: str) -> None: ...
     def log_text(self, text: str, artifact_file: str) -> None: ...
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None: ...
@@ -163,14 +169,16 @@ class MlflowTracker:
             self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in sorted(tags.items())])
 
     def log_dataset(self, path: Path, *, name: str, context: str, digest: str, rows: list[dict] | None = None,
-                    num_rows: int | None = None, artifact_digest: str | None = None) -> None:
+                    num_rows: int | None = None, artifact_digest: str | None = None,
+                    tags: dict[str, str] | None = None) -> None:
         """Record a dataset as a run input or output: name, source path, its own sha256 digest, and what the
         MLflow dataset drawer shows — row count (`num_rows`, else the number of `rows`) and the schema
-        inferred from `rows`, the first rows as a preview.
+        inferred from `rows`, the first rows as a preview (`tracking.datasets` builds these).
 
         Args:
             artifact_digest: the digest of the artifact directory this dataset is part of (its producing
                 run tags that one as `dataset.digest`); lineage follows it when given.
+            tags: more input tags (e.g. kind=checkpoint).
         """
         import warnings
 
@@ -187,10 +195,11 @@ class MlflowTracker:
         profile = json.dumps({"num_rows": n, "num_elements": n * len(df.columns)})
         entity = Dataset(name=entity.name, digest=entity.digest, source_type=entity.source_type,
                          source=entity.source, schema=entity.schema if len(df.columns) else None, profile=profile)
-        tags = [InputTag(key="mlflow.data.context", value=context), InputTag(key="sha256", value=digest)]
+        input_tags = [InputTag(key="mlflow.data.context", value=context), InputTag(key="sha256", value=digest)]
         if artifact_digest:
-            tags.append(InputTag(key="artifact.digest", value=artifact_digest))
-        self.client.log_inputs(self.run_id, datasets=[DatasetInput(dataset=entity, tags=tags)])
+            input_tags.append(InputTag(key="artifact.digest", value=artifact_digest))
+        input_tags += [InputTag(key=k, value=v) for k, v in sorted((tags or {}).items())]
+        self.client.log_inputs(self.run_id, datasets=[DatasetInput(dataset=entity, tags=input_tags)])
 
     def log_dict(self, data: dict, artifact_file: str) -> None:
         self.client.log_dict(self.run_id, data, artifact_file)
@@ -209,14 +218,16 @@ class MlflowTracker:
 
     def log_model_input(self, path: Path, *, name: str, digest: str) -> str | None:
         """Link a checkpoint this run reads as a model input (tagged `input.model.<name>`); one no run
-        logged as a model (a base model, a store that was down) is recorded as a dataset input instead."""
+        logged as a model (a registry base model, a store that was down) is recorded as what it is, a
+        directory of files under its digest (`tracking.datasets.log_checkpoint_files`)."""
         from mlflow.entities import LoggedModelInput
 
+        from deepresearch.tracking.datasets import log_checkpoint_files
         from deepresearch.tracking.models import INPUT_TAG, find_logged_model
 
         lm = find_logged_model(self.client, [self.experiment_id], digest)
         if lm is None:
-            self.log_dataset(Path(path), name=name, context="input", digest=digest)
+            log_checkpoint_files(self, Path(path), name=name, digest=digest)
             return None
         self.client.log_inputs(self.run_id, models=[LoggedModelInput(lm.model_id)])
         self.set_tags({INPUT_TAG + name: lm.model_id})
@@ -249,9 +260,21 @@ def stage_params(cfg: PipelineConfig, stage: str) -> dict[str, Any]:
     return {**own, "config_hash": cfg.hash}
 
 
-def _quiet() -> None:
-    for name in ("mlflow", "alembic", "urllib3"):
+def quiet_mlflow() -> None:
+    """MLflow's INFO lines at WARNING: among them "Creating initial MLflow database tables..." and "Updating
+    database tables" on a fresh SQLite store. `mlflow.store.db.utils` gets its own level, which MLflow's
+    import-time logging setup (of the `mlflow` logger only) does not reset; call before opening a store."""
+    for name in ("mlflow", "mlflow.store.db.utils", "alembic", "urllib3"):
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def output_tags(path: str | Path) -> dict[str, str]:
+    """The tags of a stage's output directory: `output.path`, and `output.temporary` ("true" when the path
+    lies in this process's temp directory: a local Flyte task's sandbox, the training stages' default run
+    directories, gone after the run; `deepresearch lineage` does not show those). Decided where the path
+    is written, with the writer's own temp directory: a reader's $TMPDIR may be another."""
+    temporary = Path(path).resolve().is_relative_to(Path(tempfile.gettempdir()).resolve())
+    return {"output.path": str(path), "output.temporary": str(temporary).lower()}
 
 
 def check_store(uri: str) -> None:
@@ -295,7 +318,7 @@ def _client(cfg: TrackingConfig) -> tuple[Any, str]:
     check_store(uri)  # before importing mlflow (seconds on a loaded machine): a dead store fails at once
     from mlflow import MlflowClient
 
-    _quiet()
+    quiet_mlflow()
     if urlparse(uri).scheme in ("http", "https"):
         for key, value in _HTTP_DEFAULTS.items():
             os.environ.setdefault(key, value)

@@ -44,7 +44,9 @@ class DatasetLink:
     context: str
     artifact_digest: str = ""  # digest of the artifact directory it was cut from ("" = the input itself)
     produced_by: "LineageNode | None" = None
-    kind: str = "dataset"  # or "model": a LoggedModel input (source is its models:/<model_id> URI)
+    # "dataset", "model" (a LoggedModel input: source is its models:/<model_id> URI) or "checkpoint" (a
+    # checkpoint directory no run logged as a model, recorded as its files: tracking.datasets)
+    kind: str = "dataset"
 
 
 @dataclass
@@ -52,7 +54,7 @@ class LineageNode:
     run_id: str
     stage: str
     status: str
-    tags: dict[str, str]  # git sha, config hash, Flyte execution id, image, output path and digest
+    tags: dict[str, str]  # git sha, config hash, Flyte execution id, image, output path (temporary?) and digest
     inputs: list[DatasetLink] = field(default_factory=list)
     parent_run_id: str | None = None
     model: str | None = None  # "name version N" when reached from a registered model
@@ -139,11 +141,12 @@ def trace(target: str, cfg: TrackingConfig, *, max_depth: int = 12) -> LineageNo
     """
     from mlflow import MlflowClient
 
-    from deepresearch.tracking import check_store, tracking_uri
+    from deepresearch.tracking import check_store, quiet_mlflow, tracking_uri
     from deepresearch.tracking.models import DIGEST_TAG, INPUT_TAG
 
     uri = tracking_uri(cfg)
     check_store(uri)
+    quiet_mlflow()
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     model = None
     if target.startswith("models:/"):
@@ -182,7 +185,8 @@ def trace(target: str, cfg: TrackingConfig, *, max_depth: int = 12) -> LineageNo
             raise
         tags = run.data.tags
         keep = {k: tags[k] for k in ("git_sha", "config_hash", "flyte.execution_id", "flyte.image", "output.path",
-                                      "storage.uri", "dataset.digest", "model.digest") if k in tags}
+                                      "output.temporary", "storage.uri", "dataset.digest", "model.digest")
+                if k in tags}
         n = LineageNode(
             run_id=rid,
             stage=tags.get("stage", run.info.run_name or "?"),
@@ -207,6 +211,7 @@ def trace(target: str, cfg: TrackingConfig, *, max_depth: int = 12) -> LineageNo
                 source=inp.dataset.source,
                 context=itags.get("mlflow.data.context", ""),
                 artifact_digest=itags.get("artifact.digest", ""),
+                kind=itags.get("kind", "dataset"),
             )
             if link.context == "input" and depth < max_depth:
                 pid = producer(link.artifact_digest or link.digest, run.info.experiment_id, run)
@@ -257,18 +262,29 @@ def to_json(root: LineageNode, pipeline: dict[str, dict] | None = None) -> dict:
     }
 
 
-def stable_path(path: str) -> str | None:
-    """`path` for display, relative to the working directory when under it; None for a temporary
-    location (a local Flyte execution's sandbox under the system temp dir) that will not be there later."""
+def stable_path(path: str, temporary: str | None = None) -> str | None:
+    """`path` for display, relative to the working directory when under it; None for a temporary location
+    that will not be there later.
+
+    Args:
+        temporary: the run's `output.temporary` tag, which the stage that wrote the path set from its own
+            temp directory (`tracking.output_tags`). Absent (a run recorded before the tag existed): a
+            path under this process's temp directory or in a local Flyte sandbox (`.../user_space*/...`)
+            counts as temporary.
+    """
     if not path:
         return None
-    p = Path(path.removeprefix("file://"))
     if "://" in path and not path.startswith("file://"):
         return path  # object storage
-    tmp = Path(tempfile.gettempdir()).resolve()
-    resolved = p.resolve()
-    if resolved.is_relative_to(tmp):
+    p = Path(path.removeprefix("file://"))
+    if temporary is not None:
+        if temporary == "true":
+            return None
+    elif p.resolve().is_relative_to(Path(tempfile.gettempdir()).resolve()) or any(
+        part.startswith("user_space") for part in p.parts
+    ):
         return None
+    resolved = p.resolve()
     return str(resolved.relative_to(Path.cwd())) if resolved.is_relative_to(Path.cwd()) else str(p)
 
 
@@ -304,7 +320,7 @@ def render_lines(root: LineageNode, *, pipeline: dict[str, dict] | None = None, 
         if out_digest:
             facts.append(f"wrote {out_digest[:SHORT]}")
         lines.append(_fit(" " * (col + 2) + " · ".join(facts), width))
-        where = t.get("storage.uri") or stable_path(t.get("output.path", ""))
+        where = t.get("storage.uri") or stable_path(t.get("output.path", ""), t.get("output.temporary"))
         if where:
             lines.append(_fit(" " * (col + 2) + f"at {where}", width))
         inputs = [x for x in n.inputs if x.context == "input"]

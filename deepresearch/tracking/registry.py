@@ -42,8 +42,9 @@ class PromotionDecision(BaseModel):
 def _client(cfg: TrackingConfig):
     from mlflow import MlflowClient
 
-    from deepresearch.tracking import tracking_uri
+    from deepresearch.tracking import quiet_mlflow, tracking_uri
 
+    quiet_mlflow()
     return MlflowClient(tracking_uri=tracking_uri(cfg), registry_uri=tracking_uri(cfg))
 
 

@@ -196,6 +196,18 @@ def midtrain2_samples(
     ]
 
 
+def own_datasets(stage: str, deep_search_ratio: float) -> tuple[str, ...]:
+    """The quality-gated datasets a language-model stage's own samples come from (the capability datasets
+    its mix adds on top: `training.mixes`): mid1 the Deep Research reports (beside the world's pages),
+    mid2 both datasets, SFT those its Deep Search ratio (`training.sft_deep_search_ratio`) takes from."""
+    if stage == "mid1":
+        return (DEEP_RESEARCH,)
+    if stage == "sft":
+        return tuple(name for name, share in ((DEEP_SEARCH, deep_search_ratio), (DEEP_RESEARCH, 1.0 - deep_search_ratio))
+                     if share > 0)
+    return DATASET_NAMES
+
+
 def sft_mix_counts(n_deep_search: int, n_deep_research: int, deep_search_ratio: float) -> tuple[int, int]:
     """How many trajectories of each kind make the largest mix with the given Deep Search fraction.
 

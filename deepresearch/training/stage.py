@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from pydantic import BaseModel
 
@@ -105,7 +105,28 @@ def _lm_dataset(cfg: PipelineConfig, stage: str, tokenizer, data: Path, world: P
         micro_batch_size=scfg.micro_batch_size, pack_documents=scfg.pack_documents,
     )
     dataset.mix_counts = {"base": len(samples), **counts}  # samples per source, logged as <stage>/mix/<source>
+    # the datasets the mix draws rows from, each logged as a run input
+    dataset.sources = [*D.own_datasets(stage, cfg.training.sft_deep_search_ratio),
+                       *(name for name, k in counts.items() if k > 0)]
     return dataset
+
+
+def log_inputs(run, stage: str, *, data: Path, init_model: Path, world: Path | None = None,
+               sources: Sequence[str] = (), init_digest: str | None = None) -> None:
+    """What a training stage reads, as its MLflow run's inputs: each dataset its mix draws from (`sources`,
+    of the quality-gated `data`; the judge's train and held-out pairs), each with its own digest, row
+    count and schema; the world (mid1); and the checkpoint it starts from, a model input when a run logged
+    it as a LoggedModel, else its files under its digest (a registry base model)."""
+    from deepresearch.judge.data import JUDGE_FILES
+    from deepresearch.tracking.datasets import log_files, log_parts, log_world
+
+    if stage == "judge":
+        log_files(run, data, JUDGE_FILES, context="input")
+    else:
+        log_parts(run, data, sources, context="input")
+    if world is not None:
+        log_world(run, world)
+    run.log_model_input(init_model, name="init_model", digest=init_digest or dir_digest(init_model))
 
 
 def run_stage(
@@ -134,6 +155,7 @@ def run_stage(
         BufferedTracker,
         NoopTracker,
         log_trained_model,
+        output_tags,
         preflight,
         stage_params,
         stage_run,
@@ -192,13 +214,10 @@ def run_stage(
             if world is not None:
                 digests["world"] = dir_digest(Path(world))
             card.update(data=digests, **({"mlflow_run_id": run.run_id} if getattr(run, "run_id", None) else {}))
-            run.log_dataset(Path(data), name=f"{stage}_data", context="input", digest=digests[f"{stage}_data"])
+            log_inputs(run, stage, data=Path(data), init_model=Path(init_model), world=world,
+                       sources=getattr(dataset, "sources", []), init_digest=digests["init_model"])
             if getattr(dataset, "mix_counts", None):
                 tracked.log_metrics({f"{stage}/mix/{k}": v for k, v in dataset.mix_counts.items()})
-            # the previous stage's LoggedModel (a base model, logged by no run, stays a dataset input)
-            run.log_model_input(Path(init_model), name="init_model", digest=digests["init_model"])
-            if world is not None:
-                run.log_dataset(Path(world), name="world", context="input", digest=digests["world"])
         kwargs = {"loss_fn": loss_fn} if loss_fn is not None else {}
         # metrics and tags go through a buffer: a tracking outage during training is retried in the
         # background, never a stall or the reason the stage dies
@@ -213,7 +232,7 @@ def run_stage(
                 metrics = _evaluate_judge(cfg, result.hf_dir, Path(data), tracked, model_id=model_id)
             tracked.log_metrics({f"{stage}/first_loss": result.losses[0], f"{stage}/final_loss": result.final_loss,
                                  f"{stage}/tokens_per_s": result.tokens_per_s}, model_id=model_id)
-            tracked.set_tags({"output.path": str(result.hf_dir), "model.digest": digest})
+            tracked.set_tags({**output_tags(result.hf_dir), "model.digest": digest})
         return StageRun(
             stage=stage, path=str(result.hf_dir), run_id=getattr(run, "run_id", None) or "", steps=result.steps,
             final_loss=result.final_loss, first_loss=result.losses[0], tokens=result.tokens,
