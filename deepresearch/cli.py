@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import sys
-import tempfile
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
@@ -266,9 +265,8 @@ def agent_run(
     overrides: SetOpt = None,
 ) -> None:
     """Run one agent episode on TASK; prints the trajectory and the final report."""
-    from deepresearch.agent.loop import run_episode
+    from deepresearch.agent.episode import play_episode
     from deepresearch.agent.policies.base import make_policy
-    from deepresearch.agent.tools.base import EpisodeContext
     from deepresearch.search.backend import open_backend
     from deepresearch.world.schema import World
 
@@ -280,15 +278,7 @@ def agent_run(
     w = World.load(world)
     backend = open_backend(cfg.search, world)
     pol = make_policy(policy.value, cfg.agent, w)
-    pol.reset(task, seed="cli")
-    with tempfile.TemporaryDirectory(prefix="episode-") as tmp:
-        ws = workspace or Path(tmp)
-        ws.mkdir(parents=True, exist_ok=True)
-        ctx = EpisodeContext(workspace=ws, agent=cfg.agent, search=backend)
-        try:
-            traj = run_episode(pol, task, task_id="cli", capability="deep_research", ctx=ctx, budget=cfg.agent.budget)
-        finally:
-            ctx.close()
+    traj = play_episode(pol, task, cfg.agent, backend, seed="cli", workspace=workspace)
     if as_json:
         typer.echo(traj.model_dump_json(indent=2))
         return

@@ -232,3 +232,22 @@ def test_play_episode_resets_runs_in_a_fresh_workspace_and_cleans_up(monkeypatch
     with pytest.raises(TypeError, match="a question, a prompt or a query"):
         play_episode(Counting(["<answer>b</answer>"]), SimpleNamespace(task_id="x", capability="c"), agent, None,
                      seed="")
+
+
+def test_play_episode_runs_a_prompt_in_words_in_a_workspace_it_keeps(tmp_path):
+    """`deepresearch agent run --task ... --workspace DIR`: the policy is reset with the prompt itself, the
+    episode is a deep-research one, and what the tools wrote stays in DIR."""
+    from deepresearch.agent.episode import PROMPT_TASK_ID, play_episode
+
+    class Recording(Replay):
+        def reset(self, task, *, seed=""):
+            self.reset_with = (task, seed)
+
+    write = ToolCall(name="file", arguments={"action": "write", "path": "notes.md", "content": "x"}).render()
+    policy = Recording([write, "<answer>Ada</answer>"])
+    ws = tmp_path / "kept" / "ws"
+    traj = play_episode(policy, "Who founded Zephyr?", AgentConfig(), None, seed="cli", workspace=ws)
+    assert policy.reset_with == ("Who founded Zephyr?", "cli")
+    assert (traj.task_id, traj.capability, traj.answer) == (PROMPT_TASK_ID, "deep_research", "Ada")
+    assert traj.messages[1].content == "Who founded Zephyr?" and traj.tool_errors == 0
+    assert (ws / "notes.md").read_text() == "x"

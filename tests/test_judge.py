@@ -1,5 +1,6 @@
 """Rubric judge: controlled-quality data with labels by construction, the reward mapping, the model plumbing."""
 
+import hashlib
 import json
 
 import pytest
@@ -148,6 +149,8 @@ def test_build_judge_dataset(tmp_path, small_cfg, small_world_dir):
     assert not {e.sample_id for e in train} & set(manifest["heldout_tasks"])
     assert manifest["intended_label_agreement"] == 1.0
     assert json.loads((tmp_path / "judge" / "manifest.json").read_text()) == manifest
+    assert manifest["sha256"] == {name: hashlib.sha256((tmp_path / "judge" / name).read_bytes()).hexdigest()
+                                  for name in ("train.jsonl", "heldout.jsonl")}
     assert [p.name for p in tmp_path.iterdir()] == ["judge"]  # no temp directory left behind
     # judge.n_tasks sets how many research tasks the data is built from; null: synthesis.n_deep_research
     assert manifest["tasks"] == small_cfg.judge.n_tasks

@@ -1,5 +1,8 @@
 """`deepresearch lineage`: the data half run as stages into a scratch MLflow store, then traced.
 
+The data half is the session's `gated_data` (tests/conftest.py); this module adds its runs and
+registrations to a copy of that store.
+
 Errors are one line (no champion — with why —, no such version, no such run); `--json` is the whole
 graph; every dataset logged carries its own digest, row count and schema (a training run's too: each
 dataset of its mix, and a checkpoint no run logged as a model as its files); the listing shows each run
@@ -12,42 +15,36 @@ import sys
 
 import pytest
 
-from tests.conftest import SMALL, requires_sandbox
+from tests.conftest import requires_sandbox
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory, tiny_checkpoint):
-    """world → synthesis → quality as tracked stages; a stand-in base run that wrote a checkpoint (no
-    LoggedModel, as a registry base model) and a stand-in SFT run that read it and three datasets, logging
-    its inputs and the checkpoint it wrote as `training.stage.run_stage` does, registered as a policy
-    version the gate refused."""
-    from deepresearch.config import load_config
+def store(tmp_path_factory, tiny_checkpoint, gated_data):
+    """A copy of the session's data store (world → synthesis → quality as tracked stages, `gated_data`) with
+    a stand-in base run that wrote a checkpoint (no LoggedModel, as a registry base model) and a stand-in
+    SFT run that read it and three datasets, logging its inputs and the checkpoint it wrote as
+    `training.stage.run_stage` does, registered as a policy version the gate refused."""
     from deepresearch.io import dir_digest
-    from deepresearch.stages import quality_stage, synthesis_stage, world_stage
-    from deepresearch.tracking import output_tags, stage_run, start_parent_run
+    from deepresearch.tracking import output_tags, stage_run
     from deepresearch.tracking.registry import promote, register_model
     from deepresearch.training.stage import log_inputs
 
     tmp = tmp_path_factory.mktemp("lineage")
-    uri = f"sqlite:///{tmp}/mlflow.db"
-    cfg = load_config("configs/tiny.yaml", SMALL + [f"tracking.uri={uri}", "tracking.experiment=lineage"])
-    parent = start_parent_run(cfg, "data")
-    world = world_stage(cfg, tmp / "world", parent)
-    raw = synthesis_stage(cfg, tmp / "world", tmp / "raw", parent)
-    gated = quality_stage(cfg, tmp / "raw", tmp / "datasets", parent)
+    cfg = gated_data.own_config(tmp)
+    uri, datasets = cfg.tracking.uri, gated_data.datasets
     base = tiny_checkpoint(tmp / "base", stage="base")
-    with stage_run(cfg, parent, "base") as base_run:
+    with stage_run(cfg, gated_data.parent, "base") as base_run:
         base_run.set_tags({**output_tags(base), "model.digest": dir_digest(base)})
     ckpt = tiny_checkpoint(tmp / "ckpt", stage="sft")
-    with stage_run(cfg, parent, "sft") as trained:  # tagged as `training.stage.run_stage` tags its run
-        log_inputs(trained, "sft", data=tmp / "datasets", init_model=base, sources=MIXED)
+    with stage_run(cfg, gated_data.parent, "sft") as trained:  # tagged as `training.stage.run_stage` tags its run
+        log_inputs(trained, "sft", data=datasets, init_model=base, sources=MIXED)
         trained.set_tags({**output_tags(ckpt), "model.digest": dir_digest(ckpt)})
         trained.log_model(ckpt, stage="sft", digest=dir_digest(ckpt))
     version = register_model(cfg.tracking, "policy", ckpt)
     promote(cfg.tracking, "policy", version, promoted=False, reasons=["well_formed_rate 0.22 is below the floor 0.5"],
             metrics={})
-    return {"cfg": cfg, "uri": uri, "tmp": tmp, "version": version, "trained": trained.run_id,
-            "base": base, "runs": {"world": world, "synthesis": raw, "quality": gated}}
+    return {"cfg": cfg, "uri": uri, "tmp": tmp, "data": gated_data, "version": version, "trained": trained.run_id,
+            "base": base, "runs": gated_data.runs}
 
 
 MIXED = ["deep_search", "deep_research", "planning"]  # the stand-in SFT run's mix
@@ -101,7 +98,7 @@ def test_json_is_the_whole_graph_and_the_listing_shows_each_run_once(store):
     assert pipeline["config_hash"] == store["cfg"].hash and "world.seed=" in pipeline["params"]
     assert all(len(x["digest"]) == 64 for r in graph["runs"] for x in r["inputs"])
     world_input = next(x for x in stages["synthesis"]["inputs"] if x["name"] == "world")
-    assert world_input["digest"] == stages["world"]["tags"]["dataset.digest"] == dir_digest(store["tmp"] / "world")
+    assert world_input["digest"] == stages["world"]["tags"]["dataset.digest"] == dir_digest(store["data"].world)
 
     lines = render_lines(trace(f"models:/policy/{store['version']}", store["cfg"].tracking))
     assert all(len(line) <= 100 for line in lines), [line for line in lines if len(line) > 100]
@@ -114,7 +111,7 @@ def test_json_is_the_whole_graph_and_the_listing_shows_each_run_once(store):
     # output paths their writers marked temporary (pytest's dirs are in the temp dir) are not shown;
     # digests are short
     assert all(r["tags"]["output.temporary"] == "true" for r in graph["runs"]), [r["tags"] for r in graph["runs"]]
-    assert not any(str(store["tmp"]) in line for line in lines)
+    assert not any(str(store["tmp"]) in line or str(store["data"].root) in line for line in lines)
     assert not any(len(word) == 64 and all(c in "0123456789abcdef" for c in word)
                    for line in lines for word in line.split())
 
@@ -126,7 +123,7 @@ def test_datasets_carry_their_own_digest_rows_and_schema(store):
 
     client = MlflowClient(tracking_uri=store["uri"])
     raw, gated = store["runs"]["synthesis"], store["runs"]["quality"]
-    for run, artifact in ((raw, store["tmp"] / "raw"), (gated, store["tmp"] / "datasets")):
+    for run, artifact in ((raw, store["data"].raw), (gated, store["data"].datasets)):
         logged = {i.dataset.name.removeprefix("raw_"): i for i in client.get_run(run.run_id).inputs.dataset_inputs
                   if {t.key: t.value for t in i.tags}["mlflow.data.context"] == "output"}
         assert set(logged) >= {"deep_search", "deep_research"}
@@ -149,7 +146,7 @@ def test_datasets_carry_their_own_digest_rows_and_schema(store):
     assert set(inputs) == {*MIXED, "init_model"}
     for name in MIXED:
         inp, tags = inputs[name], {t.key: t.value for t in inputs[name].tags}
-        assert tags["sha256"] == dir_digest(store["tmp"] / "datasets" / name)
+        assert tags["sha256"] == dir_digest(store["data"].datasets / name)
         assert tags["artifact.digest"] == gated.manifest["digest"]
         assert json.loads(inp.dataset.profile)["num_rows"] > 0 and json.loads(inp.dataset.schema)["mlflow_colspec"]
     assert len({inputs[name].dataset.digest for name in MIXED}) == len(MIXED)
@@ -176,7 +173,7 @@ def test_the_world_and_the_judge_pairs_are_datasets_with_rows(store, tmp_path):
     from deepresearch.tracking.datasets import log_files, log_world
 
     run = _Recorder()
-    world = store["tmp"] / "world"
+    world = store["data"].world
     log_world(run, world)
     logged = run.logged["world"]
     documents = (world / "documents.jsonl").read_text().splitlines()

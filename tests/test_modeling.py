@@ -2,9 +2,8 @@
 
     uv run pytest tests/test_modeling.py -q
 
-Inputs are real: a tiny world and expert trajectories built by the project's own generator. The
-datasets directory is the synthesis output in the quality-gated layout (the same files the gates
-would keep a subset of); the gates themselves are tested in test_quality.py and take ~20 s.
+Inputs are real: a tiny world and the expert trajectories the quality gates kept, built by the
+project's own generator once per session (`data_dirs`, tests/conftest.py).
 """
 
 from __future__ import annotations
@@ -18,34 +17,8 @@ import pytest
 from deepresearch.agent.schema import Message
 from deepresearch.config import ModelConfig
 
-TINY_OVERRIDES = [
-    "world.entities_per_type=8",
-    "synthesis.n_deep_search=4",
-    "synthesis.n_deep_research=2",
-    "quality.expectations.min_rows=1",
-    "tracking.enabled=false",
-]
 # Small enough to build in a second, big enough to have every kind of layer.
 SMALL_MODEL = ModelConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4)
-
-
-@pytest.fixture(scope="session")
-def data_dirs(tmp_path_factory) -> tuple[Path, Path]:
-    """(world_dir, datasets_dir) of a tiny world and its synthesized trajectories."""
-    from deepresearch.config import load_config
-    from deepresearch.synthesis.run import synthesize
-    from deepresearch.world.build import build_world
-
-    cfg = load_config("configs/tiny.yaml", TINY_OVERRIDES)
-    root = tmp_path_factory.mktemp("modeling")
-    build_world(cfg, root / "world", show_progress=False)
-    synthesize(cfg, root / "world", root / "raw", progress=False)
-    datasets = root / "datasets"
-    for name in ("deep_search", "deep_research"):
-        (datasets / name).mkdir(parents=True)
-        for f in ("tasks.jsonl", "trajectories.jsonl"):
-            shutil.copy(root / "raw" / name / f, datasets / name / f)
-    return root / "world", datasets
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,6 @@ restart per document.
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import pytest
 
@@ -18,14 +17,6 @@ from deepresearch.config import ModelConfig
 from deepresearch.modeling.chat import EncodedSample
 
 IGNORE = -100
-TINY_OVERRIDES = [
-    "world.entities_per_type=8",
-    "synthesis.n_deep_search=4",
-    "synthesis.n_deep_research=2",
-    "synthesis.attempts_per_task=2",  # the tests below count two attempts per task
-    "quality.expectations.min_rows=1",
-    "tracking.enabled=false",
-]
 SMALL_MODEL = ModelConfig(
     vocab_size=300, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4
 )
@@ -220,20 +211,7 @@ def test_rows_of_one_document_skip_the_mask_and_give_the_same_logits(small_model
 # ---- stage datasets -------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
-def data_dirs(tmp_path_factory) -> tuple[Path, Path]:
-    """(world_dir, datasets_dir): a tiny world and its synthesized trajectories in the gated layout."""
-    from deepresearch.config import load_config
-    from deepresearch.synthesis.run import synthesize
-    from deepresearch.world.build import build_world
-
-    cfg = load_config("configs/tiny.yaml", TINY_OVERRIDES)
-    root = tmp_path_factory.mktemp("packing")
-    build_world(cfg, root / "world", show_progress=False)
-    synthesize(cfg, root / "world", root / "raw", progress=False)
-    # The quality gates (~20 s of expectation suites, tested in test_quality.py) write this same layout.
-    shutil.copytree(root / "raw", root / "datasets", ignore=shutil.ignore_patterns("manifest.json"))
-    return root / "world", root / "datasets"
+# `data_dirs` (tests/conftest.py): the session's tiny world and its quality-gated datasets
 
 
 @pytest.fixture(scope="session")
@@ -335,7 +313,7 @@ def test_sft_samples_mix_by_ratio_deterministically(data_dirs, tokenizer, tmp_pa
 
     n_ds = len(read_trajectories(data_dirs[1], "deep_search"))
     n_dr = len(read_trajectories(data_dirs[1], "deep_research"))
-    assert (n_ds, n_dr) == (8, 4)  # 4 and 2 tasks, two attempts each
+    assert (n_ds, n_dr) == (6, 4)  # SMALL's 6 and 4 tasks, one attempt each, all kept by the gates
     half = sft_samples(data_dirs[1], tokenizer, deep_search_ratio=0.5, seed=0)
     assert len(half) == 8  # 4 + 4
     again = sft_samples(data_dirs[1], tokenizer, deep_search_ratio=0.5, seed=0)

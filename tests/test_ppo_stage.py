@@ -1,7 +1,8 @@
 """The PPO stage end to end on a tiny world: SFT policy + trained judge → Ray rollouts with the real
 tools → judge rewards → DeepSpeed PPO update → weight push → HF checkpoint, tracked in MLflow.
 
-Two steps of everything (SFT chain, judge, PPO): this checks the wiring, not learning.
+Two steps of everything (SFT chain, judge, PPO): this checks the wiring, not learning. The chain and
+the judge are the session's, shared with tests/test_training_half.py.
 """
 
 import math
@@ -9,19 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import SMALL, requires_sandbox
+from tests.conftest import requires_sandbox
 
 pytestmark = [pytest.mark.slow, requires_sandbox]
 
-TINY = [
-    *(
-        f"training.{s}.{k}"
-        for s in ("mid1", "mid2", "sft")
-        for k in ("max_steps=2", "nproc_per_node=1", "seq_len=256")
-    ),
-    "judge.train.max_steps=2",
-    "judge.train.nproc_per_node=1",
-    "judge.max_len=128",
+# The SFT policy and the judge are the session's `trained_chain` and `trained_judge` (tests/conftest.py);
+# this module adds two PPO steps of two episodes each.
+RL = [
     "rl.steps=2",
     "rl.episodes_per_step=2",
     "rl.rollout_workers=2",
@@ -29,61 +24,27 @@ TINY = [
     "rl.minibatch_size=1",
     "rl.ppo_epochs=1",
     "rl.kl_coef=0.05",  # exercise the KL-to-reference path (the reference is the SFT policy)
+    "agent.budget.max_turns=3",  # RL episodes only: the expert that synthesized the SFT data needs more
 ]
-# RL episodes only: the scripted expert that synthesizes the SFT data needs more turns than this
-RL_BUDGET = ["agent.budget.max_turns=3"]
 
 
 @pytest.fixture(scope="module")
-def ppo(tmp_path_factory, small_world_dir):
+def ppo(tmp_path_factory, trained_chain, trained_judge):
     import ray
 
-    from deepresearch.config import load_config
-    from deepresearch.judge.data import build_judge_dataset
-    from deepresearch.modeling.base import build_base
-    from deepresearch.quality.gate import run_quality_gates
     from deepresearch.rl.train import run_ppo
-    from deepresearch.synthesis.run import synthesize
     from deepresearch.tracking import start_parent_run
-    from deepresearch.training.stage import run_stage
 
     root = tmp_path_factory.mktemp("ppo")
-    tracking = [f"tracking.uri=sqlite:///{root}/mlflow.db"]
-    cfg = load_config("configs/tiny.yaml", SMALL + TINY + tracking)
-    rl_cfg = load_config("configs/tiny.yaml", SMALL + TINY + RL_BUDGET + tracking)
+    cfg = trained_chain.own_config(root / "store", *RL)  # the RL run goes into a copy of the chain's store
     parent = start_parent_run(cfg, "test-ppo")
-    synthesize(cfg, small_world_dir, root / "raw", progress=False)
-    run_quality_gates(cfg.quality, root / "raw", root / "datasets")
-    build_base(cfg, small_world_dir, root / "datasets", root / "base")
-    prev, runs = root / "base", {}
-    for stage in ("mid1", "mid2", "sft"):
-        runs[stage] = run_stage(
-            cfg,
-            stage,
-            init_model=prev,
-            data=root / "datasets",
-            out=root / stage,
-            world=small_world_dir,
-            parent_run_id=parent,
-            progress=False,
-        )
-        prev = runs[stage].path
-    build_judge_dataset(cfg, small_world_dir, root / "judge_data", n_tasks=3)
-    runs["judge"] = run_stage(
-        cfg,
-        "judge",
-        init_model=runs["sft"].path,
-        data=root / "judge_data",
-        out=root / "judge",
-        parent_run_id=parent,
-        progress=False,
-    )
+    runs = {"sft": trained_chain.runs["sft"], "judge": trained_judge.run}
     try:
         res = run_ppo(
-            rl_cfg,
+            cfg,
             policy_dir=runs["sft"].path,
             judge_dir=runs["judge"].path,
-            world_dir=small_world_dir,
+            world_dir=trained_chain.world,
             out=root / "rl",
             parent_run_id=parent,
             progress=False,

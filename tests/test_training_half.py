@@ -2,6 +2,8 @@
 
 Few steps each: this checks the wiring (checkpoints load into the next stage, the judge reports
 held-out F1, evaluation writes its report), not learning — the README's learning table does that.
+The chain and the judge are the session's (`trained_chain`, `trained_judge` in tests/conftest.py),
+shared with the PPO stage's tests; the evaluation registers and promotes in a copy of their store.
 """
 
 import json
@@ -9,44 +11,20 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import SMALL, requires_sandbox
+from tests.conftest import requires_sandbox
 
 pytestmark = [pytest.mark.slow, requires_sandbox]
 
-STEPS = [f"training.{s}.max_steps=2" for s in ("mid1", "mid2", "sft")] + [
-    f"training.{s}.nproc_per_node=1" for s in ("mid1", "mid2", "sft")
-] + ["judge.train.max_steps=2", "judge.train.nproc_per_node=1", "judge.max_len=256",
-     "training.mid1.seq_len=256", "training.mid2.seq_len=256", "training.sft.seq_len=256",
-     "evaluation.n_deep_search=2", "evaluation.n_deep_research=1", "rl.max_new_tokens=16", "evaluation.max_new_tokens=16",
-     "agent.budget.max_turns=16", "evaluation.elo_bootstrap=20"]
+# this module's own stage (evaluation): two deep-search tasks and one research task, short turns; the
+# chain itself is the session's `trained_chain` (tests/conftest.py), its judge `trained_judge`
+EVAL = ["evaluation.n_deep_search=2", "evaluation.n_deep_research=1", "rl.max_new_tokens=16",
+        "evaluation.max_new_tokens=16", "agent.budget.max_turns=16", "evaluation.elo_bootstrap=20"]
 
 
-@pytest.fixture(scope="module")
-def chain(tmp_path_factory, small_world_dir):
-    from deepresearch.config import load_config
-    from deepresearch.modeling.base import build_base
-    from deepresearch.quality.gate import run_quality_gates
-    from deepresearch.synthesis.run import synthesize
-    from deepresearch.training.stage import run_stage
-
-    root = tmp_path_factory.mktemp("train")
-    cfg = load_config("configs/tiny.yaml", SMALL + STEPS + [f"tracking.uri=sqlite:///{root}/mlflow.db"])
-    synthesize(cfg, small_world_dir, root / "raw", progress=False)
-    run_quality_gates(cfg.quality, root / "raw", root / "datasets")
-    base = build_base(cfg, small_world_dir, root / "datasets", root / "base")
-    runs = {}
-    prev = root / "base"
-    for stage in ("mid1", "mid2", "sft"):
-        runs[stage] = run_stage(cfg, stage, init_model=prev, data=root / "datasets", out=root / stage,
-                                world=small_world_dir, progress=False)
-        prev = runs[stage].path
-    return {"cfg": cfg, "root": root, "base": base, "runs": runs}
-
-
-def test_each_stage_starts_from_the_previous_checkpoint(chain):
+def test_each_stage_starts_from_the_previous_checkpoint(trained_chain):
     from deepresearch.modeling.checkpoint import load_checkpoint, read_metadata
 
-    runs = chain["runs"]
+    runs = trained_chain.runs
     for stage, res in runs.items():
         assert res.steps == 2 and res.tokens > 0 and res.run_id
         assert read_metadata(res.path)["metadata"]["stage"] == stage
@@ -54,15 +32,15 @@ def test_each_stage_starts_from_the_previous_checkpoint(chain):
         assert f"# deepresearch `{stage}` checkpoint" in card and f"- MLflow run: `{res.run_id}`" in card
         assert f"- input `{stage}_data`: `" in card and "tools=tools" in card
     model, tok = load_checkpoint(runs["sft"].path)
-    assert len(tok) == chain["base"]["vocab_size"]
+    assert len(tok) == trained_chain.base["vocab_size"]
 
 
-def test_stage_runs_link_to_their_datasets_in_mlflow(chain):
+def test_stage_runs_link_to_their_datasets_in_mlflow(trained_chain):
     from mlflow import MlflowClient
 
-    cfg = chain["cfg"]
+    cfg = trained_chain.cfg
     client = MlflowClient(tracking_uri=cfg.tracking.uri)
-    runs = chain["runs"]
+    runs = trained_chain.runs
     run = client.get_run(runs["sft"].run_id)
     # each dataset of its mix, with its own digest and rows (tracking.datasets), and the world
     inputs = {i.dataset.name: i for i in run.inputs.dataset_inputs}
@@ -84,19 +62,13 @@ def test_stage_runs_link_to_their_datasets_in_mlflow(chain):
     assert run.data.tags["input.model.init_model"] == runs["mid2"].model_id
 
 
-def test_judge_trains_from_the_policy_backbone_and_reports_heldout_f1(chain, small_world_dir):
-    from deepresearch.judge.data import build_judge_dataset
-    from deepresearch.training.stage import run_stage
-
-    cfg, root = chain["cfg"], chain["root"]
+def test_judge_trains_from_the_policy_backbone_and_reports_heldout_f1(trained_chain, trained_judge):
     from deepresearch.judge.data import read_examples
     from deepresearch.judge.model import Judge, macro_f1
 
-    manifest = build_judge_dataset(cfg, small_world_dir, root / "judge_data", n_tasks=3)
-    held = read_examples(root / "judge_data" / "heldout.jsonl")
+    cfg, manifest, res = trained_chain.cfg, trained_judge.manifest, trained_judge.run
+    held = read_examples(trained_judge.data / "heldout.jsonl")
     assert manifest["examples"]["heldout"] == len(held) > 0 and manifest["examples"]["train"] > 0
-    res = run_stage(cfg, "judge", init_model=chain["runs"]["sft"].path, data=root / "judge_data",
-                    out=root / "judge", progress=False)
     # the reported F1 is the saved judge's on the held-out pairs (not the training pairs, not the backbone)
     pred = Judge.load(res.path).label_pairs([(ex.report, ex.criterion) for ex in held])
     assert res.metrics["judge/heldout_macro_f1"] == pytest.approx(macro_f1([ex.label for ex in held], pred))
@@ -104,18 +76,23 @@ def test_judge_trains_from_the_policy_backbone_and_reports_heldout_f1(chain, sma
     # the judge is its run's text-classification model, its held-out F1 logged against it
     from mlflow import MlflowClient
 
-    lm = MlflowClient(tracking_uri=cfg.tracking.uri).get_logged_model(res.model_id)
+    client = MlflowClient(tracking_uri=cfg.tracking.uri)
+    lm = client.get_logged_model(res.model_id)
     assert lm.source_run_id == res.run_id and lm.model_type == "text-classification"
+    # its backbone, the model it read, is the SFT policy's
+    backbone = [i.model_id for i in client.get_run(res.run_id).inputs.model_inputs]
+    assert backbone == [trained_chain.runs["sft"].model_id]
     assert {m.key for m in lm.metrics} >= {"judge/heldout_macro_f1", "judge/final_loss"}
 
 
-def test_evaluation_stage_compares_checkpoints_with_intervals_probe_and_promotion(chain, small_world_dir):
+def test_evaluation_stage_compares_checkpoints_with_intervals_probe_and_promotion(trained_chain, tmp_path):
     from mlflow import MlflowClient
 
     from deepresearch.evaluation.promotion import evaluation_stage
 
-    cfg, root, runs = chain["cfg"], chain["root"], chain["runs"]
-    out = evaluation_stage(cfg, small_world_dir, {"mid2": runs["mid2"].path, "sft": runs["sft"].path, "expert": "expert"},
+    # it registers and promotes: in a copy of the chain's store
+    cfg, root, runs = trained_chain.own_config(tmp_path / "store", *EVAL), tmp_path, trained_chain.runs
+    out = evaluation_stage(cfg, trained_chain.world, {"mid2": runs["mid2"].path, "sft": runs["sft"].path, "expert": "expert"},
                            root / "eval", candidate="sft", baseline="mid2", progress=False)
     ev = out.evaluation
     by = ev.by_name()
@@ -136,7 +113,7 @@ def test_evaluation_stage_compares_checkpoints_with_intervals_probe_and_promotio
     # the held-out tasks share no target entity and no question with the SFT data
     held = [json.loads(x) for x in (root / "eval" / "heldout_tasks.jsonl").read_text().splitlines()]
     train = [json.loads(x) for name in ("deep_search", "deep_research")
-             for x in (root / "datasets" / name / "tasks.jsonl").read_text().splitlines()]
+             for x in (trained_chain.datasets / name / "tasks.jsonl").read_text().splitlines()]
     assert len(held) == n_tasks and train
     assert not {_target(r) for r in train} & {_target(r) for r in held}
     assert not {r.get("question", r.get("prompt")) for r in train} & {r.get("question", r.get("prompt")) for r in held}
@@ -155,10 +132,10 @@ def _target(task: dict) -> str:
     return task["path"][-1] if "path" in task else task["about"]
 
 
-def test_lineage_follows_checkpoints_back_through_the_stages(chain):
+def test_lineage_follows_checkpoints_back_through_the_stages(trained_chain):
     from deepresearch.tracking.lineage import trace
 
-    root = trace(chain["runs"]["sft"].run_id, chain["cfg"].tracking)
+    root = trace(trained_chain.runs["sft"].run_id, trained_chain.cfg.tracking)
     init = next(link for link in root.inputs if link.name == "init_model")
     assert init.produced_by is not None and init.produced_by.stage == "mid2"
     mid1 = next(link for link in init.produced_by.inputs if link.name == "init_model").produced_by

@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Iterable, Sequence
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from deepresearch.io import atomic_dir, atomic_write_text
+from deepresearch.io import atomic_dir, atomic_write_text, file_sha256
 from deepresearch.synthesis.phrasing import (
     REFUTATION_MARKERS,
 )
@@ -459,9 +459,7 @@ def build_judge_dataset(
             "heldout_tasks": sorted({ex.sample_id for ex in heldout}),
             "class_balance": {"train": class_balance(train), "heldout": class_balance(heldout)},
             "intended_label_agreement": round(agree / total, 6) if total else 1.0,
-            "sha256": {
-                name: hashlib.sha256((tmp / name).read_bytes()).hexdigest() for name in ("train.jsonl", "heldout.jsonl")
-            },
+            "sha256": {name: file_sha256(tmp / name) for name in ("train.jsonl", "heldout.jsonl")},
         }
         atomic_write_text(tmp / "manifest.json", json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return manifest
