@@ -51,7 +51,7 @@ def test_stage_runs_link_to_their_datasets_in_mlflow(trained_chain):
     mid1 = client.get_run(runs["mid1"].run_id)
     [init] = [i for i in mid1.inputs.dataset_inputs if i.dataset.name == "init_model"]
     assert {t.key: t.value for t in init.tags}["kind"] == "checkpoint"
-    assert json.loads(init.dataset.profile)["num_rows"] == len([p for p in (chain["root"] / "base").rglob("*") if p.is_file()])
+    assert json.loads(init.dataset.profile)["num_rows"] == len([p for p in (trained_chain.root / "base").rglob("*") if p.is_file()])
     assert run.data.metrics["sft/final_loss"] > 0
     # every training run logged its checkpoint as its MLflow model; the next stage reads it as a model input
     for stage, res in runs.items():
