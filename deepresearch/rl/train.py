@@ -262,7 +262,7 @@ def run_ppo(
             inputs = {"policy": dir_digest(policy_dir), "judge": dir_digest(judge_dir), "world": dir_digest(world_dir)}
             run.log_model_input(policy_dir, name="policy", digest=inputs["policy"])
             run.log_model_input(judge_dir, name="judge", digest=inputs["judge"])
-            log_world(run, world_dir)
+            log_world(run, world_dir, digest=inputs["world"])
             try:
                 learner = init_learner(policy, critic, rl, cfg.training.sft)
             except ValueError as e:

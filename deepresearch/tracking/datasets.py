@@ -71,14 +71,15 @@ def log_parts(run: Any, artifact: Path, names: Iterable[str], *, context: str, p
             log_part(run, artifact, manifest, name, context=context, logged_as=prefix + name)
 
 
-def log_world(run: Any, world_dir: Path, *, context: str = "input") -> None:
-    """The world as one dataset: its digest (`dir_digest`, what the world stage tags `dataset.digest`), its
-    documents as the rows (the pages the search tool serves and mid-training reads)."""
+def log_world(run: Any, world_dir: Path, *, context: str = "input", digest: str | None = None) -> None:
+    """The world as one dataset: its digest (`dir_digest`, what the world stage tags `dataset.digest`; pass
+    it when already computed), its documents as the rows (the pages the search tool serves and mid-training
+    reads)."""
     world_dir = Path(world_dir)
     manifest = world_dir / MANIFEST
     count = json.loads(manifest.read_text()).get("counts", {}).get("documents") if manifest.is_file() else None
     rows, count = preview(world_dir / "documents.jsonl", count=count)
-    run.log_dataset(world_dir, name="world", context=context, digest=dir_digest(world_dir), rows=rows, num_rows=count)
+    run.log_dataset(world_dir, name="world", context=context, digest=digest or dir_digest(world_dir), rows=rows, num_rows=count)
 
 
 def log_files(run: Any, artifact: Path, files: Mapping[str, str], *, context: str) -> None:

@@ -112,7 +112,8 @@ def _lm_dataset(cfg: PipelineConfig, stage: str, tokenizer, data: Path, world: P
 
 
 def log_inputs(run, stage: str, *, data: Path, init_model: Path, world: Path | None = None,
-               sources: Sequence[str] = (), init_digest: str | None = None) -> None:
+               sources: Sequence[str] = (), init_digest: str | None = None,
+               world_digest: str | None = None) -> None:
     """What a training stage reads, as its MLflow run's inputs: each dataset its mix draws from (`sources`,
     of the quality-gated `data`; the judge's train and held-out pairs), each with its own digest, row
     count and schema; the world (mid1); and the checkpoint it starts from, a model input when a run logged
@@ -125,7 +126,7 @@ def log_inputs(run, stage: str, *, data: Path, init_model: Path, world: Path | N
     else:
         log_parts(run, data, sources, context="input")
     if world is not None:
-        log_world(run, world)
+        log_world(run, world, digest=world_digest)
     run.log_model_input(init_model, name="init_model", digest=init_digest or dir_digest(init_model))
 
 
@@ -215,7 +216,8 @@ def run_stage(
                 digests["world"] = dir_digest(Path(world))
             card.update(data=digests, **({"mlflow_run_id": run.run_id} if getattr(run, "run_id", None) else {}))
             log_inputs(run, stage, data=Path(data), init_model=Path(init_model), world=world,
-                       sources=getattr(dataset, "sources", []), init_digest=digests["init_model"])
+                       sources=getattr(dataset, "sources", []), init_digest=digests["init_model"],
+                       world_digest=digests.get("world"))
             if getattr(dataset, "mix_counts", None):
                 tracked.log_metrics({f"{stage}/mix/{k}": v for k, v in dataset.mix_counts.items()})
         kwargs = {"loss_fn": loss_fn} if loss_fn is not None else {}
