@@ -379,7 +379,7 @@ def test_policy_decision_needs_its_gate_metric_and_the_baseline():
     assert not v.promoted and "mean_reward was not measured" in v.reasons[-1]
     ok = decide_policy(by, diffs, EvalConfig(gate_metric="exact_match"), candidate="sft", baseline="base",
                        champion=None, champion_note="no policy champion yet")
-    assert ok.promoted and "promoted on the floors and base alone" in ok.reasons[-1]
+    assert ok.promoted and "decided on the floors and base alone" in ok.reasons[-1]
     worse = decide_policy(by, diffs, EvalConfig(gate_metric="exact_match"), candidate="base", baseline="sft",
                           champion=None)
     assert not worse.promoted and "below sft's 0.7500" in " ".join(worse.reasons)

@@ -146,7 +146,7 @@ def decide_policy(
         else:
             reasons.append(f"{gate} {mine:.4f} is at least {baseline}'s {theirs:.4f}")
     if champion is None:
-        reasons.append(f"{champion_note or 'no champion evaluated'}: promoted on the floors and {baseline} alone")
+        reasons.append(f"{champion_note or 'no champion evaluated'}: decided on the floors and {baseline} alone")
     else:
         d = next((d for d in differences if (d.a, d.b, d.metric) == (candidate, champion, gate)), None)
         if d is None:
