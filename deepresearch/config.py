@@ -469,6 +469,10 @@ class EvalConfig(Section):
     # torch's CPU threads while evaluating (transformers engine, probe): one thread per process is
     # several times faster than two on a shared 2-core machine (README, "Training throughput")
     torch_threads: int = Field(1, ge=1)
+    # HF checkpoints played at once, each in its own process with its own engine and `torch_threads`
+    # (transformers engine only: vLLM plays one checkpoint at a time on the GPU). A process decodes its
+    # batches on about one core, so on a 2-core machine 2 checkpoints at once take about the time of one
+    checkpoint_processes: int = Field(1, ge=1)
     # decoding of every evaluated checkpoint: 0 = greedy (the measured policy is its mode, as in most
     # agent benchmarks); RL rollouts sample at `rl.temperature` for exploration, evaluation does not
     temperature: float = Field(0.0, ge=0)

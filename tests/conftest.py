@@ -46,6 +46,9 @@ SMALL = [
     # where the machine cannot confine the shell's sandbox as a whole (not root), run it with per-process
     # limits instead of refusing: these tests are about the pipeline; tests/test_sandbox.py covers refusal
     "agent.shell.allow_weak_limits=true",
+    # checkpoints evaluated one after another in the test's process: spawning a process per checkpoint
+    # costs ~10 s of imports, more than these evaluations take (tests/test_evaluation.py covers the processes)
+    "evaluation.checkpoint_processes=1",
 ]
 
 

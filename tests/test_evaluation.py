@@ -21,6 +21,7 @@ from deepresearch.evaluation.probe import KINDS, ProbeScore
 from deepresearch.evaluation.report import CheckpointEval, EvalResults, write_report
 from deepresearch.synthesis.run import deep_search_correct
 from deepresearch.synthesis.schema import DeepSearchTask, ResearchTask, RubricCheck, RubricItem
+from tests.conftest import tiny_config
 
 # ---- compliance ----------------------------------------------------------------------------------
 REPORT = """# Veltrana Labs: research report
@@ -383,3 +384,31 @@ def test_policy_decision_needs_its_gate_metric_and_the_baseline():
     worse = decide_policy(by, diffs, EvalConfig(gate_metric="exact_match"), candidate="base", baseline="sft",
                           champion=None)
     assert not worse.promoted and "below sft's 0.7500" in " ".join(worse.reasons)
+
+
+# ---- checkpoints in processes ---------------------------------------------------------------------
+def test_checkpoints_played_in_their_own_processes_give_the_episodes_and_probe_of_one_process(
+    small_world_dir, tiny_checkpoint, tmp_path
+):
+    """evaluation.checkpoint_processes: each HF checkpoint plays (and is probed) in a spawned process; the
+    episodes, every metric and the probe are those of playing them one after another in this process."""
+    from deepresearch.evaluation.run import evaluate
+
+    ckpts = {"mid": tiny_checkpoint(tmp_path / "mid", stage="mid2", words=("delta", "omega")),
+             "sft": tiny_checkpoint(tmp_path / "sft", stage="sft"), "expert": "expert"}
+    out = {}
+    for n in (1, 2):
+        cfg = tiny_config("tracking.enabled=false", "evaluation.n_deep_search=3", "evaluation.n_deep_research=1",
+                          "evaluation.max_new_tokens=12", "agent.budget.max_turns=3", "evaluation.probe_episodes=1",
+                          "evaluation.elo_bootstrap=10", f"evaluation.checkpoint_processes={n}")
+        out[n] = evaluate(cfg, small_world_dir, ckpts, tmp_path / f"eval{n}", progress=False)
+
+    def episodes(ev):
+        return [r.model_dump(exclude={"wall_s"}) for r in ev.records]
+
+    one, two = out[1], out[2]
+    assert episodes(two) == episodes(one) and len(one.records) == 3 * 4
+    assert [m.name for m in two.checkpoints] == ["mid", "sft", "expert"]
+    assert list(two.probe) == ["mid", "sft"] and two.probe == one.probe
+    timed = {"mean_wall_s"}  # wall seconds differ from run to run; nothing else may
+    assert [d for d in two.differences if d.metric not in timed] == [d for d in one.differences if d.metric not in timed]

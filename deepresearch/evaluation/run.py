@@ -13,7 +13,10 @@
    checkpoint then gets one generation engine (`evaluation.engine`: transformers on CPU, vLLM on GPU),
    shared by at most `evaluation.max_concurrency` episodes running in threads, whose turns are decoded
    in batches (`generation.batching`); decoding is greedy at `evaluation.temperature` 0. A checkpoint with the
-   previous one's architecture reuses its engine (new weights, cleared prefix cache).
+   previous one's architecture reuses its engine (new weights, cleared prefix cache). With
+   `evaluation.checkpoint_processes` > 1 (transformers engine), that many checkpoints play at once, each
+   in a spawned process of its own (`_play_and_probe`), and probe there too: one process decodes on
+   about one core.
 3. Scores, from the tested metric functions, every result keyed by task id: `evaluate_deep_search`
    (EM, F1), `evaluate_compliance` (ResearchRubrics compliance, ground-truth labels and the judge's),
    the PPO reward of each episode (`judge.reward.score_trajectories`), `cost_summary`. Only an episode's own
@@ -190,6 +193,47 @@ def _play_checkpoint(cfg, spec, tasks, search, world, engines: _Engines, on_done
     )
 
 
+def _play_and_probe(
+    cfg: PipelineConfig, world_dir: Path, spec: str, tasks: Sequence[Any], expert: dict[str, list["Trajectory"]],
+) -> tuple[dict[str, tuple["Trajectory", float]], dict[str, dict[str, ProbeScore]]]:
+    """One HF checkpoint in a process of its own: its episodes on `tasks` and its probe on `expert`'s
+    trajectories (none: no probe). The body of a `checkpoint_processes` worker."""
+    import torch
+
+    from deepresearch.console import quiet
+    from deepresearch.search.backend import open_backend
+    from deepresearch.world.schema import World
+
+    quiet()
+    torch.set_num_threads(cfg.evaluation.torch_threads)
+    engines = _Engines(cfg.evaluation)
+    try:
+        played = _play_checkpoint(cfg, spec, tasks, open_backend(cfg.search, world_dir), World.load(world_dir),
+                                  engines, on_done=lambda: None)
+    finally:
+        engines.close()
+    probe = probe_checkpoint(Path(spec), expert, max_tokens=cfg.evaluation.probe_max_tokens) if expert else {}
+    return played, probe
+
+
+def _play_in_processes(cfg, world_dir, specs: dict[str, Any], tasks, expert, n_procs: int, played: dict,
+                       probe: dict, *, done: Callable[[str], Any]) -> None:
+    """`_play_and_probe` for every checkpoint in `specs`, `n_procs` spawned processes at a time; fills
+    `played` and `probe` by name and calls `done(name)` as each finishes (a process that fails raises here)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    with ProcessPoolExecutor(max_workers=n_procs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {pool.submit(_play_and_probe, cfg, Path(world_dir), str(spec), tasks, expert): name
+                   for name, spec in specs.items()}
+        for future in as_completed(futures):
+            name = futures[future]
+            played[name], checkpoint_probe = future.result()
+            if checkpoint_probe:
+                probe[name] = checkpoint_probe
+            done(name)
+
+
 # ---- scores --------------------------------------------------------------------------------------
 def score_checkpoint(
     name: str,
@@ -353,20 +397,34 @@ def _evaluate(cfg, world_dir, checkpoints, out_dir, *, judge_dir, pairs, curves,
             if progress:
                 bar.console.print(f"evaluation: {what} ({time.perf_counter() - t0:.0f} s)", highlight=False)
 
-        for i, name in enumerate(order, 1):
-            played[name] = _play_checkpoint(cfg, checkpoints[name], tasks, search, world, engines,
-                                             on_done=lambda: bar.advance(job))
-            done(f"{name} played {len(tasks)} episodes, checkpoint {i}/{len(order)}")
-        engines.close()  # before the probe loads each checkpoint again (a vLLM engine holds GPU memory)
-        expert_played = next((played[n] for n in order if checkpoints[n] == EXPERT), None)
-        if hf and probe_tasks:
-            if expert_played is None:  # no expert row asked for: play the probe's episodes only
-                expert_played = _play_checkpoint(cfg, EXPERT, probe_tasks, search, world, engines, lambda: None)
+        if EXPERT in checkpoints.values() or (hf and probe_tasks):
+            name = next((n for n in order if checkpoints[n] == EXPERT), None)
+            expert_played = _play_checkpoint(cfg, EXPERT, tasks if name else probe_tasks, search, world, engines,
+                                             on_done=lambda: bar.advance(job) if name else None)
+            if name:
+                played[name] = expert_played
+                done(f"{name} played {len(tasks)} episodes, checkpoint 1/{len(order)}")
+            # the probe's reference: the expert's episodes on the first held-out tasks of each capability
             expert = {cap: [expert_played[t.task_id][0] for t in probe_tasks if t.capability == cap]
-                      for cap in ("deep_search", "deep_research")}
+                      for cap in ("deep_search", "deep_research")} if hf and probe_tasks else {}
+        else:
+            expert = {}
+        n_procs = min(ev.checkpoint_processes, len(hf)) if ev.engine == "transformers" else 1
+        if n_procs > 1:
+            _play_in_processes(cfg, world_dir, {n: checkpoints[n] for n in hf}, tasks, expert, n_procs,
+                               played, probe, done=lambda name: (bar.advance(job, len(tasks)), done(
+                                   f"{name} played {len(tasks)} episodes, checkpoint {len(played)}/{len(order)}")))
+        else:
             for name in hf:
+                played[name] = _play_checkpoint(cfg, checkpoints[name], tasks, search, world, engines,
+                                                 on_done=lambda: bar.advance(job))
+                done(f"{name} played {len(tasks)} episodes, checkpoint {len(played)}/{len(order)}")
+            engines.close()  # before the probe loads each checkpoint again (a vLLM engine holds GPU memory)
+            for name in hf if expert else []:
                 probe[name] = probe_checkpoint(Path(checkpoints[name]), expert, max_tokens=ev.probe_max_tokens)
-            done(f"next-action probe of {len(hf)} checkpoints")
+        probe = {n: probe[n] for n in hf if n in probe}  # in reporting order, however the processes finished
+        if probe:
+            done(f"next-action probe of {len(probe)} checkpoints")
 
     records: list[EpisodeRecord] = []
     judged_pairs: list = []
