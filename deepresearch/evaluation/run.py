@@ -222,13 +222,21 @@ def _play_in_processes(cfg, world_dir, specs: dict[str, Any], tasks, expert, n_p
     `played` and `probe` by name and calls `done(name)` as each finishes (a process that fails raises here)."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures.process import BrokenProcessPool
 
     with ProcessPoolExecutor(max_workers=n_procs, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = {pool.submit(_play_and_probe, cfg, Path(world_dir), str(spec), tasks, expert): name
                    for name, spec in specs.items()}
         for future in as_completed(futures):
             name = futures[future]
-            played[name], checkpoint_probe = future.result()
+            try:
+                played[name], checkpoint_probe = future.result()
+            except BrokenProcessPool as e:
+                unplayed = [n for n in specs if n not in played]
+                raise RuntimeError(
+                    f"evaluation: a checkpoint's process died (killed, or out of memory) with {unplayed} not yet "
+                    "played; rerun with evaluation.checkpoint_processes=1 to play them in this process"
+                ) from e
             if checkpoint_probe:
                 probe[name] = checkpoint_probe
             done(name)
