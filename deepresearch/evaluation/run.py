@@ -405,28 +405,34 @@ def _evaluate(cfg, world_dir, checkpoints, out_dir, *, judge_dir, pairs, curves,
             if progress:
                 bar.console.print(f"evaluation: {what} ({time.perf_counter() - t0:.0f} s)", highlight=False)
 
-        if EXPERT in checkpoints.values() or (hf and probe_tasks):
-            name = next((n for n in order if checkpoints[n] == EXPERT), None)
-            expert_played = _play_checkpoint(cfg, EXPERT, tasks if name else probe_tasks, search, world, engines,
-                                             on_done=lambda: bar.advance(job) if name else None)
-            if name:
-                played[name] = expert_played
-                done(f"{name} played {len(tasks)} episodes, checkpoint 1/{len(order)}")
-            # the probe's reference: the expert's episodes on the first held-out tasks of each capability
-            expert = {cap: [expert_played[t.task_id][0] for t in probe_tasks if t.capability == cap]
-                      for cap in ("deep_search", "deep_research")} if hf and probe_tasks else {}
-        else:
-            expert = {}
+        def checkpoint_done(name: str) -> None:
+            done(f"{name} played {len(tasks)} episodes, checkpoint {len(played)}/{len(order)}")
+
+        for name in (n for n in order if checkpoints[n] == EXPERT):
+            played[name] = _play_checkpoint(cfg, EXPERT, tasks, search, world, engines,
+                                             on_done=lambda: bar.advance(job))
+            checkpoint_done(name)
+        expert: dict[str, list[Trajectory]] = {}  # the probe's reference, from the expert's held-out episodes
+        if hf and probe_tasks:
+            reference = next((played[n] for n in order if checkpoints[n] == EXPERT), None)
+            if reference is None:  # no expert row asked for: play the probe's episodes only
+                reference = _play_checkpoint(cfg, EXPERT, probe_tasks, search, world, engines, lambda: None)
+            expert = {cap: [reference[t.task_id][0] for t in probe_tasks if t.capability == cap]
+                      for cap in ("deep_search", "deep_research")}
+
         n_procs = min(ev.checkpoint_processes, len(hf)) if ev.engine == "transformers" else 1
         if n_procs > 1:
+            def process_done(name: str) -> None:
+                bar.advance(job, len(tasks))
+                checkpoint_done(name)
+
             _play_in_processes(cfg, world_dir, {n: checkpoints[n] for n in hf}, tasks, expert, n_procs,
-                               played, probe, done=lambda name: (bar.advance(job, len(tasks)), done(
-                                   f"{name} played {len(tasks)} episodes, checkpoint {len(played)}/{len(order)}")))
+                               played, probe, done=process_done)
         else:
             for name in hf:
                 played[name] = _play_checkpoint(cfg, checkpoints[name], tasks, search, world, engines,
                                                  on_done=lambda: bar.advance(job))
-                done(f"{name} played {len(tasks)} episodes, checkpoint {len(played)}/{len(order)}")
+                checkpoint_done(name)
             engines.close()  # before the probe loads each checkpoint again (a vLLM engine holds GPU memory)
             for name in hf if expert else []:
                 probe[name] = probe_checkpoint(Path(checkpoints[name]), expert, max_tokens=ev.probe_max_tokens)
