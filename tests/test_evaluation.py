@@ -386,6 +386,41 @@ def test_policy_decision_needs_its_gate_metric_and_the_baseline():
     assert not worse.promoted and "below sft's 0.7500" in " ".join(worse.reasons)
 
 
+def test_policy_decision_refuses_a_significant_loss_on_a_guard_metric():
+    """A candidate with the better mean reward that is significantly less often well-formed than the
+    baseline (as the tiny run's RL against SFT: −11 points [−18, −5]) is not promoted; within noise it is."""
+    from deepresearch.config import EvalConfig
+    from deepresearch.evaluation.promotion import decide_policy
+
+    def records(rl_malformed):
+        out = []
+        for i in range(40):
+            out.append(_record("sft", i, solved=i < 20))
+            # rl solves two more tasks, but its first `rl_malformed` episodes end without an answer of their own
+            out.append(_record("rl", i, solved=i < 22, well_formed=i >= rl_malformed))
+        return out + [_record(n, i, solved=i < 5, capability="deep_research") for n in ("sft", "rl") for i in range(10)]
+
+    for malformed, promoted in ((12, False), (1, True)):
+        metrics, diffs = summarize(records(malformed), ["sft", "rl"], n_resamples=500, seed=0)
+        by = {m.name: m for m in metrics}
+        assert by["rl"].mean_reward > by["sft"].mean_reward and by["rl"].well_formed_rate >= 0.5  # gate and floor pass
+        guards = ["exact_match", "compliance", "well_formed_rate", "judge_compliance"]  # the defaults + one unmeasured
+        v = decide_policy(by, diffs, EvalConfig(guard_metrics=guards), candidate="rl", baseline="sft", champion=None)
+        text = " ".join(v.reasons)
+        assert v.promoted is promoted, text
+        assert v.metrics["well_formed_rate_vs_sft"] == pytest.approx(-malformed / 50)
+        if promoted:
+            assert "well_formed_rate is not significantly worse than sft's" in text
+        else:
+            assert "well_formed_rate is worse than sft's: paired difference -0.2400" in text
+            assert "exact_match is not significantly worse" in text  # EM rose: that guard passes
+        assert "compliance is not significantly worse" in text  # the same research scores
+        # no judge: judge_compliance has no paired difference; said, and not a refusal
+        assert "judge_compliance of rl − sft has no paired difference" in text
+    off = decide_policy(by, diffs, EvalConfig(guard_metrics=[]), candidate="rl", baseline="sft", champion=None)
+    assert off.promoted and "well_formed_rate is" not in " ".join(off.reasons)
+
+
 # ---- checkpoints in processes ---------------------------------------------------------------------
 def test_checkpoints_played_in_their_own_processes_give_the_episodes_and_probe_of_one_process(
     small_world_dir, tiny_checkpoint, tmp_path

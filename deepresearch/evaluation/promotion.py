@@ -12,6 +12,8 @@
 2. The policy decision (`decide_policy`, pure): the candidate (the RL policy) is promoted only if
      - it clears the floors `evaluation.min_well_formed_rate` and `evaluation.min_compliance`;
      - it is at least as good as the baseline (SFT) on `evaluation.gate_metric` (point estimates);
+     - it is not worse than the baseline on any of `evaluation.guard_metrics` (EM, compliance,
+       well-formed): no paired difference candidate − baseline whose interval lies entirely below 0;
      - when a comparable champion was evaluated, it beats it on the gate metric: the mean paired
        difference is positive and its paired-bootstrap interval excludes a loss (low end ≥ 0).
 3. The judge decision (`decide_judge`, pure): promoted only if its macro-F1 against the ground-truth
@@ -110,7 +112,8 @@ def decide_policy(
 
     Args:
         metrics: checkpoint name → its metrics (the candidate, the baseline and the champion among them).
-        differences: paired differences; (candidate, champion) on the gate metric is used.
+        differences: paired differences; (candidate, baseline) on the guard metrics and (candidate,
+            champion) on the gate metric are used.
         ev: the evaluation section (gate metric, floors).
         candidate, baseline: checkpoint names (e.g. "rl", "sft").
         champion: the name the champion was evaluated under, or None when it was not.
@@ -145,6 +148,18 @@ def decide_policy(
             reasons.append(f"{gate} {mine:.4f} is below {baseline}'s {theirs:.4f}")
         else:
             reasons.append(f"{gate} {mine:.4f} is at least {baseline}'s {theirs:.4f}")
+    for key in ev.guard_metrics:
+        d = next((d for d in differences if (d.a, d.b, d.metric) == (candidate, baseline, key)), None)
+        if d is None:
+            reasons.append(f"{key} of {candidate} − {baseline} has no paired difference (not measured): not checked")
+            continue
+        span = f"{d.value:+.4f} [{d.ci_low:+.4f}, {d.ci_high:+.4f}]"
+        figures.update({f"{key}_vs_{baseline}": d.value, f"{key}_vs_{baseline}_ci_high": d.ci_high})
+        if d.ci_high < 0:
+            ok = False
+            reasons.append(f"{key} is worse than {baseline}'s: paired difference {span} lies below 0")
+        else:
+            reasons.append(f"{key} is not significantly worse than {baseline}'s: paired difference {span}")
     if champion is None:
         reasons.append(f"{champion_note or 'no champion evaluated'}: decided on the floors and {baseline} alone")
     else:
@@ -210,6 +225,8 @@ def evaluation_stage(
             tempfile.TemporaryDirectory(prefix="champion-") as tmp:
         tracked = bool(run.run_id)
         specs, pairs = dict(checkpoints), consecutive_pairs(list(checkpoints))
+        if candidate is not None and baseline in checkpoints and (candidate, baseline) not in pairs:
+            pairs.append((candidate, baseline))  # the guard metrics' paired differences
         champ = ChampionCheck(version=None, path=None, note="no registry (tracking is off)")
         if tracked and candidate is not None:
             champ = fetch_champion(cfg.tracking, Path(checkpoints[candidate]), Path(tmp))
