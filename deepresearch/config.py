@@ -435,7 +435,11 @@ class RLConfig(Section):
     kl_estimator: Literal["k1", "k2", "k3"] = "k1"  # rl.ppo.KLEstimator
     value_coef: float = Field(0.5, ge=0)
     ppo_epochs: int = Field(2, ge=1)
+    # episodes per optimizer step (verl's ppo_mini_batch_size), forwarded `micro_batch_size` at a time
+    # with their gradients accumulated (verl's ppo_micro_batch_size; 0 = the whole minibatch at once);
+    # the accumulated gradient is that of the minibatch's token-mean losses
     minibatch_size: int = Field(4, ge=1)
+    micro_batch_size: int = Field(0, ge=0)
     steps: int = Field(10, ge=1)  # rollout → update iterations
     episodes_per_step: int = Field(8, ge=1)
     rollout_workers: int = Field(2, ge=1)  # Ray actors
@@ -448,6 +452,11 @@ class RLConfig(Section):
     slice_tokens: int = Field(64, ge=0)
     engine: Literal["transformers", "vllm"] = "transformers"
     seed: int = 0
+
+    @property
+    def forward_batch(self) -> int:
+        """Episodes per forward pass of the learner, the critic and the reference."""
+        return min(self.micro_batch_size or self.minibatch_size, self.minibatch_size)
 
 
 class EvalConfig(Section):

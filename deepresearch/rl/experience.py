@@ -4,7 +4,7 @@
                              rl=cfg.rl, pad_id=tokenizer.pad_token_id, device=learner.device)
     experience_metrics(batch)      # rl/advantage_mean, rl/explained_variance, rl/kl_ref, ...
 
-The critic and the reference policy run without gradients, `rl.minibatch_size` episodes per forward
+The critic and the reference policy run without gradients, `rl.forward_batch` episodes per forward
 pass. Advantages follow `rl` exactly as documented on `config.RLConfig`: the episode reward on the
 last policy token, −kl_coef · KL(π_old ‖ π_ref) on every policy token when kl_coef > 0, GAE with
 (gamma, lam) over policy tokens only, optionally whitened. Every log-probability is at
@@ -86,7 +86,7 @@ def build_experience(
         rewards: one per episode.
         critic: the critic's module (values before the update).
         reference: the frozen SFT policy (needed when rl.kl_coef > 0, else None).
-        rl: gamma, lam, whiten_advantages, kl_coef, kl_estimator, temperature, minibatch_size (the
+        rl: gamma, lam, whiten_advantages, kl_coef, kl_estimator, temperature, forward_batch (the
             forward chunk).
         pad_id: the tokenizer's pad id.
         device: where the critic and reference live; the batch is returned there.
@@ -103,11 +103,11 @@ def build_experience(
     padded = type(padded)(
         *(t.to(device) for t in (padded.input_ids, padded.attention_mask, padded.action_mask, padded.old_logp))
     )
-    values = chunked_token_values(critic, padded.input_ids, padded.attention_mask, rl.minibatch_size)  # (B, T)
+    values = chunked_token_values(critic, padded.input_ids, padded.attention_mask, rl.forward_batch)  # (B, T)
     ref_logp = None
     if reference is not None:
         ref_logp = chunked_token_logprobs(
-            reference, padded.input_ids, padded.attention_mask, rl.minibatch_size, rl.temperature
+            reference, padded.input_ids, padded.attention_mask, rl.forward_batch, rl.temperature
         )  # (B, T)
     return make_experience(
         padded,

@@ -7,11 +7,13 @@
     with learner.policy.full_weights() as module: ...                 # whole parameters (gathered under ZeRO-3)
     learner.close()
 
-One step (`ppo_step`) on a minibatch: forward the policy (log π_θ at `rl.temperature`) and the critic,
-the clipped surrogate and the clipped value loss (`rl.ppo`), backward of the policy loss through the
-policy's Trainable and of value_coef × value loss through the critic's (the losses share no
-parameters, so this is the gradient of policy_loss + value_coef · value_loss), then each steps with
-its own gradient clipping. KL-to-reference, when used, is already in the batch's token rewards
+One step (`ppo_step`) on a minibatch of `rl.minibatch_size` episodes, forwarded `rl.forward_batch` at
+a time: forward the policy (log π_θ at `rl.temperature`) and the critic, the clipped surrogate and the
+clipped value loss (`rl.ppo`), backward of the policy loss through the policy's Trainable and of
+value_coef × value loss through the critic's (the losses share no parameters, so this is the gradient
+of policy_loss + value_coef · value_loss), each micro-batch's losses weighted by its share of the
+minibatch's policy tokens so that the accumulated gradient is the whole minibatch's token mean; then
+each steps once with its own gradient clipping. KL-to-reference, when used, is already in the batch's token rewards
 (`experience.build_experience`), not in the loss.
 
 Back ends. `DeepSpeedTrainable` wraps a DeepSpeed engine (`training.engine.init_engine`: torch AdamW,
@@ -49,8 +51,8 @@ class Trainable(Protocol):
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """The module's forward (through the engine, for DeepSpeed)."""
 
-    def backward(self, loss: Tensor) -> None:
-        """Accumulate the gradient of `loss`."""
+    def backward(self, loss: Tensor, *, last: bool = True) -> None:
+        """Accumulate the gradient of `loss`; `last`: no further backward before the next `step`."""
 
     def step(self) -> float:
         """Clip the gradients, take an optimizer step, clear the gradients; returns the global
@@ -74,7 +76,7 @@ class TorchTrainable:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.module(*args, **kwargs)
 
-    def backward(self, loss: Tensor) -> None:
+    def backward(self, loss: Tensor, *, last: bool = True) -> None:
         loss.backward()
 
     def step(self) -> float:
@@ -101,7 +103,10 @@ class DeepSpeedTrainable:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.engine(*args, **kwargs)
 
-    def backward(self, loss: Tensor) -> None:
+    def backward(self, loss: Tensor, *, last: bool = True) -> None:
+        # the engine runs with gradient_accumulation_steps 1 (no loss scaling); the caller says where the
+        # accumulation ends, so ZeRO 2/3 reduce the gradients once, at the minibatch's last backward
+        self.engine.set_gradient_accumulation_boundary(last)
         self.engine.backward(loss)
 
     def step(self) -> float:
@@ -141,8 +146,9 @@ class PPOLearner:
 
 def learner_stage_config(rl: RLConfig, train: TrainStageConfig, lr: float) -> TrainStageConfig:
     """The DeepSpeed settings of one PPO learner engine: `train`'s ZeRO stage, bf16, gradient clipping
-    and seed (the SFT stage's, in the pipeline); learning rate `lr` (constant); one minibatch of
-    `rl.minibatch_size` episodes per optimizer step; no weight decay (PPO fine-tunes a trained policy)."""
+    and seed (the SFT stage's, in the pipeline); learning rate `lr` (constant); micro-batches of
+    `rl.forward_batch` episodes, accumulated by the update itself (`ppo_step`, one optimizer step per
+    minibatch), not by the engine's counter; no weight decay (PPO fine-tunes a trained policy)."""
     from deepresearch.config import TrainStageConfig
 
     return TrainStageConfig(
@@ -152,7 +158,7 @@ def learner_stage_config(rl: RLConfig, train: TrainStageConfig, lr: float) -> Tr
             "min_lr_ratio": 1.0,
             "warmup_steps": 0,
             "weight_decay": 0.0,
-            "micro_batch_size": rl.minibatch_size,
+            "micro_batch_size": rl.forward_batch,
             "grad_accum_steps": 1,
             "max_steps": rl.steps,
             "save_every": rl.steps,
@@ -254,36 +260,40 @@ def ppo_losses(
 
 
 def ppo_step(learner: PPOLearner, batch: ExperienceBatch, rl: RLConfig) -> dict[str, float]:
-    """One optimizer step of the actor and the critic on one minibatch.
+    """One optimizer step of the actor and the critic on one minibatch, forwarded in micro-batches of
+    `rl.forward_batch` episodes whose gradients accumulate (weighted by their share of the policy tokens).
 
     Returns:
         Metrics named `rl/<metric>`: policy_loss, value_loss, clip_frac, kl (KL(π_old ‖ π_θ) before this
-        step), entropy, value_mean, policy_grad_norm, critic_grad_norm.
+        step), entropy, value_mean (token means over the minibatch), policy_grad_norm, critic_grad_norm.
     """
     learner.policy.module.train()
     learner.critic.module.train()
-    losses = ppo_losses(
-        learner.policy,
-        learner.critic,
-        batch,
-        clip_eps=rl.clip_eps,
-        value_clip_eps=rl.value_clip_eps,
-        temperature=rl.temperature,
-    )
-    learner.policy.backward(losses.policy_loss)
-    learner.critic.backward(rl.value_coef * losses.value_loss)
+    micro = list(iter_minibatches(batch, rl.forward_batch, shuffle=False)) if len(batch) > rl.forward_batch else [batch]
+    tokens = [float(mb.action_mask.sum()) for mb in micro]
+    total = sum(tokens)
+    sums = dict.fromkeys(("policy_loss", "value_loss", "clip_frac", "kl", "entropy", "value_mean"), 0.0)
+    for i, mb in enumerate(micro):
+        w = tokens[i] / total if total else 1.0 / len(micro)
+        losses = ppo_losses(
+            learner.policy,
+            learner.critic,
+            mb,
+            clip_eps=rl.clip_eps,
+            value_clip_eps=rl.value_clip_eps,
+            temperature=rl.temperature,
+        )
+        last = i == len(micro) - 1
+        learner.policy.backward(w * losses.policy_loss, last=last)
+        learner.critic.backward(w * rl.value_coef * losses.value_loss, last=last)
+        for key, value in (("policy_loss", losses.policy_loss), ("value_loss", losses.value_loss),
+                           ("clip_frac", losses.clip_frac), ("kl", losses.approx_kl),
+                           ("entropy", losses.entropy), ("value_mean", losses.value_mean)):
+            sums[key] += w * value.item()
     policy_norm = learner.policy.step()
     critic_norm = learner.critic.step()
-    return {
-        "rl/policy_loss": losses.policy_loss.item(),
-        "rl/value_loss": losses.value_loss.item(),
-        "rl/clip_frac": losses.clip_frac.item(),
-        "rl/kl": losses.approx_kl.item(),
-        "rl/entropy": losses.entropy.item(),
-        "rl/value_mean": losses.value_mean.item(),
-        "rl/policy_grad_norm": policy_norm,
-        "rl/critic_grad_norm": critic_norm,
-    }
+    return {**{f"rl/{k}": v for k, v in sums.items()},
+            "rl/policy_grad_norm": policy_norm, "rl/critic_grad_norm": critic_norm}
 
 
 def ppo_update(
