@@ -98,19 +98,23 @@ def build_judge_model(tokenizer: PreTrainedTokenizerBase, sizes: BackboneSizes) 
     return model.eval()
 
 
-def judge_from_backbone(path: str | Path, *, pad_token_id: int) -> PreTrainedModel:
+def judge_from_backbone(path: str | Path, *, pad_token_id: int, seed: int = 0) -> PreTrainedModel:
     """A judge initialised from a policy checkpoint (a Hugging Face Qwen2 directory); the score head is new.
 
     Args:
         path: checkpoint directory (e.g. the SFT policy), loadable by transformers.
         pad_token_id: the tokenizer's pad token id.
+        seed: seeds the new head's initialisation (the caller's RNG is left as it was), so that the same
+            backbone and seed give the same judge in any process.
     """
+    import torch
     from transformers import Qwen2ForSequenceClassification
 
     from deepresearch.console import fresh_head, quiet
 
     quiet()
-    with fresh_head("score."):  # the head this function creates: its "MISSING" report is the point
+    with fresh_head("score."), torch.random.fork_rng(devices=[]):  # the head's "MISSING" report is the point
+        torch.manual_seed(seed)
         model = Qwen2ForSequenceClassification.from_pretrained(
             str(path), pad_token_id=pad_token_id, use_cache=False, **_label_config()
         )

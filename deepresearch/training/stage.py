@@ -179,7 +179,7 @@ def run_stage(
         from deepresearch.judge.model import encode_judge_example, judge_from_backbone, judge_loss_fn
 
         _, tokenizer = load_checkpoint(init_model)
-        model = judge_from_backbone(init_model, pad_token_id=tokenizer.pad_token_id)
+        model = judge_from_backbone(init_model, pad_token_id=tokenizer.pad_token_id, seed=scfg.seed)
         train_ex = read_examples(Path(data) / "train.jsonl")
         reads = {"evidence_lines": cfg.judge.evidence_lines, "mark_matches": cfg.judge.mark_matches}
         enc = [encode_judge_example(tokenizer, ex, cfg.judge.max_len, **reads) for ex in train_ex]
