@@ -459,6 +459,10 @@ class RLConfig(Section):
         return min(self.micro_batch_size or self.minibatch_size, self.minibatch_size)
 
 
+# the held-out metrics a promotion can be decided on (evaluation.metrics.METRICS names)
+GateMetric = Literal["mean_reward", "exact_match", "f1", "compliance", "judge_compliance", "well_formed_rate"]
+
+
 class EvalConfig(Section):
     """Evaluation on held-out tasks and the promotion gate."""
 
@@ -497,12 +501,9 @@ class EvalConfig(Section):
     # promotion of the policy (evaluation/promotion.py): it must clear these floors, be at least as good as
     # SFT on `gate_metric`, lose to SFT on none of `guard_metrics` (a paired interval entirely below 0), and
     # beat the current champion on `gate_metric` with a paired interval that excludes a loss
-    gate_metric: Literal["mean_reward", "exact_match", "f1", "compliance", "judge_compliance", "well_formed_rate"] = (
-        "mean_reward"
-    )
+    gate_metric: GateMetric = "mean_reward"
     min_compliance: float = Field(0.0, ge=-10, le=1)
-    guard_metrics: list[Literal["mean_reward", "exact_match", "f1", "compliance", "judge_compliance",
-                                "well_formed_rate"]] = ["exact_match", "compliance", "well_formed_rate"]
+    guard_metrics: list[GateMetric] = ["exact_match", "compliance", "well_formed_rate"]
     # a policy that fails the answer format on half its held-out episodes never becomes champion
     min_well_formed_rate: float = Field(0.5, ge=0, le=1)
     # the judge becomes `champion` only if its macro-F1 against the ground-truth labels of the

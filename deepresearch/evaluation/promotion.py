@@ -148,8 +148,9 @@ def decide_policy(
             reasons.append(f"{gate} {mine:.4f} is below {baseline}'s {theirs:.4f}")
         else:
             reasons.append(f"{gate} {mine:.4f} is at least {baseline}'s {theirs:.4f}")
+    paired = {(d.a, d.b, d.metric): d for d in differences}
     for key in ev.guard_metrics:
-        d = next((d for d in differences if (d.a, d.b, d.metric) == (candidate, baseline, key)), None)
+        d = paired.get((candidate, baseline, key))
         if d is None:
             reasons.append(f"{key} of {candidate} − {baseline} has no paired difference (not measured): not checked")
             continue
@@ -163,7 +164,7 @@ def decide_policy(
     if champion is None:
         reasons.append(f"{champion_note or 'no champion evaluated'}: decided on the floors and {baseline} alone")
     else:
-        d = next((d for d in differences if (d.a, d.b, d.metric) == (candidate, champion, gate)), None)
+        d = paired.get((candidate, champion, gate))
         if d is None:
             raise ValueError(f"no paired difference {candidate} − {champion} of {gate}: evaluate with that pair")
         figures.update({f"{gate}_vs_champion": d.value, f"{gate}_vs_champion_ci_low": d.ci_low,

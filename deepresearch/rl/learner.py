@@ -269,7 +269,7 @@ def ppo_step(learner: PPOLearner, batch: ExperienceBatch, rl: RLConfig) -> dict[
     """
     learner.policy.module.train()
     learner.critic.module.train()
-    micro = list(iter_minibatches(batch, rl.forward_batch, shuffle=False)) if len(batch) > rl.forward_batch else [batch]
+    micro = list(iter_minibatches(batch, rl.forward_batch, shuffle=False))
     tokens = [float(mb.action_mask.sum()) for mb in micro]
     total = sum(tokens)
     sums = dict.fromkeys(("policy_loss", "value_loss", "clip_frac", "kl", "entropy", "value_mean"), 0.0)
