@@ -442,6 +442,17 @@ class RLConfig(Section):
     micro_batch_size: int = Field(0, ge=0)
     steps: int = Field(10, ge=1)  # rollout → update iterations
     episodes_per_step: int = Field(8, ge=1)
+    # each step plays episodes_per_step / samples_per_task distinct tasks, every one of them this many
+    # times (verl's rollout.n): samples of one task differ only in the policy's own choices
+    samples_per_task: int = Field(1, ge=1)
+    # subtract from each episode's reward the mean reward of the other samples of its task (RLOO's
+    # leave-one-out baseline) before GAE: the advantage then says how much better than its task's other
+    # samples an episode did, not how easy its task was; needs samples_per_task >= 2
+    task_baseline: bool = False
+    # leave out of the update the episodes of a task whose samples all earned the same reward (DAPO's
+    # dynamic sampling, arXiv 2503.14476): their centered rewards are 0, so they carry no signal, and the
+    # learner's time goes to the tasks that do; needs samples_per_task >= 2
+    skip_uniform_groups: bool = False
     rollout_workers: int = Field(2, ge=1)  # Ray actors
     actor_lr: float = Field(1e-5, gt=0)
     critic_lr: float = Field(1e-4, gt=0)
@@ -452,6 +463,23 @@ class RLConfig(Section):
     slice_tokens: int = Field(64, ge=0)
     engine: Literal["transformers", "vllm"] = "transformers"
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _groups_fit(self) -> "RLConfig":
+        if self.episodes_per_step % self.samples_per_task:
+            raise ValueError(
+                f"rl.episodes_per_step ({self.episodes_per_step}) is not a multiple of rl.samples_per_task "
+                f"({self.samples_per_task})"
+            )
+        for flag in ("task_baseline", "skip_uniform_groups"):
+            if getattr(self, flag) and self.samples_per_task < 2:
+                raise ValueError(f"rl.{flag} needs rl.samples_per_task >= 2 (it compares a task's samples)")
+        return self
+
+    @property
+    def tasks_per_step(self) -> int:
+        """Distinct tasks a step plays (each `samples_per_task` times)."""
+        return self.episodes_per_step // self.samples_per_task
 
     @property
     def forward_batch(self) -> int:

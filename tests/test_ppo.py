@@ -14,6 +14,7 @@ from deepresearch.rl.ppo import (
     gae_reference,
     get_advantage_estimator,
     kl_penalty,
+    leave_one_out_baseline,
     masked_mean,
     masked_whiten,
     policy_loss,
@@ -98,6 +99,20 @@ def test_reinforce_is_reward_to_go():
     adv, ret = get_advantage_estimator("reinforce")(rewards, t([[9, 9, 9, 9]]), mask, 0.5, 0.3)
     # gamma 0.5 per policy step: t=3: 1 ; t=2: 0.5 + 0.5*1 = 1.0 ; t=0: 0 + 0.5*1.0 = 0.5
     assert torch.allclose(adv, t([[0.5, 0, 1.0, 1.0]])) and torch.equal(adv, ret)
+
+
+def test_leave_one_out_baseline_is_the_mean_of_the_tasks_other_samples():
+    rewards = t([1, 0, 0, 0, 1, 1, 0, 1, 0.5, -0.2])
+    groups = torch.tensor([0, 0, 0, 0, 2, 2, 2, 2, 1, 1])  # group ids need not be contiguous in order
+    base = leave_one_out_baseline(rewards, groups)
+    assert torch.allclose(base, t([0, 1 / 3, 1 / 3, 1 / 3, 2 / 3, 2 / 3, 1, 2 / 3, -0.2, 0.5]))
+    centered = rewards - base
+    for g in groups.unique():
+        assert float(centered[groups == g].sum()) == pytest.approx(0.0, abs=1e-12)
+    # a task whose samples all earned the same carries no signal: every centered reward is 0
+    assert torch.equal(leave_one_out_baseline(t([1, 1, 1]), torch.tensor([0, 0, 0])), t([1, 1, 1]))
+    with pytest.raises(ValueError, match="one episode"):
+        leave_one_out_baseline(t([1, 0, 1]), torch.tensor([0, 0, 1]))
 
 
 def test_terminal_rewards_on_last_policy_token():

@@ -68,6 +68,35 @@ def test_rewards_judge_reports_match_answers_and_floor_missing_answers():
     )
 
 
+def test_each_task_is_played_samples_per_task_times_in_a_row():
+    from types import SimpleNamespace
+
+    from deepresearch.config import load_config
+    from deepresearch.errors import ConfigError
+    from deepresearch.rl.tasks import informative_episodes, step_tasks, task_groups
+
+    cfg = load_config("configs/tiny.yaml", ["rl.episodes_per_step=8", "rl.samples_per_task=4", "rl.task_baseline=true"])
+    pools = ([SimpleNamespace(task_id=f"ds{i}") for i in range(5)], [SimpleNamespace(task_id=f"dr{i}") for i in range(3)])
+    steps = [step_tasks(cfg, pools, s) for s in range(3)]
+    for tasks in steps:
+        ids = [t.task_id for t in tasks]
+        # 2 tasks (one of each capability at the SFT ratio), 4 samples of each, a group's samples together
+        assert len(ids) == 8 and ids[0].startswith("ds") and ids[4].startswith("dr")
+        assert ids == [ids[0]] * 4 + [ids[4]] * 4
+        assert task_groups(tasks) == [0, 0, 0, 0, 1, 1, 1, 1]
+    assert len({s[0].task_id for s in steps}) == 3  # each step walks on to new tasks
+    # only tasks whose samples earned different rewards go to the update (skip_uniform_groups)
+    tasks = steps[0]
+    assert informative_episodes(tasks, [1, 0, 0, 1, 0, 0, 0, 0]) == [0, 1, 2, 3]
+    assert informative_episodes(tasks, [1, 1, 1, 1, -0.2, -0.2, -0.2, -0.2]) == []
+    assert informative_episodes(tasks, [0, 0, 0, 1, 0.5, 0, 0, 0]) == list(range(8))
+    with pytest.raises(ConfigError, match="not a multiple of rl.samples_per_task"):
+        load_config("configs/tiny.yaml", ["rl.episodes_per_step=8", "rl.samples_per_task=3"])
+    for flag in ("task_baseline", "skip_uniform_groups"):
+        with pytest.raises(ConfigError, match=f"{flag} needs rl.samples_per_task >= 2"):
+            load_config("configs/tiny.yaml", [f"rl.{flag}=true"])
+
+
 def test_rollout_metrics_report_reward_spread_and_success():
     from deepresearch.agent.schema import Trajectory
     from deepresearch.rl.buffer import Episode

@@ -611,6 +611,32 @@ def test_value_model_save_load_and_alignment(model_dir, model, tmp_path):
     assert fresh.backbone is not model.model  # from a loaded policy: copied, never shared
 
 
+def test_length_chunked_forwards_match_one_episode_at_a_time(model):
+    from deepresearch.rl.buffer import length_chunks
+    from deepresearch.rl.experience import chunked_token_logprobs, chunked_token_values
+    from deepresearch.rl.value import ValueModel
+
+    gen = torch.Generator().manual_seed(0)
+    lengths = [7, 19, 3, 12, 19, 5]
+    ids = torch.zeros(len(lengths), max(lengths), dtype=torch.long)
+    attn = torch.zeros_like(ids)
+    for i, n in enumerate(lengths):
+        ids[i, :n] = torch.randint(3, model.config.vocab_size, (n,), generator=gen)
+        attn[i, :n] = 1
+    # chunks of 4 rows: the 4 longest together, trimmed to 19; then the 2 shortest, trimmed to 5
+    assert [(rows.tolist(), n) for rows, n in length_chunks(attn, 4)] == [([1, 4, 3, 0], 19), ([5, 2], 5)]
+    critic = ValueModel.from_policy(model)
+    torch.nn.init.normal_(critic.value_head.weight, generator=gen)  # not the zero head: values that differ
+    values = chunked_token_values(critic, ids, attn, 4)
+    logps = chunked_token_logprobs(model, ids, attn, 4, temperature=0.7)
+    with torch.no_grad():
+        for i, n in enumerate(lengths):
+            one = critic.token_values(ids[i : i + 1, :n], attn[i : i + 1, :n])[0]
+            lp = token_logprobs(model(input_ids=ids[i : i + 1, :n]).logits, ids[i : i + 1, :n], 0.7)[0]
+            assert torch.allclose(values[i, :n], one, atol=1e-5) and torch.allclose(logps[i, :n], lp, atol=1e-5)
+    assert not values[[5, 2], 5:].any() and not logps[[5, 2], 5:].any()  # the short chunk never ran there
+
+
 def test_pad_episodes_and_make_experience(model, tokenizer):
     from deepresearch.agent.schema import Trajectory
     from deepresearch.rl.buffer import Episode
@@ -632,6 +658,10 @@ def test_pad_episodes_and_make_experience(model, tokenizer):
     assert torch.allclose(batch.advantages, torch.tensor([[0, 0.5, 0.8, 0, 0.9], [0, 0, -1.3, 0, 0]]))
     assert torch.allclose(batch.returns, torch.tensor([[0, 1.0, 1.0, 0, 1.0], [0, 0, -1.0, 0, 0]]))
     assert torch.equal(batch.old_values[0], torch.tensor([0, 0.5, 0.2, 0, 0.1]))
+    # two samples of one task: each reward is centered on the other's (1 - (-1) = 2, -1 - 1 = -2)
+    grouped = make_experience(padded, torch.tensor([1.0, -1.0]), values, gamma=1.0, lam=1.0, groups=torch.tensor([0, 0]))
+    assert torch.allclose(grouped.returns, torch.tensor([[0, 2.0, 2.0, 0, 2.0], [0, 0, -2.0, 0, 0]]))
+    assert torch.allclose(grouped.advantages, torch.tensor([[0, 1.5, 1.8, 0, 1.9], [0, 0, -2.3, 0, 0]]))
     # a KL penalty lowers every policy token's reward by kl_coef * (old_logp - ref_logp) (k1)
     ref = padded.old_logp - 0.5 * padded.action_mask
     kl_batch = make_experience(padded, torch.tensor([1.0, -1.0]), values, gamma=1.0, lam=1.0, ref_logp=ref, kl_coef=0.1)

@@ -19,7 +19,13 @@ import torch
 from torch import Tensor
 
 from deepresearch.agent.schema import Episode
-from deepresearch.rl.ppo import get_advantage_estimator, kl_penalty, masked_whiten, terminal_rewards
+from deepresearch.rl.ppo import (
+    get_advantage_estimator,
+    kl_penalty,
+    leave_one_out_baseline,
+    masked_whiten,
+    terminal_rewards,
+)
 
 
 @dataclass(frozen=True)
@@ -100,6 +106,7 @@ def make_experience(
     kl_coef: float = 0.0,
     kl_kind: str = "k1",
     whiten_advantages: bool = False,
+    groups: Tensor | None = None,
 ) -> ExperienceBatch:
     """Turn padded episodes, their rewards and the critic's values into a PPO batch.
 
@@ -114,6 +121,9 @@ def make_experience(
         gamma, lam: GAE parameters (the recipe uses 1.0, 1.0).
         ref_logp: (B, T) reference-policy log-probs; required when kl_coef > 0.
         whiten_advantages: normalize advantages over the batch's policy tokens.
+        groups: (B,) long task index of each episode; given, every reward is first centered with the
+            leave-one-out mean of its task's other episodes (`leave_one_out_baseline`), so the
+            critic and the advantages see how much better than its task's other samples an episode did.
     Returns:
         The ExperienceBatch (CPU or wherever the inputs live).
     """
@@ -125,7 +135,10 @@ def make_experience(
     if kl_coef > 0 and ref_logp is None:
         raise ValueError("kl_coef > 0 needs ref_logp (the reference policy's log-probs)")
     old_values = old_values.detach().to(torch.float32) * mask
-    token_rewards = terminal_rewards(rewards.to(torch.float32), mask)
+    rewards = rewards.to(torch.float32)
+    if groups is not None:
+        rewards = rewards - leave_one_out_baseline(rewards, groups.to(rewards.device))
+    token_rewards = terminal_rewards(rewards, mask)
     if kl_coef > 0:
         token_rewards = token_rewards - kl_coef * kl_penalty(padded.old_logp, ref_logp, mask, kl_kind)
     advantages, returns = get_advantage_estimator(estimator)(token_rewards, old_values, mask, gamma, lam)
@@ -155,3 +168,18 @@ def iter_minibatches(
     order = torch.randperm(B, generator=generator) if shuffle else torch.arange(B)
     for start in range(0, B, minibatch_size):
         yield batch.select(order[start : start + minibatch_size])
+
+
+def length_chunks(attention_mask: torch.Tensor, chunk: int) -> Iterator[tuple[torch.Tensor, int]]:
+    """Rows of a right-padded (B, T) batch, `chunk` at a time in order of length, each chunk with its
+    own length: forwarding (rows, :length) instead of (rows, :T) skips the padding of the longest
+    episode, which the other episodes would otherwise carry in every forward pass.
+
+    Yields:
+        (row indices (b,) long, the longest of those rows' lengths).
+    """
+    lengths = attention_mask.sum(1)
+    order = torch.argsort(lengths, descending=True, stable=True)
+    for s in range(0, len(order), chunk):
+        rows = order[s : s + chunk]
+        yield rows, int(lengths[rows].max())

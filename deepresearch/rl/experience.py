@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Sequence
 
 import torch
 
-from deepresearch.rl.buffer import ExperienceBatch, make_experience, pad_episodes
+from deepresearch.rl.buffer import ExperienceBatch, length_chunks, make_experience, pad_episodes
 from deepresearch.rl.ppo import explained_variance, kl_penalty, masked_mean, masked_var, token_logprobs
 
 if TYPE_CHECKING:
@@ -25,10 +25,19 @@ if TYPE_CHECKING:
     from deepresearch.rl.buffer import Episode
 
 
+def _chunked(fn, input_ids: torch.Tensor, attention_mask: torch.Tensor, chunk: int) -> torch.Tensor:
+    """`fn(ids, mask)` → (b, t) float over `length_chunks`, scattered back into a (B, T) float32 tensor
+    (0 past each chunk's length; what lies on padding is masked out downstream)."""
+    out = torch.zeros(input_ids.shape, dtype=torch.float32, device=input_ids.device)
+    for rows, T in length_chunks(attention_mask, chunk):
+        out[rows, :T] = fn(input_ids[rows, :T], attention_mask[rows, :T]).to(torch.float32)
+    return out
+
+
 def chunked_token_values(
     critic: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, chunk: int
 ) -> torch.Tensor:
-    """Critic values aligned to tokens, `chunk` rows at a time, without gradients.
+    """Critic values aligned to tokens, `chunk` rows at a time (`length_chunks`), without gradients.
 
     Args:
         critic: a ValueModel (eval mode is set here; the caller's train() comes back on the next step).
@@ -39,12 +48,7 @@ def chunked_token_values(
     """
     critic.eval()
     with torch.no_grad():
-        return torch.cat(
-            [
-                critic.token_values(input_ids[s : s + chunk], attention_mask[s : s + chunk])
-                for s in range(0, input_ids.shape[0], chunk)
-            ]
-        )
+        return _chunked(critic.token_values, input_ids, attention_mask, chunk)
 
 
 def chunked_token_logprobs(
@@ -54,19 +58,19 @@ def chunked_token_logprobs(
     chunk: int,
     temperature: float = 1.0,
 ) -> torch.Tensor:
-    """log π(token_t | tokens_<t) of a causal LM at `temperature`, `chunk` rows at a time, without gradients.
+    """log π(token_t | tokens_<t) of a causal LM at `temperature`, `chunk` rows at a time
+    (`length_chunks`), without gradients.
 
     Returns:
         (B, T) float32 on the inputs' device (column 0 is 0).
     """
     model.eval()
-    out = []
+
+    def logprobs(ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return token_logprobs(model(input_ids=ids, attention_mask=mask).logits, ids, temperature)
+
     with torch.no_grad():
-        for s in range(0, input_ids.shape[0], chunk):
-            ids = input_ids[s : s + chunk]
-            logits = model(input_ids=ids, attention_mask=attention_mask[s : s + chunk]).logits  # (b, T, V)
-            out.append(token_logprobs(logits, ids, temperature))
-    return torch.cat(out)
+        return _chunked(logprobs, input_ids, attention_mask, chunk)
 
 
 def build_experience(
@@ -78,6 +82,7 @@ def build_experience(
     rl: RLConfig,
     pad_id: int,
     device: torch.device | str,
+    groups: Sequence[int] | None = None,
 ) -> ExperienceBatch:
     """Episodes + rewards → the PPO batch: critic values, reference log-probs (when kl_coef > 0), GAE.
 
@@ -90,6 +95,8 @@ def build_experience(
             forward chunk).
         pad_id: the tokenizer's pad id.
         device: where the critic and reference live; the batch is returned there.
+        groups: each episode's task index (`rl.tasks.task_groups`); needed when rl.task_baseline is on
+            (rewards centered on the leave-one-out mean of the task's other samples), ignored otherwise.
     Returns:
         The ExperienceBatch (with `ref_logp` when a reference was given).
     Raises:
@@ -99,6 +106,8 @@ def build_experience(
         raise ValueError("rl.kl_coef > 0 needs the reference policy (the frozen SFT checkpoint)")
     if len(rewards) != len(episodes):
         raise ValueError(f"{len(episodes)} episodes but {len(rewards)} rewards")
+    if rl.task_baseline and (groups is None or len(groups) != len(episodes)):
+        raise ValueError("rl.task_baseline needs each episode's task index (groups), one per episode")
     padded = pad_episodes(episodes, pad_id=pad_id)
     padded = type(padded)(
         *(t.to(device) for t in (padded.input_ids, padded.attention_mask, padded.action_mask, padded.old_logp))
@@ -119,6 +128,7 @@ def build_experience(
         kl_coef=rl.kl_coef,
         kl_kind=rl.kl_estimator,
         whiten_advantages=rl.whiten_advantages,
+        groups=torch.tensor(list(groups), dtype=torch.long, device=device) if rl.task_baseline else None,
     )
 
 

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, ContextManager, Iterator, Protocol
 import torch
 from torch import Tensor, nn
 
-from deepresearch.rl.buffer import iter_minibatches
+from deepresearch.rl.buffer import iter_minibatches, length_chunks
 from deepresearch.rl.ppo import entropy_from_logits, masked_mean, policy_loss, token_logprobs, value_loss
 from deepresearch.rl.value import align_to_tokens
 
@@ -269,7 +269,8 @@ def ppo_step(learner: PPOLearner, batch: ExperienceBatch, rl: RLConfig) -> dict[
     """
     learner.policy.module.train()
     learner.critic.module.train()
-    micro = list(iter_minibatches(batch, rl.forward_batch, shuffle=False))
+    # longest episodes together, each micro-batch trimmed to its own longest (the sum is order-free)
+    micro = [batch.select(rows) for rows, _ in length_chunks(batch.attention_mask, rl.forward_batch)]
     tokens = [float(mb.action_mask.sum()) for mb in micro]
     total = sum(tokens)
     sums = dict.fromkeys(("policy_loss", "value_loss", "clip_frac", "kl", "entropy", "value_mean"), 0.0)

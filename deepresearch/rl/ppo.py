@@ -131,6 +131,27 @@ def terminal_rewards(rewards: Tensor, mask: Tensor) -> Tensor:
     return out
 
 
+def leave_one_out_baseline(rewards: Tensor, groups: Tensor) -> Tensor:
+    """Each episode's baseline: the mean reward of the other episodes of its group (RLOO, Kool et al.
+    2019; Ahmadian et al. 2024, arXiv 2402.14740).
+
+    Args:
+        rewards: (B,) one reward per episode.
+        groups: (B,) long, the episode's group (its task); every group needs at least 2 episodes.
+    Returns:
+        (B,) baselines; rewards − baselines sums to 0 within every group.
+    Raises:
+        ValueError: a group with a single episode (it has no other samples to compare with).
+    """
+    n = torch.zeros(int(groups.max()) + 1, dtype=rewards.dtype, device=rewards.device).index_add_(
+        0, groups, torch.ones_like(rewards)
+    )
+    if bool((n[groups] < 2).any()):
+        raise ValueError("leave_one_out_baseline: a group has one episode; the baseline needs 2 or more")
+    total = torch.zeros_like(n).index_add_(0, groups, rewards)
+    return (total[groups] - rewards) / (n[groups] - 1)
+
+
 def gae_reference(rewards: Tensor, values: Tensor, mask: Tensor, gamma: float, lam: float) -> tuple[Tensor, Tensor]:
     """GAE written as the textbook per-episode loop; the reference `gae` is tested against.
 

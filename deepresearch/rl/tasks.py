@@ -4,7 +4,8 @@
     tasks = step_tasks(cfg, pools, step)       # step `step`'s tasks: deep search first, then research
     rewards = score_episodes(tasks, episodes, judge)   # judge.reward.score_trajectories of the episodes
 
-`episodes_per_step` tasks per step, deep search and deep research mixed in the SFT proportion
+`episodes_per_step / samples_per_task` tasks per step, each played `samples_per_task` times in a row,
+deep search and deep research mixed in the SFT proportion
 (`training.sft_deep_search_ratio`), drawn from pools synthesized from the world with `rl.seed` on the
 training side of the entity split (`synthesis.split.training_tasks`), so RL never trains on a
 held-out target or question. Steps walk each pool in a seeded order, reshuffled on every pass, so step s draws the
@@ -66,7 +67,7 @@ def rl_task_pools(cfg: PipelineConfig, world: World) -> tuple[list[DeepSearchTas
     from deepresearch.synthesis.split import training_tasks
 
     rl, syn = cfg.rl, cfg.synthesis
-    n_ds, n_dr = split_episodes(rl.episodes_per_step, cfg.training.sft_deep_search_ratio)
+    n_ds, n_dr = split_episodes(rl.tasks_per_step, cfg.training.sft_deep_search_ratio)
     try:
         return training_tasks(world, syn, n_deep_search=min(syn.n_deep_search, n_ds * rl.steps),
                               n_deep_research=min(syn.n_deep_research, n_dr * rl.steps), seed=rl.seed)
@@ -100,13 +101,29 @@ def pool_slice(pool: Sequence[Any], start: int, count: int, *, seed: str) -> lis
 
 
 def step_tasks(cfg: PipelineConfig, pools: tuple[list, list], step: int) -> list[Task]:
-    """The tasks of PPO step `step` (0-based): deep-search ones first, then research ones."""
-    n_ds, n_dr = split_episodes(cfg.rl.episodes_per_step, cfg.training.sft_deep_search_ratio)
+    """The tasks of PPO step `step` (0-based), one entry per episode: deep-search ones first, then
+    research ones, each task `rl.samples_per_task` times in a row."""
+    n_ds, n_dr = split_episodes(cfg.rl.tasks_per_step, cfg.training.sft_deep_search_ratio)
     ds, dr = pools
     seed = f"rl:{cfg.rl.seed}"
-    return pool_slice(ds, step * n_ds, n_ds, seed=f"{seed}:deep_search") + pool_slice(
+    tasks = pool_slice(ds, step * n_ds, n_ds, seed=f"{seed}:deep_search") + pool_slice(
         dr, step * n_dr, n_dr, seed=f"{seed}:deep_research"
     )
+    return [t for t in tasks for _ in range(cfg.rl.samples_per_task)]
+
+
+def task_groups(tasks: Sequence[Task]) -> list[int]:
+    """For each episode's task, the index of its task among the step's distinct tasks (first seen, first)."""
+    ids: dict[str, int] = {}
+    return [ids.setdefault(t.task_id, len(ids)) for t in tasks]
+
+
+def informative_episodes(tasks: Sequence[Task], rewards: Sequence[float]) -> list[int]:
+    """Indices of the episodes whose task's samples did not all earn the same reward."""
+    by_task: dict[str, set[float]] = {}
+    for t, r in zip(tasks, rewards):
+        by_task.setdefault(t.task_id, set()).add(r)
+    return [i for i, t in enumerate(tasks) if len(by_task[t.task_id]) > 1]
 
 
 def score_episodes(tasks: Sequence[Task], episodes: Sequence[Episode], judge: PairLabeler) -> list[float]:

@@ -8,17 +8,19 @@
 
 One step (`cfg.rl.steps` of them), setup → rollout → reward → experience → update → sync:
 
-1. Tasks (`rl.tasks`): `episodes_per_step` tasks mixed in the SFT proportion, from pools synthesized
-   with `rl.seed` on the training side of the entity split (`synthesis.split.training_tasks`), so RL
-   never trains on a held-out target or question.
+1. Tasks (`rl.tasks`): `episodes_per_step / samples_per_task` tasks mixed in the SFT proportion, each
+   played `samples_per_task` times, from pools synthesized with `rl.seed` on the training side of the
+   entity split (`synthesis.split.training_tasks`), so RL never trains on a held-out target or question.
 2. Rollout (`rl.rollout`): `collect` on a `RolloutPool` of `rl.rollout_workers` Ray actors; each plays
    its share of the step's episodes concurrently with the real tools under `agent.budget`, their turns
    decoded in batches, sampling at `rl.temperature`. An actor that dies is replaced and its episodes
    re-run with the same seeds (`rl/reruns`).
 3. Reward (`judge.reward.score_trajectories`), one scalar per episode: the judge's rubric labels mapped
    asymmetrically for reports, exact match for deep search, the task's floor without an answer.
-4. Experience (`rl.experience`): critic values (`ValueModel`, the SFT backbone with a zero value head),
-   the optional KL-to-reference shaping, GAE(γ, λ) over policy tokens, as documented on `RLConfig`.
+4. Experience (`rl.experience`): with `rl.skip_uniform_groups`, only the episodes of tasks whose samples
+   earned different rewards; with `rl.task_baseline`, each reward centered on its task's other samples;
+   critic values (`ValueModel`, the SFT backbone with a zero value head), the optional KL-to-reference
+   shaping, GAE(γ, λ) over policy tokens, as documented on `RLConfig`.
 5. Update (`rl.learner`): `rl.ppo_epochs` passes of shuffled minibatches of `rl.minibatch_size`
    episodes, clipped surrogate + value_coef × clipped value loss, policy and critic each in its own
    DeepSpeed engine (training.sft's ZeRO stage, bf16 and clipping; `rl.actor_lr` / `rl.critic_lr`).
@@ -29,7 +31,7 @@ One step (`cfg.rl.steps` of them), setup → rollout → reward → experience �
 Tracked in the MLflow child run "rl", per step, so the signal can be tuned by measurement:
   rollout      rl/reward_mean, rl/reward_std, rl/reward_min, rl/reward_max, rl/reward_<capability>,
                rl/success_rate (ground truth), rl/answered_rate, rl/episode_tokens, rl/policy_tokens,
-               rl/tool_calls, rl/reruns
+               rl/tool_calls, rl/reruns, rl/update_episodes (those the update trains on)
   experience   rl/advantage_mean, rl/advantage_std, rl/return_mean, rl/value_mean,
                rl/explained_variance (of the returns by the critic before the update),
                rl/kl_ref (KL(π_old ‖ π_ref), k1, when kl_coef > 0)
@@ -60,7 +62,14 @@ from pydantic import BaseModel
 
 from deepresearch.config import PipelineConfig
 from deepresearch.errors import ConfigError
-from deepresearch.rl.tasks import PPOError, rl_task_pools, score_episodes, step_tasks
+from deepresearch.rl.tasks import (
+    PPOError,
+    informative_episodes,
+    rl_task_pools,
+    score_episodes,
+    step_tasks,
+    task_groups,
+)
 
 if TYPE_CHECKING:
     from deepresearch.rl.buffer import Episode
@@ -295,21 +304,26 @@ def run_ppo(
                     rewards = score_episodes(tasks, episodes, judge)
                     sampled = sum(e.num_actions for e in episodes)
 
-                    # experience, then the update
+                    # experience, then the update (of the episodes that carry a signal, with skip_uniform_groups)
+                    keep = informative_episodes(tasks, rewards) if rl.skip_uniform_groups else range(len(tasks))
                     t0 = time.perf_counter()
-                    batch = build_experience(
-                        episodes,
-                        rewards,
-                        critic=learner.critic.module,
-                        reference=reference,
-                        rl=rl,
-                        pad_id=tokenizer.pad_token_id,
-                        device=learner.device,
-                    )
+                    batch, history = None, []
+                    if keep:
+                        batch = build_experience(
+                            [episodes[i] for i in keep],
+                            [rewards[i] for i in keep],
+                            critic=learner.critic.module,
+                            reference=reference,
+                            rl=rl,
+                            pad_id=tokenizer.pad_token_id,
+                            device=learner.device,
+                            groups=task_groups([tasks[i] for i in keep]),
+                        )
                     t1 = time.perf_counter()
-                    history = ppo_update(learner, batch, rl, generator=generator)
+                    if batch is not None:
+                        history = ppo_update(learner, batch, rl, generator=generator)
                     experience_s, learn_s = t1 - t0, time.perf_counter() - t1
-                    learn_tokens = int(batch.attention_mask.sum()) * rl.ppo_epochs
+                    learn_tokens = int(batch.attention_mask.sum()) * rl.ppo_epochs if batch is not None else 0
 
                     # sync: the next step's rollouts use the new policy
                     if step + 1 < rl.steps:
@@ -323,14 +337,15 @@ def run_ppo(
                         ("rollout_s", result.seconds),
                         ("rollout_tokens", sampled),
                         ("learn_s", learn_s),
-                        ("learn_samples", len(episodes) * rl.ppo_epochs),
+                        ("learn_samples", len(keep) * rl.ppo_epochs),
                         ("learn_tokens", learn_tokens),
                     ):
                         totals[key] += value
                     metrics = {
                         **rollout_metrics(tasks, episodes, rewards),
-                        **experience_metrics(batch),
+                        **(experience_metrics(batch) if batch is not None else {}),
                         **summarize_updates(history),
+                        "rl/update_episodes": float(len(keep)),
                         "rl/reruns": float(result.reruns),
                         "rl/weights_version": float(pool.weights_version),
                         "rl/rollout_seconds": result.seconds,
@@ -338,7 +353,7 @@ def run_ppo(
                         "rl/rollout_tokens_per_s": sampled / max(result.seconds, 1e-9),
                         "rl/experience_seconds": experience_s,
                         "rl/learner_seconds": learn_s,
-                        "rl/learner_samples_per_s": len(episodes) * rl.ppo_epochs / max(learn_s, 1e-9),
+                        "rl/learner_samples_per_s": len(keep) * rl.ppo_epochs / max(learn_s, 1e-9),
                         "rl/learner_tokens_per_s": learn_tokens / max(learn_s, 1e-9),
                     }
                     metrics = {k: v for k, v in metrics.items() if not math.isnan(v)}
